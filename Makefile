@@ -1,0 +1,62 @@
+# Two commands a user needs: `make run` and `make test`. Everything else is a helper for them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CATALOGUE := data/sample-catalogue
+MILVUS_URI ?= data/milvus.db
+HTTP_PORT ?= 8080
+GRPC_PORT ?= 8081
+
+.PHONY: run test test-unit test-e2e serve index catalogue bench lint format manifests tools clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstalls only when the dependency list changes; the package itself is editable.
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(INSTALLED)
+
+catalogue: $(INSTALLED)
+	$(BIN)/image-search sample-catalogue --out $(CATALOGUE)
+
+index: catalogue
+	$(BIN)/image-search index $(CATALOGUE) --milvus-uri $(MILVUS_URI)
+
+run: index
+	@$(BIN)/image-search query-example --http-port $(HTTP_PORT) --catalogue $(CATALOGUE)
+	$(BIN)/image-search serve --milvus-uri $(MILVUS_URI) --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
+
+tools:
+	hack/test-tools.sh
+
+test: $(INSTALLED) tools
+	$(BIN)/python -m pytest
+
+test-unit: $(INSTALLED)
+	$(BIN)/python -m pytest tests/unit
+
+test-e2e: $(INSTALLED)
+	$(BIN)/python -m pytest tests/e2e
+
+bench: $(INSTALLED)
+	$(BIN)/python -m benchmarks.run
+
+manifests: tools
+	hack/render-manifests.sh
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check predictor tests benchmarks
+	$(BIN)/ruff format --check predictor tests benchmarks
+
+format: $(INSTALLED)
+	$(BIN)/ruff format predictor tests benchmarks
+	$(BIN)/ruff check --fix predictor tests benchmarks
+
+clean:
+	rm -rf $(VENV) data/milvus.db $(CATALOGUE) .pytest_cache
