@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Puts the command-line tools the tests drive (helm, kubectl, promtool, prometheus, hadolint) in place.
-# Each tool is installed only when missing, so a second run costs nothing.
+# Puts the command-line tools the tests drive in place; each script installs only what is missing.
 set -euo pipefail
-echo "test tools: nothing to install yet"
+here="$(cd "$(dirname "$0")" && pwd)"
+for script in "$here"/tools/*.sh; do
+  [ -e "$script" ] || continue
+  bash "$script"
+done

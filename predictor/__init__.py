@@ -1,0 +1,3 @@
+"""Image similarity search on KServe."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""An async micro-batcher: concurrent callers' items coalesce into one call of a blocking batch function.
+
+The batch function runs in one dedicated worker thread (the device's), never on the event loop. While a batch runs,
+new items queue up and form the next batch, so batches grow with load and stay small when traffic is light.
+"""
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# A batch function returns one entry per item: the item's result, or an exception that fails only that item.
+BatchFunction = Callable[[list[Item]], Sequence[Result | BaseException]]
+BatchObserver = Callable[[int, list[float]], None]
+
+
+@dataclass
+class _Pending(Generic[Item, Result]):
+    item: Item
+    future: asyncio.Future
+    enqueued_at: float
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(
+        self,
+        batch_function: BatchFunction,
+        max_batch_size: int,
+        max_delay_s: float,
+        executor: concurrent.futures.Executor | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_delay_s < 0:
+            raise ValueError(f"max_delay_s must not be negative, got {max_delay_s}")
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self._batch_function = batch_function
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch")
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def submit(self, item: Item) -> Result:
+        """Queue one item and wait for its own result (or its own exception)."""
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    async def _collect(self) -> list[_Pending]:
+        first = await self._queue.get()
+        batch = [first]
+        deadline = first.enqueued_at + self.max_delay_s
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            batch = [pending for pending in batch if not pending.future.cancelled()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            if self._on_batch is not None:
+                self._on_batch(len(batch), [started - pending.enqueued_at for pending in batch])
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._batch_function, [pending.item for pending in batch]
+                )
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
+            except Exception as error:  # noqa: BLE001 - a failed batch fails each of its callers, not the loop
+                results = [error] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)

@@ -1,0 +1,156 @@
+"""The `image-search` command: serve, index, query, and the small tools around them."""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from predictor import __version__
+
+logger = logging.getLogger("image-search")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from predictor.config import serve_settings
+    from predictor.server import serve
+
+    if args.workers != 1:
+        raise SystemExit("--workers must be 1: one process per pod (scale with replicas); torch and CUDA don't fork")
+    serve(serve_settings(args), args)
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from predictor.backbone import Backbone
+    from predictor.config import milvus_settings
+    from predictor.index import ImageIndex
+    from predictor.indexing import discover, in_shard, index_paths
+    from predictor.model_package import resolve_spec
+
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.shard_count < 1 or not 0 <= args.shard_index < args.shard_count:
+        raise SystemExit(f"--shard-index must be in [0, --shard-count); got {args.shard_index} of {args.shard_count}")
+    milvus = milvus_settings(args)
+    spec = resolve_spec(args.model_dir)
+    paths = [p for p in discover(args.sources) if in_shard(p, args.shard_index, args.shard_count)]
+    backbone = Backbone(spec, args.device)
+    backbone.load()
+    index = ImageIndex(milvus.uri, milvus.collection, spec.identity, milvus.token)
+    index.ensure_collection()
+    with tqdm(total=len(paths), unit="img", desc=f"indexing into {milvus.collection}", file=sys.stderr) as bar:
+        report = index_paths(paths, backbone, index, batch_size=args.batch_size, progress=bar.update)
+    for path, reason in report.failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{report.summary()} (collection {milvus.collection} now holds {index.count()} images)")
+    index.close()
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from predictor.query_client import print_table, search
+
+    for path, hits in zip(args.images, search(args.url, args.protocol, args.images, args.top_k), strict=True):
+        print_table(path, hits)
+    return 0
+
+
+def _sample_catalogue(args: argparse.Namespace) -> int:
+    from predictor.catalogue import write_catalogue
+
+    paths = write_catalogue(Path(args.out))
+    print(f"{len(paths)} sample photos in {args.out}")
+    return 0
+
+
+def _query_example(args: argparse.Namespace) -> int:
+    example = Path(args.catalogue) / "chelsea.jpg"
+    url = f"http://localhost:{args.http_port}"
+    print(
+        f"""
+Serving on {url} (REST) and localhost:{args.http_port + 1} (gRPC) once the log says the server started.
+Try it from another terminal:
+
+  .venv/bin/image-search query {example} --url {url} --top-k 3
+
+  curl -s {url}/v1/models/image-search:predict -H 'Content-Type: application/json' \\
+    -d "{{\\"instances\\": [{{\\"image\\": {{\\"b64\\": \\"$(base64 -w0 {example})\\"}}}}], \\"parameters\\": {{\\"top_k\\": 3}}}}"
+"""
+    )
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from predictor.model_package import default_spec, export_package
+
+    out = export_package(default_spec(), Path(args.out))
+    print(f"wrote model package {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve import model_server
+
+    from predictor.config import add_milvus_arguments, add_model_arguments, add_serving_arguments
+
+    parser = argparse.ArgumentParser(prog="image-search", description="Image similarity search on KServe and Milvus.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR. Env: LOG_LEVEL."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve", parents=[model_server.parser], help="Start the KServe model server (REST and gRPC)."
+    )
+    add_serving_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
+    index = commands.add_parser("index", help="Embed image files and add them to the Milvus collection.")
+    index.add_argument("sources", nargs="+", help="Directories (searched recursively) and/or text files of paths.")
+    add_milvus_arguments(index)
+    add_model_arguments(index)
+    index.add_argument("--batch-size", type=int, default=32, help="Images embedded per forward pass.")
+    index.add_argument("--shard-index", type=int, default=int(os.environ.get("JOB_COMPLETION_INDEX", 0)),
+                       help="This worker's shard, 0-based (Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX).")
+    index.add_argument("--shard-count", type=int, default=1, help="How many shards split the sources.")
+    index.set_defaults(handler=_index)
+
+    query = commands.add_parser("query", help="Ask a running server for the images most similar to these.")
+    query.add_argument("images", nargs="+", help="Image files to search with.")
+    query.add_argument("--url", default="http://localhost:8080", help="Server: http://host:8080 or host:8081 for gRPC.")
+    query.add_argument("--protocol", choices=["http", "grpc"], default="http", help="V2 transport to use.")
+    query.add_argument("--top-k", type=int, default=5, help="How many similar images to list per query image.")
+    query.set_defaults(handler=_query)
+
+    catalogue = commands.add_parser("sample-catalogue", help="Write the bundled sample photographs as JPEG files.")
+    catalogue.add_argument("--out", default="data/sample-catalogue", help="Directory to write them to.")
+    catalogue.set_defaults(handler=_sample_catalogue)
+
+    example = commands.add_parser("query-example", help="Print a ready-to-paste query against a local server.")
+    example.add_argument("--http-port", type=int, default=8080, help="The server's HTTP port.")
+    example.add_argument("--catalogue", default="data/sample-catalogue", help="Where the sample photos are.")
+    example.set_defaults(handler=_query_example)
+
+    export = commands.add_parser("export-model", help="Write the bundled model as a model package directory.")
+    export.add_argument("--out", required=True, help="Directory to write model.json and the weights to.")
+    export.set_defaults(handler=_export_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        # Configuration and start-up problems: say what to change, without a traceback.
+        print(f"image-search {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Settings shared by the server and the CLI, read from flags with environment fallbacks and checked at start-up."""
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from predictor.images import ImageLimits
+
+DEFAULT_MILVUS_URI = "data/milvus.db"
+DEFAULT_COLLECTION = "images"
+
+
+@dataclass(frozen=True)
+class MilvusSettings:
+    uri: str
+    collection: str
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            raise ValueError("--milvus-uri must not be empty: give a file path ending in .db or http://host:19530")
+        if "://" not in self.uri and not self.uri.endswith(".db"):
+            raise ValueError(f"--milvus-uri {self.uri!r}: a local milvus-lite file must end in .db")
+        if not self.collection:
+            raise ValueError("--collection must not be empty")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    milvus: MilvusSettings
+    model_dir: str | None
+    device: str
+    max_batch_size: int
+    max_batch_delay_ms: float
+    limits: ImageLimits
+    default_top_k: int = 10
+    max_top_k: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
+        if not 0 <= self.max_batch_delay_ms <= 1000:
+            raise ValueError(f"--max-batch-delay-ms must be between 0 and 1000, got {self.max_batch_delay_ms}")
+
+
+def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--milvus-uri",
+        default=os.environ.get("MILVUS_URI", DEFAULT_MILVUS_URI),
+        help="Milvus to use: a milvus-lite file (path ending in .db) or a server URI such as http://milvus:19530. "
+        "Env: MILVUS_URI. The token, if any, is read from env MILVUS_TOKEN.",
+    )
+    parser.add_argument(
+        "--collection",
+        default=os.environ.get("IMAGE_SEARCH_COLLECTION", DEFAULT_COLLECTION),
+        help="Milvus collection (or alias) holding the image vectors. Env: IMAGE_SEARCH_COLLECTION.",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir",
+        default=os.environ.get("MODEL_DIR") or None,
+        help="Model package directory (model.json + weights); KServe mounts storageUri at /mnt/models. "
+        "Without it the bundled EfficientNet-Lite0 is used. Env: MODEL_DIR.",
+    )
+    parser.add_argument(
+        "--device",
+        default=os.environ.get("IMAGE_SEARCH_DEVICE", "auto"),
+        help="auto (CUDA when a GPU is visible), cpu, cuda or cuda:N. Env: IMAGE_SEARCH_DEVICE.",
+    )
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    add_milvus_arguments(parser)
+    add_model_arguments(parser)
+    limits = ImageLimits()
+    parser.add_argument(
+        "--max-batch-size", type=int, default=32, help="Most images embedded in one forward pass."
+    )
+    parser.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=5.0,
+        help="Longest an image waits for others to fill its batch when the device is idle.",
+    )
+    parser.add_argument(
+        "--max-image-bytes", type=int, default=limits.max_bytes, help="Largest encoded image accepted, in bytes."
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=limits.max_pixels,
+        help="Largest image accepted, in pixels (width x height); larger ones are refused before decoding.",
+    )
+    parser.add_argument(
+        "--max-images-per-request", type=int, default=limits.max_images, help="Most images in one request."
+    )
+
+
+def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
+    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=os.environ.get("MILVUS_TOKEN"))
+
+
+def serve_settings(args: argparse.Namespace) -> ServeSettings:
+    return ServeSettings(
+        milvus=milvus_settings(args),
+        model_dir=args.model_dir,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        limits=ImageLimits(
+            max_bytes=args.max_image_bytes,
+            max_pixels=args.max_image_pixels,
+            max_images=args.max_images_per_request,
+        ),
+    )

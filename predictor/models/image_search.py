@@ -1,0 +1,165 @@
+"""KServe model `image-search`: images in, the most similar catalogue images out (V1 and V2, REST and gRPC)."""
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from predictor.backbone import Backbone
+from predictor.batching import MicroBatcher
+from predictor.config import ServeSettings
+from predictor.index import Hit, ImageIndex, IndexUnavailable
+from predictor.metrics import ServingMetrics, set_index_rows
+from predictor.models import protocol
+from predictor.models.pixels import prepare_images
+
+SEARCH_OUTPUTS = ["ids", "scores", "uris"]
+ALL_OUTPUTS = SEARCH_OUTPUTS + ["embedding"]
+HEALTH_TTL_S = 2.0
+
+
+@dataclass(frozen=True)
+class SearchItem:
+    pixels: np.ndarray
+    top_k: int
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    embedding: np.ndarray
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    request: InferRequest | None
+    outcomes: list[SearchOutcome]
+    top_k: int
+    outputs: list[str]
+
+
+class ImageSearchModel(Model):
+    def __init__(self, name: str, backbone: Backbone, index: ImageIndex, settings: ServeSettings) -> None:
+        super().__init__(name)
+        self.backbone = backbone
+        self.index = index
+        self.settings = settings
+        self.metrics = ServingMetrics(backbone.spec.name, backbone.spec.version)
+        self._batcher: MicroBatcher[SearchItem, SearchOutcome] | None = None
+        self._healthy_until = 0.0
+
+    def load(self) -> bool:
+        self.backbone.load()
+        self.backbone.warm_up()
+        self.index.open_for_search()
+        set_index_rows(self.index.collection, self.index.count())
+        sample = self.index.sample_vectors()
+        if len(sample):
+            self.metrics.set_reference_centroid(sample.mean(axis=0))
+        self._batcher = MicroBatcher(
+            self._embed_and_search,
+            max_batch_size=self.settings.max_batch_size,
+            max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
+            executor=self.backbone.executor,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.ready = True
+        return self.ready
+
+    async def healthy(self) -> bool:
+        """Ready only while Milvus answers; checked at most every couple of seconds, off the event loop."""
+        if not self.ready:
+            return False
+        now = time.monotonic()
+        if now < self._healthy_until:
+            return True
+        if await asyncio.to_thread(self.index.ping):
+            self._healthy_until = now + HEALTH_TTL_S
+            return True
+        return False
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": protocol.IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "ids", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+            {"name": "uris", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "embedding", "datatype": "FP32", "shape": [-1, self.backbone.dimension]},
+        ]
+
+    def _embed_and_search(self, items: list[SearchItem]) -> list[SearchOutcome]:
+        """Runs in the device thread: one forward pass and one Milvus search for the whole batch."""
+        with self.metrics.stage("embed"):
+            embeddings = self.backbone.run(np.stack([item.pixels for item in items])).embeddings
+        with self.metrics.stage("search"):
+            hits = self.index.search(embeddings, max(item.top_k for item in items))
+        return [
+            SearchOutcome(embedding, item_hits[: item.top_k])
+            for item, embedding, item_hits in zip(items, embeddings, hits, strict=True)
+        ]
+
+    def _parse(self, payload: dict | InferRequest) -> tuple[list[bytes], int, list[str]]:
+        settings = self.settings
+        if isinstance(payload, InferRequest):
+            parameters = protocol.request_parameters(payload)
+            images = protocol.images_from_v2(payload, settings.limits.max_images)
+            default_outputs = ALL_OUTPUTS if protocol.bool_parameter(parameters, "return_embedding") else SEARCH_OUTPUTS
+            outputs = protocol.requested_output_names(payload, ALL_OUTPUTS, default_outputs)
+        else:
+            instances = protocol.v1_instances(payload, settings.limits.max_images)
+            parameters = protocol.v1_parameters(payload)
+            images = [
+                protocol.image_from_v1_value(instance.get("image") if isinstance(instance, dict) else instance, i)
+                for i, instance in enumerate(instances)
+            ]
+            outputs = SEARCH_OUTPUTS
+        top_k = protocol.int_parameter(parameters, "top_k", settings.default_top_k, 1, settings.max_top_k)
+        return images, top_k, outputs
+
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchResult:
+        with self.metrics.request() as tracker:
+            try:
+                images, top_k, outputs = self._parse(payload)
+                prepared = await prepare_images(images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics)
+            except InvalidInput:
+                tracker.fail("bad_input")
+                raise
+            try:
+                outcomes = await asyncio.gather(
+                    *(self._batcher.submit(SearchItem(image.pixels, top_k)) for image in prepared)
+                )
+            except IndexUnavailable:
+                tracker.fail("milvus_unavailable")
+                self._healthy_until = 0.0
+                raise
+            self.metrics.count_images(len(outcomes))
+            self.metrics.observe_top1([outcome.hits[0].score for outcome in outcomes if outcome.hits])
+            self.metrics.observe_queries(np.stack([outcome.embedding for outcome in outcomes]))
+        return SearchResult(payload if isinstance(payload, InferRequest) else None, outcomes, top_k, outputs)
+
+    async def postprocess(
+        self, result: SearchResult, headers: dict[str, str] | None = None, response_headers: dict | None = None
+    ) -> dict | InferResponse:
+        if result.request is None:
+            return {
+                "predictions": [
+                    [{"id": h.id, "score": h.score, "uri": h.uri, "metadata": h.metadata} for h in outcome.hits]
+                    for outcome in result.outcomes
+                ]
+            }
+        width = max((len(outcome.hits) for outcome in result.outcomes), default=0)
+        hits = [outcome.hits for outcome in result.outcomes]
+        tensors = {
+            "ids": lambda: protocol.text_tensor([[h.id for h in row] for row in hits], width),
+            "scores": lambda: protocol.number_tensor([[h.score for h in row] for row in hits], width),
+            "uris": lambda: protocol.text_tensor([[h.uri for h in row] for row in hits], width),
+            "embedding": lambda: np.stack([outcome.embedding for outcome in result.outcomes]).astype(np.float32),
+        }
+        return protocol.v2_response(self.name, result.request, result.outputs, tensors)
