@@ -247,9 +247,11 @@ class _DriftTracker:
             return self._score()
 
     def observe(self, embeddings: np.ndarray) -> float | None:
-        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-            raise ValueError(f"query embeddings must be a non-empty [n, d] array, got shape {embeddings.shape}")
+        if embeddings.ndim != 2:
+            raise ValueError(f"query embeddings must be an [n, d] array, got shape {embeddings.shape}")
         count = embeddings.shape[0]
+        if count == 0:
+            return None
         # The mean of a batch stands in for its queries one by one: direction is all the score reads.
         mean = embeddings.mean(axis=0, dtype=np.float64)
         decay = self._decay_per_query**count
@@ -361,7 +363,7 @@ class ServingMetrics:
             observe(float(similarity))
 
     def observe_queries(self, embeddings: np.ndarray) -> None:
-        """Feed L2-normalised query embeddings ``[n, d]`` into the drift score."""
+        """Feed L2-normalised query embeddings ``[n, d]`` into the drift score; ``n`` may be 0."""
         self._export_drift(self._drift.observe(embeddings))
 
     def set_reference_centroid(self, centroid: np.ndarray) -> None:
