@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO"})
+# Multi-picture JPEGs from phones (MPO) open through the JPEG decoder.
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"})
 BACKGROUND_RGB = (255, 255, 255)
 
 # Signatures of the formats we accept, used to tell raw image bytes from base64 text.
@@ -110,7 +111,9 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
             return _to_rgb(image)
     except InvalidImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InvalidImage(f"image has too many pixels, over the limit of {limits.max_pixels}: {error}") from None
+    except UnidentifiedImageError as error:
         raise InvalidImage(f"not a supported image ({', '.join(sorted(ACCEPTED_FORMATS))}): {error}") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise InvalidImage(f"corrupt or truncated image: {error}") from None

@@ -1,0 +1,68 @@
+"""End-to-end fixtures: the sample catalogue, real Milvus (embedded file and server), real predictor processes.
+
+Every search test runs twice, once per Milvus: the embedded milvus-lite file and a real Milvus server.
+"""
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from predictor.catalogue import write_catalogue
+from tests.support.milvus_server import run_milvus_server
+from tests.support.predictor_server import RunningServer, run_cli, run_predictor
+
+BACKENDS = ["milvus-lite", "milvus-server"]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    directory: Path
+    photos: dict[str, Path]
+
+
+def near_duplicate(original: bytes) -> bytes:
+    """What a user's copy of a catalogue photo looks like: slightly cropped, resized, re-encoded."""
+    image = Image.open(io.BytesIO(original)).convert("RGB")
+    width, height = image.size
+    dx, dy = int(width * 0.02), int(height * 0.02)
+    image = image.crop((dx, dy, width - dx, height - dy))
+    image = image.resize((int(image.width * 0.75), int(image.height * 0.75)), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory) -> Catalogue:
+    directory = tmp_path_factory.mktemp("catalogue")
+    paths = write_catalogue(directory)
+    return Catalogue(directory, {path.stem: path for path in paths})
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory):
+    with run_milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def milvus_uri(request, tmp_path_factory) -> str:
+    if request.param == "milvus-lite":
+        return str(tmp_path_factory.mktemp("milvus-lite") / "milvus.db")
+    return request.getfixturevalue("milvus_server_uri")
+
+
+@pytest.fixture(scope="session")
+def indexed_uri(milvus_uri, catalogue) -> str:
+    result = run_cli("index", str(catalogue.directory), "--milvus-uri", milvus_uri, "--collection", "images")
+    assert result.returncode == 0, result.stderr
+    return milvus_uri
+
+
+@pytest.fixture(scope="session")
+def server(indexed_uri, tmp_path_factory) -> RunningServer:
+    with run_predictor(indexed_uri, tmp_path_factory.mktemp("predictor")) as running:
+        yield running

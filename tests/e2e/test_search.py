@@ -1,0 +1,115 @@
+"""Searching the sample catalogue through every transport a real client uses."""
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.e2e.conftest import near_duplicate
+
+QUERIES = ["chelsea", "coffee", "astronaut", "rocket", "motorcycle_left"]
+
+
+def expected_id(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def queries(catalogue):
+    return {name: near_duplicate(catalogue.photos[name].read_bytes()) for name in QUERIES}
+
+
+def assert_originals_come_back_first(catalogue, ids, scores, uris):
+    for row, name in enumerate(QUERIES):
+        top_id = ids[row][0].decode() if isinstance(ids[row][0], bytes) else ids[row][0]
+        top_uri = uris[row][0].decode() if isinstance(uris[row][0], bytes) else uris[row][0]
+        assert top_id == expected_id(catalogue.photos[name]), f"{name}: top-1 is {top_uri}"
+        assert top_uri.endswith(f"{name}.jpg")
+        assert scores[row][0] > 0.9, f"{name}: top-1 score {scores[row][0]:.3f}"
+        assert list(scores[row]) == sorted(scores[row], reverse=True)
+
+
+def test_v2_rest_binary_data_finds_the_originals(server, catalogue, queries):
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    tensor = httpclient.InferInput("image", [len(QUERIES)], "BYTES")
+    tensor.set_data_from_numpy(np.array([queries[n] for n in QUERIES], dtype=np.object_), binary_data=True)
+    result = client.infer("image-search", [tensor], parameters={"top_k": 3})
+    assert result.as_numpy("ids").shape == (len(QUERIES), 3)
+    assert_originals_come_back_first(catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris"))
+    assert result.as_numpy("embedding") is None
+
+
+def test_v2_rest_json_with_base64_finds_the_originals(server, catalogue, queries):
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    tensor = httpclient.InferInput("image", [len(QUERIES)], "BYTES")
+    encoded = [base64.b64encode(queries[n]) for n in QUERIES]
+    tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_), binary_data=False)
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=False) for name in ("ids", "scores", "uris")]
+    result = client.infer("image-search", [tensor], outputs=outputs, parameters={"top_k": 4})
+    assert result.as_numpy("scores").shape == (len(QUERIES), 4)
+    assert_originals_come_back_first(catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris"))
+
+
+def test_v2_grpc_finds_the_originals(server, catalogue, queries):
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    tensor = grpcclient.InferInput("image", [len(QUERIES)], "BYTES")
+    tensor.set_data_from_numpy(np.array([queries[n] for n in QUERIES], dtype=np.object_))
+    result = client.infer("image-search", [tensor], parameters={"top_k": 5})
+    assert_originals_come_back_first(catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris"))
+
+
+def test_v1_json_finds_the_originals_with_metadata(server, catalogue, queries):
+    body = {
+        "instances": [{"image": {"b64": base64.b64encode(queries[n]).decode()}} for n in QUERIES],
+        "parameters": {"top_k": 2},
+    }
+    response = httpx.post(f"{server.http_url}/v1/models/image-search:predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [len(hits) for hits in predictions] == [2] * len(QUERIES)
+    ids = [[hit["id"] for hit in hits] for hits in predictions]
+    scores = [[hit["score"] for hit in hits] for hits in predictions]
+    uris = [[hit["uri"] for hit in hits] for hits in predictions]
+    assert_originals_come_back_first(catalogue, ids, scores, uris)
+    assert predictions[0][0]["metadata"] == {"filename": "chelsea.jpg"}
+
+
+def test_embedding_output_only_when_asked_for(server, catalogue):
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    tensor = httpclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([catalogue.photos["rocket"].read_bytes()], dtype=np.object_))
+    result = client.infer("image-search", [tensor], parameters={"return_embedding": True})
+    embedding = result.as_numpy("embedding")
+    assert embedding.shape == (1, 1280) and embedding.dtype == np.float32
+    assert abs(float(np.linalg.norm(embedding)) - 1.0) < 1e-4
+    assert result.as_numpy("scores")[0][0] > 0.999, "the catalogue's own photo is its own best match"
+
+
+def test_default_top_k_is_ten(server, catalogue):
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([catalogue.photos["coins"].read_bytes()], dtype=np.object_))
+    assert client.infer("image-search", [tensor]).as_numpy("ids").shape == (1, 10)
+
+
+def test_model_metadata_declares_inputs_and_outputs(server):
+    metadata = httpx.get(f"{server.http_url}/v2/models/image-search").json()
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {
+        "ids": "BYTES",
+        "scores": "FP32",
+        "uris": "BYTES",
+        "embedding": "FP32",
+    }
+
+
+def test_health_endpoints_report_live_and_ready(server):
+    assert httpx.get(f"{server.http_url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server.http_url}/v2/health/ready").json() == {"ready": True}
+    for model in ("image-search", "image-classifier"):
+        assert httpx.get(f"{server.http_url}/v2/models/{model}/ready").json()["ready"] is True

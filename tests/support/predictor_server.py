@@ -1,0 +1,97 @@
+"""Start the real `image-search serve` process on free ports and wait until it reports ready."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "predictor.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    http_url: str
+    grpc_address: str
+    http_port: int
+    grpc_port: int
+    log_path: Path
+    process: subprocess.Popen
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env={**os.environ, **(env or {})}
+    )
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/v2/health/ready").status_code == 200:
+                    return
+            time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def run_predictor(
+    milvus_uri: str, workdir: Path, *extra_args: str, env: dict[str, str] | None = None, timeout_s: float = 180
+) -> Iterator[RunningServer]:
+    http_port, grpc_port = free_port(), free_port()
+    log_path = workdir / f"predictor-{http_port}.log"
+    command = [
+        *CLI,
+        "serve",
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        "--milvus-uri",
+        milvus_uri,
+        *extra_args,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, **(env or {})}
+        )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_until_ready(url, process, log_path, timeout_s)
+        yield RunningServer(url, f"127.0.0.1:{grpc_port}", http_port, grpc_port, log_path, process)
+    finally:
+        _stop(process)
