@@ -1,0 +1,177 @@
+{{/* Chart name, overridable. */}}
+{{- define "image-search.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Default fully qualified name. Truncated to 45 characters, not 63: KServe appends "-predictor" and Knative a
+revision suffix to it, and the results must still fit a DNS label.
+*/}}
+{{- define "image-search.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, as used by the helm.sh/chart label. */}}
+{{- define "image-search.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "image-search.labels" -}}
+helm.sh/chart: {{ include "image-search.chart" . }}
+{{ include "image-search.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: image-search
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels: name and instance only, so they never change on upgrade. */}}
+{{- define "image-search.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "image-search.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selects the predictor pods of this release, stable and canary alike. */}}
+{{- define "image-search.predictorSelectorLabels" -}}
+{{ include "image-search.selectorLabels" . }}
+app.kubernetes.io/component: predictor
+{{- end }}
+
+{{/* The ServiceAccount the pods run as. */}}
+{{- define "image-search.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "image-search.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The predictor image reference; a digest, when given, pins it. */}}
+{{- define "image-search.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Milvus URI; by default the Milvus Service in the release namespace. */}}
+{{- define "image-search.milvusUri" -}}
+{{- default (printf "http://milvus.%s:19530" .Release.Namespace) .Values.milvus.uri }}
+{{- end }}
+
+{{/* The Service KServe creates for the stable predictor; both deployment modes use this name. */}}
+{{- define "image-search.predictorServiceName" -}}
+{{- printf "%s-predictor" (include "image-search.fullname" .) }}
+{{- end }}
+
+{{/* The device the predictor runs on: the GPU block decides. */}}
+{{- define "image-search.device" -}}
+{{- if .Values.gpu.enabled }}cuda{{ else }}cpu{{ end }}
+{{- end }}
+
+{{/* Pod security context of the restricted Pod Security profile. */}}
+{{- define "image-search.podSecurityContext" -}}
+runAsNonRoot: true
+{{- with .Values.securityContext.runAsUser }}
+runAsUser: {{ . }}
+{{- end }}
+{{- with .Values.securityContext.runAsGroup }}
+runAsGroup: {{ . }}
+{{- end }}
+{{- with .Values.securityContext.fsGroup }}
+fsGroup: {{ . }}
+{{- end }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container security context of the restricted Pod Security profile. */}}
+{{- define "image-search.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Environment that points every cache at the writable emptyDir, since the root filesystem is read-only.
+*/}}
+{{- define "image-search.cacheEnv" -}}
+- name: HOME
+  value: /cache
+- name: XDG_CACHE_HOME
+  value: /cache/xdg
+- name: TORCH_HOME
+  value: /cache/torch
+{{- end }}
+
+{{/* Milvus connection environment; the token only ever comes from an existing Secret. */}}
+{{- define "image-search.milvusEnv" -}}
+- name: MILVUS_URI
+  value: {{ include "image-search.milvusUri" . | quote }}
+{{- with .Values.milvus.tokenSecret.name }}
+- name: MILVUS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.milvus.tokenSecret.key }}
+{{- end }}
+{{- end }}
+
+{{/* The writable volumes every container of the chart mounts. */}}
+{{- define "image-search.writableVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.predictor.tmpSizeLimit }}
+- name: cache
+  emptyDir:
+    sizeLimit: {{ .Values.predictor.cacheSizeLimit }}
+{{- end }}
+
+{{- define "image-search.writableVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: cache
+  mountPath: /cache
+{{- end }}
+
+{{/*
+The common part of a storage initializer init container (KServe's downloader, run here outside KServe). Ends with
+the volumeMounts list open, so the caller appends the mount it downloads into.
+*/}}
+{{- define "image-search.storageInitializerSpec" -}}
+imagePullPolicy: IfNotPresent
+env:
+  {{- include "image-search.cacheEnv" . | nindent 2 }}
+  {{- with .Values.indexing.storageInitializer.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+resources:
+  requests:
+    cpu: 100m
+    memory: 256Mi
+  limits:
+    memory: 1Gi
+securityContext:
+  {{- include "image-search.containerSecurityContext" . | nindent 2 }}
+volumeMounts:
+  {{- include "image-search.writableVolumeMounts" . | nindent 2 }}
+{{- end }}

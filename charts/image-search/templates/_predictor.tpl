@@ -1,0 +1,148 @@
+{{/*
+The pod part of a KServe predictor, shared by the stable predictor and the canary so the two can only differ
+in their model. Called with (dict "root" $ "storageUri" URI "version" VERSION "collection" NAME).
+A model package from storageUri is mounted by KServe at /mnt/models; without one the image's baked-in model is used.
+The server finds the collection to search from the model it loads, so each model version searches its own index.
+*/}}
+{{- define "image-search.predictorPod" -}}
+{{- $root := .root }}
+{{- $values := $root.Values }}
+{{- $knative := eq $values.deploymentMode "Knative" -}}
+labels:
+  {{- include "image-search.labels" $root | nindent 2 }}
+  app.kubernetes.io/component: predictor
+  image-search/model-version: {{ .version | quote }}
+  {{- with $values.predictor.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- $annotations := $values.predictor.podAnnotations }}
+{{- if and $knative $values.autoscaling.knative.scaleToZeroRetention }}
+{{- $annotations = merge (dict "autoscaling.knative.dev/scale-to-zero-pod-retention-period" $values.autoscaling.knative.scaleToZeroRetention) $annotations }}
+{{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+serviceAccountName: {{ include "image-search.serviceAccountName" $root }}
+automountServiceAccountToken: false
+securityContext:
+  {{- include "image-search.podSecurityContext" $root | nindent 2 }}
+{{- with $values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $nodeSelector := $values.predictor.nodeSelector }}
+{{- $tolerations := $values.predictor.tolerations }}
+{{- $affinity := $values.predictor.affinity }}
+{{- if $values.gpu.enabled }}
+{{- $nodeSelector = merge (dict) $values.gpu.nodeSelector $values.predictor.nodeSelector }}
+{{- $tolerations = concat $values.predictor.tolerations $values.gpu.tolerations }}
+{{- $affinity = $values.gpu.affinity | default $values.predictor.affinity }}
+{{- with $values.gpu.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- end }}
+{{- with $nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.predictor.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.predictor.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- if not $knative }}
+{{- /* Knative sets the grace period from the revision timeout and refuses it in the pod spec. */}}
+terminationGracePeriodSeconds: {{ $values.predictor.terminationGracePeriodSeconds }}
+{{- end }}
+timeout: {{ $values.predictor.timeoutSeconds }}
+containers:
+  - name: kserve-container
+    image: {{ include "image-search.image" $root | quote }}
+    imagePullPolicy: {{ $values.image.pullPolicy }}
+    args:
+      - --http_port=8080
+      - --grpc_port=8081
+      - --workers=1
+      - --collection={{ .collection }}
+      - --device={{ include "image-search.device" $root }}
+      - --max-batch-size={{ $values.predictor.maxBatchSize }}
+      - --max-batch-delay-ms={{ $values.predictor.maxBatchDelayMs }}
+      {{- if .storageUri }}
+      - --model-dir=/mnt/models
+      {{- end }}
+      {{- with $values.predictor.extraArgs }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    env:
+      {{- if .storageUri }}
+      # KServe's storage initializer downloads this package into /mnt/models before the server starts.
+      - name: STORAGE_URI
+        value: {{ .storageUri | quote }}
+      {{- end }}
+      - name: LOG_LEVEL
+        value: {{ upper $values.predictor.logLevel | quote }}
+      {{- include "image-search.milvusEnv" $root | nindent 6 }}
+      {{- include "image-search.cacheEnv" $root | nindent 6 }}
+      {{- with $values.predictor.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    ports:
+      # Knative routes a single port per container, so gRPC is exposed in Standard mode only.
+      - name: http1
+        containerPort: 8080
+        protocol: TCP
+      {{- if not $knative }}
+      - name: h2c
+        containerPort: 8081
+        protocol: TCP
+      {{- end }}
+    {{- if not $knative }}
+    {{- /* Knative holds traffic until the readiness probe passes, which covers the model load. */}}
+    startupProbe:
+      httpGet:
+        path: /v2/health/live
+        port: 8080
+      periodSeconds: {{ $values.predictor.probes.startup.periodSeconds }}
+      failureThreshold: {{ $values.predictor.probes.startup.failureThreshold }}
+      timeoutSeconds: {{ $values.predictor.probes.timeoutSeconds }}
+    {{- end }}
+    livenessProbe:
+      httpGet:
+        path: /v2/health/live
+        port: 8080
+      periodSeconds: {{ $values.predictor.probes.liveness.periodSeconds }}
+      failureThreshold: {{ $values.predictor.probes.liveness.failureThreshold }}
+      timeoutSeconds: {{ $values.predictor.probes.timeoutSeconds }}
+    readinessProbe:
+      httpGet:
+        path: /v2/models/image-search/ready
+        port: 8080
+      periodSeconds: {{ $values.predictor.probes.readiness.periodSeconds }}
+      failureThreshold: {{ $values.predictor.probes.readiness.failureThreshold }}
+      timeoutSeconds: {{ $values.predictor.probes.timeoutSeconds }}
+    {{- $resources := deepCopy $values.predictor.resources }}
+    {{- if $values.gpu.enabled }}
+    {{- $_ := set $resources "limits" (merge (dict $values.gpu.resourceName $values.gpu.count) ($resources.limits | default dict)) }}
+    {{- end }}
+    {{- with $resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- include "image-search.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      {{- include "image-search.writableVolumeMounts" $root | nindent 6 }}
+volumes:
+  {{- include "image-search.writableVolumes" $root | nindent 2 }}
+{{- end }}
