@@ -16,7 +16,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt
 
-COPY README.md ./
+# README.md is the package's long description; the glob keeps the build working while it is absent.
+COPY pyproject.toml README.md* ./
 COPY predictor ./predictor
 RUN pip install --no-cache-dir --no-deps . \
     && python -m compileall -q /opt/venv

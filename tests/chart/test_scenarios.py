@@ -179,3 +179,13 @@ def test_indexing_job_downloads_an_object_store_source_first(render) -> None:
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert "emptyDir" in volumes["source"]
     assert pod["containers"][0]["args"][1] == "/data/source"
+
+
+def test_promoted_predictor_name_follows_into_the_test_and_keda_query(render) -> None:
+    docs = render("keda", "model.predictorName=v2")
+    isvc = one(docs, "InferenceService")
+    assert isvc["spec"]["predictor"]["name"] == "v2"
+    query = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]["query"]
+    assert 'pod=~"image-search-v2-predictor-.*"' in query
+    test_pod = one(docs, "Pod")
+    assert "http://image-search-v2-predictor.search.svc.cluster.local" in test_pod["spec"]["containers"][0]["command"]

@@ -73,9 +73,16 @@ app.kubernetes.io/component: predictor
 {{- default (printf "http://milvus.%s:19530" .Release.Namespace) .Values.milvus.uri }}
 {{- end }}
 
-{{/* The Service KServe creates for the stable predictor; both deployment modes use this name. */}}
+{{/*
+The stable predictor's Deployment and Service: <fullname>-predictor, or <fullname>-<name>-predictor once a promoted
+canary's name is given in Standard mode.
+*/}}
 {{- define "image-search.predictorServiceName" -}}
+{{- if and (ne .Values.deploymentMode "Knative") .Values.model.predictorName }}
+{{- printf "%s-%s-predictor" (include "image-search.fullname" .) .Values.model.predictorName }}
+{{- else }}
 {{- printf "%s-predictor" (include "image-search.fullname" .) }}
+{{- end }}
 {{- end }}
 
 {{/* The device the predictor runs on: the GPU block decides. */}}
