@@ -100,3 +100,12 @@ def test_dashboards_get_the_default_grafana_label(render) -> None:
     for cm in of_kind(render("keda"), "ConfigMap"):
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert cm["metadata"]["annotations"] == {"grafana_folder": "image-search"}
+
+
+def test_request_logger_is_off_by_default_and_sends_to_its_sink_when_on(render) -> None:
+    assert "logger" not in one(render("cpu"), "InferenceService")["spec"]["predictor"]
+    docs = render(
+        "cpu", "requestLogger.enabled=true", "requestLogger.url=http://sink.logs", "requestLogger.mode=request"
+    )
+    logger = one(docs, "InferenceService")["spec"]["predictor"]["logger"]
+    assert logger == {"url": "http://sink.logs", "mode": "request"}

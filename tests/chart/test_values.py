@@ -105,6 +105,7 @@ def test_schema_rejects_values_of_the_wrong_shape(render, settings: list[str], r
         (["canary.enabled=true", "canary.storageUri=s3://m/2"], "needs canary.version"),
         (["metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"], "scrapes every pod twice"),
         (["indexing.enabled=true"], "needs a source"),
+        (["requestLogger.enabled=true"], "needs requestLogger.url"),
         (["indexing.enabled=true", "indexing.source.uri=s3://a", "indexing.source.pvc.claimName=b"], "choose one"),
     ],
 )

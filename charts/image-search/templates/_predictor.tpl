@@ -66,6 +66,11 @@ priorityClassName: {{ . }}
 terminationGracePeriodSeconds: {{ $values.predictor.terminationGracePeriodSeconds }}
 {{- end }}
 timeout: {{ $values.predictor.timeoutSeconds }}
+{{- if $values.requestLogger.enabled }}
+logger:
+  url: {{ $values.requestLogger.url | quote }}
+  mode: {{ $values.requestLogger.mode }}
+{{- end }}
 containers:
   - name: kserve-container
     image: {{ include "image-search.image" $root | quote }}

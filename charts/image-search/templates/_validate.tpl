@@ -37,6 +37,9 @@ Rules that span several values and so cannot live in values.schema.json. Each me
 {{- fail "canary.name equals model.predictorName: give the canary predictor its own name" }}
 {{- end }}
 {{- end }}
+{{- if and $v.requestLogger.enabled (not $v.requestLogger.url) }}
+{{- fail "requestLogger.enabled needs requestLogger.url: the sink that receives the request and response events" }}
+{{- end }}
 {{- if and $v.metrics.podMonitor.enabled $v.metrics.serviceMonitor.enabled }}
 {{- fail "metrics.podMonitor and metrics.serviceMonitor are both enabled, which scrapes every pod twice: keep one" }}
 {{- end }}
