@@ -53,7 +53,7 @@ def _index(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from predictor.query_client import print_table, search
 
-    for path, hits in zip(args.images, search(args.url, args.protocol, args.images, args.top_k), strict=True):
+    for path, hits in zip(args.images, search(args.url, args.transport, args.images, args.top_k), strict=True):
         print_table(path, hits)
     return 0
 
@@ -76,8 +76,10 @@ Try it from another terminal:
 
   .venv/bin/image-search query {example} --url {url} --top-k 3
 
-  curl -s {url}/v1/models/image-search:predict -H 'Content-Type: application/json' \\
-    -d "{{\\"instances\\": [{{\\"image\\": {{\\"b64\\": \\"$(base64 -w0 {example})\\"}}}}], \\"parameters\\": {{\\"top_k\\": 3}}}}"
+  (printf '{{"instances": [{{"image": {{"b64": "'
+   base64 -w0 {example}
+   printf '"}}}}], "parameters": {{"top_k": 3}}}}') > query.json
+  curl -s {url}/v1/models/image-search:predict -H 'Content-Type: application/json' -d @query.json
 """
     )
     return 0
@@ -91,20 +93,30 @@ def _export_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _kserve_server_parser() -> list[argparse.ArgumentParser]:
+    # Imported only for `serve`: KServe registers its own copy of the V2 gRPC protos, which clashes with the
+    # tritonclient copy that `query` uses in the same process.
     from kserve import model_server
 
+    return [model_server.parser]
+
+
+def build_parser(for_serving: bool = True) -> argparse.ArgumentParser:
     from predictor.config import add_milvus_arguments, add_model_arguments, add_serving_arguments
 
     parser = argparse.ArgumentParser(prog="image-search", description="Image similarity search on KServe and Milvus.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR. Env: LOG_LEVEL."
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR. Env: LOG_LEVEL.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
-        "serve", parents=[model_server.parser], help="Start the KServe model server (REST and gRPC)."
+        "serve",
+        parents=_kserve_server_parser() if for_serving else [],
+        help="Start the KServe model server (REST and gRPC).",
     )
     add_serving_arguments(serve)
     serve.set_defaults(handler=_serve)
@@ -114,15 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_milvus_arguments(index)
     add_model_arguments(index)
     index.add_argument("--batch-size", type=int, default=32, help="Images embedded per forward pass.")
-    index.add_argument("--shard-index", type=int, default=int(os.environ.get("JOB_COMPLETION_INDEX", 0)),
-                       help="This worker's shard, 0-based (Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX).")
+    index.add_argument(
+        "--shard-index",
+        type=int,
+        default=int(os.environ.get("JOB_COMPLETION_INDEX", 0)),
+        help="This worker's shard, 0-based (Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX).",
+    )
     index.add_argument("--shard-count", type=int, default=1, help="How many shards split the sources.")
     index.set_defaults(handler=_index)
 
     query = commands.add_parser("query", help="Ask a running server for the images most similar to these.")
     query.add_argument("images", nargs="+", help="Image files to search with.")
     query.add_argument("--url", default="http://localhost:8080", help="Server: http://host:8080 or host:8081 for gRPC.")
-    query.add_argument("--protocol", choices=["http", "grpc"], default="http", help="V2 transport to use.")
+    query.add_argument("--transport", choices=["http", "grpc"], default="http", help="V2 transport to use.")
     query.add_argument("--top-k", type=int, default=5, help="How many similar images to list per query image.")
     query.set_defaults(handler=_query)
 
@@ -142,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(for_serving="serve" in argv).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)

@@ -75,9 +75,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     add_milvus_arguments(parser)
     add_model_arguments(parser)
     limits = ImageLimits()
-    parser.add_argument(
-        "--max-batch-size", type=int, default=32, help="Most images embedded in one forward pass."
-    )
+    parser.add_argument("--max-batch-size", type=int, default=32, help="Most images embedded in one forward pass.")
     parser.add_argument(
         "--max-batch-delay-ms",
         type=float,

@@ -153,9 +153,7 @@ class ImageIndex:
         logger.info("created collection %s for %s", self.collection, self.identity)
 
     def count(self) -> int:
-        result = self._call(
-            "count", self.client.query, self.collection, filter="", output_fields=["count(*)"]
-        )
+        result = self._call("count", self.client.query, self.collection, filter="", output_fields=["count(*)"])
         return int(result[0]["count(*)"])
 
     def ping(self) -> bool:
@@ -211,9 +209,7 @@ class ImageIndex:
             self._call("delete", self.client.delete, self.collection, ids=list(ids))
 
     def sample_vectors(self, limit: int = 2048) -> np.ndarray:
-        rows = self._call(
-            "query", self.client.query, self.collection, filter="", output_fields=["vector"], limit=limit
-        )
+        rows = self._call("query", self.client.query, self.collection, filter="", output_fields=["vector"], limit=limit)
         if not rows:
             return np.zeros((0, self.identity.dimension), dtype=np.float32)
         return np.asarray([row["vector"] for row in rows], dtype=np.float32)

@@ -72,6 +72,14 @@ def infer_request_from_binary(body: bytes, json_length: int, model_name: str) ->
 
 
 class ImageDataPlane(DataPlane):
+    async def ready(self) -> bool:
+        """Server readiness is every model's readiness (KServe's default answers True once the port is open)."""
+        models = self.model_registry.get_models()
+        for name in models:
+            if not await self.model_registry.is_model_ready(name):
+                return False
+        return bool(models)
+
     def decode_inference_request(self, body, headers, model_name):  # noqa: ANN001 - KServe's signature
         if isinstance(body, bytes):
             # Without the header the whole body is the JSON request (clients such as tritonclient send JSON-only
@@ -104,7 +112,8 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
     search.load()
     classifier.load()
     backbone = search.backbone
-    set_build_info(__version__, backbone.spec.name, backbone.spec.version, str(backbone.device))
+    for model in (search, classifier):
+        set_build_info(__version__, model.name, backbone.spec.version, str(backbone.device))
     start_gpu_metrics(str(backbone.device))
     kserve_model_server.app.add_exception_handler(IndexUnavailable, index_unavailable_handler)
     server = ModelServer(

@@ -96,18 +96,20 @@ class ImageClassifierModel(Model):
         images, thresholds = [], []
         for position, instance in enumerate(instances):
             if not isinstance(instance, dict) or "image_base64" not in instance:
-                raise InvalidInput(f'instance {position}: expected {{"image_base64": "...", "confidence_threshold": x}}')
+                raise InvalidInput(
+                    f'instance {position}: expected {{"image_base64": "...", "confidence_threshold": x}}'
+                )
             images.append(protocol.image_from_v1_value(instance["image_base64"], position))
-            thresholds.append(
-                protocol.float_parameter(instance, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0)
-            )
+            thresholds.append(protocol.float_parameter(instance, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0))
         return images, thresholds, top_k, OUTPUTS
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> ClassifyResult:
         with self.metrics.request() as tracker:
             try:
                 images, thresholds, top_k, outputs = self._parse(payload)
-                prepared = await prepare_images(images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics)
+                prepared = await prepare_images(
+                    images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics
+                )
             except InvalidInput:
                 tracker.fail("bad_input")
                 raise

@@ -21,6 +21,7 @@ from predictor.models.pixels import prepare_images
 SEARCH_OUTPUTS = ["ids", "scores", "uris"]
 ALL_OUTPUTS = SEARCH_OUTPUTS + ["embedding"]
 HEALTH_TTL_S = 2.0
+INDEX_ROWS_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,16 @@ class ImageSearchModel(Model):
         self.backbone = backbone
         self.index = index
         self.settings = settings
-        self.metrics = ServingMetrics(backbone.spec.name, backbone.spec.version)
+        self.metrics = ServingMetrics(name, backbone.spec.version)
         self._batcher: MicroBatcher[SearchItem, SearchOutcome] | None = None
         self._healthy_until = 0.0
+        self._rows_counted_at = 0.0
 
     def load(self) -> bool:
         self.backbone.load()
         self.backbone.warm_up()
         self.index.open_for_search()
-        set_index_rows(self.index.collection, self.index.count())
+        self._refresh_index_rows()
         sample = self.index.sample_vectors()
         if len(sample):
             self.metrics.set_reference_centroid(sample.mean(axis=0))
@@ -80,8 +82,18 @@ class ImageSearchModel(Model):
             return True
         if await asyncio.to_thread(self.index.ping):
             self._healthy_until = now + HEALTH_TTL_S
+            if now - self._rows_counted_at > INDEX_ROWS_TTL_S:
+                await asyncio.to_thread(self._refresh_index_rows)
             return True
         return False
+
+    def _refresh_index_rows(self) -> None:
+        """Keeps the index-size gauge current while indexing jobs add rows behind the server's back."""
+        try:
+            set_index_rows(self.index.collection, self.index.count())
+            self._rows_counted_at = time.monotonic()
+        except IndexUnavailable:
+            pass
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": protocol.IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}]
@@ -127,7 +139,9 @@ class ImageSearchModel(Model):
         with self.metrics.request() as tracker:
             try:
                 images, top_k, outputs = self._parse(payload)
-                prepared = await prepare_images(images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics)
+                prepared = await prepare_images(
+                    images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics
+                )
             except InvalidInput:
                 tracker.fail("bad_input")
                 raise

@@ -38,7 +38,9 @@ async def prepare_images(
         metrics.observe_stage("preprocess", prepared.preprocess_s)
         return prepared
 
-    results = await asyncio.gather(*(one(position, data) for position, data in enumerate(images)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(one(position, data) for position, data in enumerate(images)), return_exceptions=True
+    )
     for result in results:
         if isinstance(result, BaseException):
             raise result

@@ -82,7 +82,9 @@ def images_from_v2(request: InferRequest, max_images: int) -> list[bytes]:
     try:
         elements = tensor.as_numpy().reshape(-1)
     except (ValueError, TypeError, struct.error) as error:
-        raise InvalidInput(f"input {IMAGE_INPUT!r} could not be read as a BYTES tensor of shape {shape}: {error}")
+        raise InvalidInput(
+            f"input {IMAGE_INPUT!r} could not be read as a BYTES tensor of shape {shape}: {error}"
+        ) from None
     if len(elements) != shape[0]:
         raise InvalidInput(f"input {IMAGE_INPUT!r} declares shape {shape} but holds {len(elements)} elements")
     check_image_count(len(elements), max_images)

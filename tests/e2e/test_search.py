@@ -40,7 +40,9 @@ def test_v2_rest_binary_data_finds_the_originals(server, catalogue, queries):
     tensor.set_data_from_numpy(np.array([queries[n] for n in QUERIES], dtype=np.object_), binary_data=True)
     result = client.infer("image-search", [tensor], parameters={"top_k": 3})
     assert result.as_numpy("ids").shape == (len(QUERIES), 3)
-    assert_originals_come_back_first(catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris"))
+    assert_originals_come_back_first(
+        catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris")
+    )
     assert result.as_numpy("embedding") is None
 
 
@@ -52,7 +54,9 @@ def test_v2_rest_json_with_base64_finds_the_originals(server, catalogue, queries
     outputs = [httpclient.InferRequestedOutput(name, binary_data=False) for name in ("ids", "scores", "uris")]
     result = client.infer("image-search", [tensor], outputs=outputs, parameters={"top_k": 4})
     assert result.as_numpy("scores").shape == (len(QUERIES), 4)
-    assert_originals_come_back_first(catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris"))
+    assert_originals_come_back_first(
+        catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris")
+    )
 
 
 def test_v2_grpc_finds_the_originals(server, catalogue, queries):
@@ -60,7 +64,9 @@ def test_v2_grpc_finds_the_originals(server, catalogue, queries):
     tensor = grpcclient.InferInput("image", [len(QUERIES)], "BYTES")
     tensor.set_data_from_numpy(np.array([queries[n] for n in QUERIES], dtype=np.object_))
     result = client.infer("image-search", [tensor], parameters={"top_k": 5})
-    assert_originals_come_back_first(catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris"))
+    assert_originals_come_back_first(
+        catalogue, result.as_numpy("ids"), result.as_numpy("scores"), result.as_numpy("uris")
+    )
 
 
 def test_v1_json_finds_the_originals_with_metadata(server, catalogue, queries):

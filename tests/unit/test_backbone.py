@@ -18,7 +18,9 @@ def backbone() -> Backbone:
 
 
 def pixels_of(*names: str) -> np.ndarray:
-    return np.stack([resize_and_crop(Image.fromarray(getattr(data, name)()).convert("RGB"), Preprocessing()) for name in names])
+    return np.stack(
+        [resize_and_crop(Image.fromarray(getattr(data, name)()).convert("RGB"), Preprocessing()) for name in names]
+    )
 
 
 def test_packaged_weights_load_exactly_with_no_missing_or_extra_tensors():

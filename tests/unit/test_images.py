@@ -62,8 +62,10 @@ def test_transparent_pixels_are_composited_on_white():
     ["L", "LA", "P", "CMYK", "I;16", "1"],
 )
 def test_any_colour_mode_becomes_rgb(photo, mode):
-    converted = photo.convert(mode) if mode != "I;16" else Image.fromarray(
-        np.asarray(photo.convert("L"), dtype=np.uint16) * 257
+    converted = (
+        photo.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
     )
     fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "1" else "BMP"
     decoded = decode_image(encode(converted, fmt), LIMITS)

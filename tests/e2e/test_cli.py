@@ -1,0 +1,95 @@
+"""The `image-search` command as a user runs it: index idempotently, survive bad files, query, refuse wrong models."""
+
+import json
+import re
+
+import pytest
+
+from tests.support.predictor_server import run_cli, run_predictor
+
+SUBSET = ["chelsea", "coffee", "rocket", "astronaut"]
+
+
+def added_skipped(stdout: str) -> tuple[int, int, int]:
+    match = re.search(r"added (\d+), skipped (\d+), failed (\d+)", stdout)
+    assert match, stdout
+    return tuple(int(n) for n in match.groups())
+
+
+@pytest.fixture
+def subset_dir(tmp_path, catalogue):
+    directory = tmp_path / "photos" / "nested"
+    directory.mkdir(parents=True)
+    for name in SUBSET:
+        (directory / f"{name}.jpg").write_bytes(catalogue.photos[name].read_bytes())
+    return directory.parent
+
+
+def test_indexing_twice_adds_nothing_the_second_time(tmp_path, subset_dir):
+    uri = str(tmp_path / "milvus.db")
+    first = run_cli("index", str(subset_dir), "--milvus-uri", uri, "--batch-size", "3")
+    assert first.returncode == 0, first.stderr
+    assert added_skipped(first.stdout) == (len(SUBSET), 0, 0)
+    second = run_cli("index", str(subset_dir), "--milvus-uri", uri)
+    assert added_skipped(second.stdout) == (0, len(SUBSET), 0)
+    assert f"now holds {len(SUBSET)} images" in second.stdout
+
+
+def test_unreadable_and_broken_files_are_reported_and_the_rest_is_indexed(tmp_path, subset_dir, catalogue):
+    (subset_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this jpeg stops here")
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text(f"# extra photos\n{catalogue.photos['moon']}\n/nonexistent/missing.png\n")
+    uri = str(tmp_path / "milvus.db")
+    result = run_cli("index", str(subset_dir), str(manifest), "--milvus-uri", uri)
+    assert result.returncode == 0, result.stderr
+    assert added_skipped(result.stdout) == (len(SUBSET) + 1, 0, 2)
+    assert "broken.jpg" in result.stderr and "missing.png" in result.stderr
+
+
+def test_shards_split_the_sources_without_overlap_or_gaps(tmp_path, catalogue):
+    uri = str(tmp_path / "milvus.db")
+    added = []
+    for shard in range(3):
+        result = run_cli(
+            "index", str(catalogue.directory), "--milvus-uri", uri, "--shard-index", str(shard), "--shard-count", "3"
+        )
+        assert result.returncode == 0, result.stderr
+        added.append(added_skipped(result.stdout)[0])
+    assert sum(added) == len(catalogue.photos)
+    whole = run_cli("index", str(catalogue.directory), "--milvus-uri", uri)
+    assert added_skipped(whole.stdout) == (0, len(catalogue.photos), 0)
+
+
+def test_query_command_prints_the_most_similar_images(server, catalogue):
+    photo = str(catalogue.photos["coffee"])
+    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_address)):
+        result = run_cli("query", photo, "--url", url, "--transport", protocol, "--top-k", "2")
+        assert result.returncode == 0, result.stderr
+        rows = [line for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+\d\.\d{3}", line)]
+        assert len(rows) == 2 and rows[0].rstrip().endswith("coffee.jpg")
+
+
+def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir):
+    uri = str(tmp_path / "milvus.db")
+    assert run_cli("index", str(subset_dir), "--milvus-uri", uri).returncode == 0
+    package = tmp_path / "other-model"
+    assert run_cli("export-model", "--out", str(package)).returncode == 0
+    manifest = json.loads((package / "model.json").read_text())
+    (package / "model.json").write_text(json.dumps({**manifest, "version": "finetuned-2"}))
+    with pytest.raises(
+        RuntimeError, match="was built by model efficientnet-lite0:imagenet-1.*runs efficientnet-lite0:finetuned-2"
+    ):
+        with run_predictor(uri, tmp_path, "--model-dir", str(package), timeout_s=120):
+            pass
+
+
+def test_server_refuses_to_start_without_an_index(tmp_path):
+    with pytest.raises(RuntimeError, match="does not exist.*index images first"):
+        with run_predictor(str(tmp_path / "empty.db"), tmp_path, timeout_s=120):
+            pass
+
+
+def test_server_refuses_bad_configuration_with_what_to_change(tmp_path):
+    result = run_cli("serve", "--milvus-uri", str(tmp_path / "x.db"), "--max-batch-size", "0")
+    assert result.returncode == 2
+    assert "--max-batch-size must be at least 1" in result.stderr

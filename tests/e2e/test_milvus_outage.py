@@ -1,0 +1,45 @@
+"""When Milvus goes away the predictor says so: not ready, and 503 for searches, without crashing."""
+
+import time
+
+import httpx
+import pytest
+
+from tests.support.milvus_server import kill_milvus_server, run_milvus_server
+from tests.support.predictor_server import run_cli, run_predictor
+
+
+@pytest.fixture(scope="module")
+def server_without_milvus(tmp_path_factory, catalogue):
+    workdir = tmp_path_factory.mktemp("outage")
+    with run_milvus_server(workdir / "milvus") as uri:
+        assert run_cli("index", str(catalogue.photos["coffee"]), "--milvus-uri", uri).returncode == 0
+        with run_predictor(uri, workdir) as server:
+            assert httpx.get(f"{server.http_url}/v2/health/ready").status_code == 200
+            kill_milvus_server(uri)
+            yield server
+
+
+def poll_until(condition, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_readiness_turns_false_when_milvus_is_unreachable(server_without_milvus):
+    url = server_without_milvus.http_url
+    assert poll_until(lambda: httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 503)
+    assert httpx.get(f"{url}/v2/models/image-search/ready", timeout=30).status_code == 503
+    assert httpx.get(f"{url}/v2/health/live", timeout=30).status_code == 200, "liveness does not depend on Milvus"
+
+
+def test_search_while_milvus_is_down_is_unavailable_not_a_crash(server_without_milvus, catalogue):
+    import base64
+
+    body = {"instances": [{"image": {"b64": base64.b64encode(catalogue.photos["coffee"].read_bytes()).decode()}}]}
+    response = httpx.post(f"{server_without_milvus.http_url}/v1/models/image-search:predict", json=body, timeout=120)
+    assert response.status_code == 503, response.text
+    assert server_without_milvus.process.poll() is None
