@@ -360,7 +360,8 @@ class ServingMetrics:
         """Record the top-1 cosine similarity of each query."""
         observe = self._top1.observe
         for similarity in similarities:
-            observe(float(similarity))
+            # Float rounding puts an exact match a hair above 1, which would land in the +Inf bucket.
+            observe(min(float(similarity), 1.0))
 
     def observe_queries(self, embeddings: np.ndarray) -> None:
         """Feed L2-normalised query embeddings ``[n, d]`` into the drift score; ``n`` may be 0."""

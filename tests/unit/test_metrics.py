@@ -150,6 +150,13 @@ def test_batches_images_and_top1_similarities_are_recorded(serving, model):
     assert value(samples, "image_search_top1_similarity_bucket", **model, le="0.95") == 2
 
 
+def test_an_exact_match_rounded_above_one_counts_as_similarity_one(serving, model):
+    serving.observe_top1(np.array([1.0000001], dtype=np.float32))
+    samples = scrape()
+    assert value(samples, "image_search_top1_similarity_bucket", **model, le="1.0") == 1
+    assert value(samples, "image_search_top1_similarity_sum", **model) == 1.0
+
+
 def test_build_info_and_index_rows(model):
     metrics.set_build_info("1.2.3", model["model"], model["model_version"], "cpu")
     metrics.set_index_rows(f"{model['model']}_collection", 1234)
