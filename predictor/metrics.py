@@ -95,7 +95,8 @@ QUEUE_WAIT_SECONDS = Histogram(
     "image_search_queue_wait_seconds",
     "Time an image waited in the micro-batch queue before its forward pass started.",
     _MODEL_LABELS,
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    # Up to 10 s: a CPU pod under load queues images for seconds, and a quantile cannot read past the last bucket.
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 TOP1_SIMILARITY = Histogram(
     "image_search_top1_similarity",
