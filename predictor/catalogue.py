@@ -53,3 +53,39 @@ def write_catalogue(out_dir: Path, quality: int = 92) -> list[Path]:
             Image.fromarray(pixels).convert("RGB").save(path, format="JPEG", quality=quality)
         written.append(path)
     return written
+
+
+# Real photographs grouped by what they show, for the evaluation gate (`image-search eval --labelled DIR`). Most
+# categories are the four quadrants of one large photo of a material or scene: four different real images of the
+# same kind of thing, which a good embedding keeps together.
+QUADRANT_CATEGORIES = {
+    "brick": "brick",
+    "grass": "grass",
+    "gravel": "gravel",
+    "deep-space": "hubble_deep_field",
+    "moon": "moon",
+    "stained-tissue": "immunohistochemistry",
+    "cells": "cell",
+    "retina": "retina",
+}
+
+
+def _quadrants(pixels: np.ndarray) -> list[np.ndarray]:
+    height, width = pixels.shape[0] // 2, pixels.shape[1] // 2
+    return [pixels[y : y + height, x : x + width] for y in (0, height) for x in (0, width)]
+
+
+def write_labelled_sample(out_dir: Path, quality: int = 92) -> Path:
+    """One sub-folder per category, each holding real photos of it."""
+    images: dict[str, list[np.ndarray]] = {
+        category: _quadrants(photo(name)) for category, name in QUADRANT_CATEGORIES.items()
+    }
+    images["motorcycle"] = list(stereo_pair())
+    for category, pictures in images.items():
+        folder = out_dir / category
+        folder.mkdir(parents=True, exist_ok=True)
+        for number, pixels in enumerate(pictures):
+            path = folder / f"{category}-{number}.jpg"
+            if not path.exists():
+                Image.fromarray(np.ascontiguousarray(pixels)).convert("RGB").save(path, format="JPEG", quality=quality)
+    return out_dir

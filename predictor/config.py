@@ -53,7 +53,8 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collection",
         default=os.environ.get("IMAGE_SEARCH_COLLECTION", DEFAULT_COLLECTION),
-        help="Milvus collection (or alias) holding the image vectors. Env: IMAGE_SEARCH_COLLECTION.",
+        help="Stable alias users search (default images); each model version keeps its vectors in its own "
+        "collection <alias>__<model>__<version>. Env: IMAGE_SEARCH_COLLECTION.",
     )
 
 

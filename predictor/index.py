@@ -6,6 +6,7 @@ Every call blocks, so the serving path runs them in worker threads.
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ ID_MAX_LENGTH = 512
 URI_MAX_LENGTH = 2048
 IDENTITY_PROPERTY = "image_search.model"
 OUTPUT_FIELDS = ["uri", "metadata"]
+COLLECTION_NOT_LOADED = 101
 
 
 class IndexUnavailable(RuntimeError):
@@ -29,7 +31,11 @@ class IndexUnavailable(RuntimeError):
 
 
 class IndexMismatch(RuntimeError):
-    """The collection exists but belongs to another model, or is missing; the message says what to do."""
+    """The collection belongs to another model; serving or indexing it would mix vectors that cannot be compared."""
+
+
+class IndexNotReady(RuntimeError):
+    """This model's collection is missing or empty (yet); the message says how to build it."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,29 @@ def is_local_file(uri: str) -> bool:
     return "://" not in uri
 
 
+def connect(uri: str, token: str | None = None) -> MilvusClient:
+    if is_local_file(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MilvusClient(uri=uri, token=token or "")
+    except MilvusException as error:
+        raise IndexUnavailable(f"cannot connect to Milvus at {uri}: {error}") from None
+
+
+def versioned_collection(base: str, identity: ModelIdentity) -> str:
+    """The collection that holds one model version's vectors: `<base>__<model>__<version>`, in Milvus's alphabet."""
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^0-9A-Za-z_]", "_", text)
+
+    return f"{base}__{slug(identity.name)}__{slug(identity.version)}"
+
+
+def quoted(text: str) -> str:
+    """A string literal for a Milvus filter expression."""
+    return json.dumps(text)
+
+
 def identity_to_property(identity: ModelIdentity) -> str:
     return json.dumps({"name": identity.name, "version": identity.version, "dimension": identity.dimension})
 
@@ -65,15 +94,20 @@ def identity_from_property(text: str | None) -> ModelIdentity | None:
 
 
 class ImageIndex:
-    """One collection that belongs to one model identity."""
+    """One collection that belongs to one model identity.
 
-    def __init__(self, uri: str, collection: str, identity: ModelIdentity, token: str | None = None) -> None:
-        if not collection:
+    `base` is the stable name users know (an alias, default `images`); each model version keeps its vectors in its
+    own collection `<base>__<model>__<version>`, so a canary and the stable predictor never read each other's vectors.
+    """
+
+    def __init__(self, uri: str, base: str, identity: ModelIdentity, token: str | None = None) -> None:
+        if not base:
             raise ValueError("collection name must not be empty")
         self.uri = uri
-        self.collection = collection
+        self.base = base
+        self.collection = versioned_collection(base, identity)
         self.identity = identity
-        self._token = token or ""
+        self._token = token
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
 
@@ -81,12 +115,7 @@ class ImageIndex:
     def client(self) -> MilvusClient:
         with self._lock:
             if self._client is None:
-                if is_local_file(self.uri):
-                    Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self._client = MilvusClient(uri=self.uri, token=self._token)
-                except MilvusException as error:
-                    raise IndexUnavailable(f"cannot connect to Milvus at {self.uri}: {error}") from None
+                self._client = connect(self.uri, self._token)
             return self._client
 
     def close(self) -> None:
@@ -99,30 +128,56 @@ class ImageIndex:
         try:
             return fn(*args, **kwargs)
         except MilvusException as error:
+            if error.code != COLLECTION_NOT_LOADED:
+                raise IndexUnavailable(f"Milvus {what} on {self.collection!r} failed: {error}") from None
+        # Collections come back released after a Milvus restart or when a file is reopened: load, then try again.
+        try:
+            self.client.load_collection(self.collection)
+            return fn(*args, **kwargs)
+        except MilvusException as error:
             raise IndexUnavailable(f"Milvus {what} on {self.collection!r} failed: {error}") from None
 
     def recorded_identity(self) -> ModelIdentity | None:
-        description = self._call("describe", self.client.describe_collection, self.collection)
-        return identity_from_property(description.get("properties", {}).get(IDENTITY_PROPERTY))
+        return self._identity_of(self.collection)
 
-    def exists(self) -> bool:
-        return bool(self._call("has_collection", self.client.has_collection, self.collection))
+    def exists(self, name: str | None = None) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, name or self.collection))
 
     def ensure_collection(self) -> None:
-        """Create the collection for this model if it is missing; refuse one that belongs to another model."""
+        """Create this model's collection if missing, and make the stable alias point at it if it points nowhere."""
         if not self.exists():
             self._create()
         self.check_identity()
         self._call("load", self.client.load_collection, self.collection)
+        aliases = self._call("list_aliases", self.client.list_aliases)
+        if self.base not in aliases.get("aliases", []) and not self.exists(self.base):
+            self._call("create_alias", self.client.create_alias, self.collection, self.base)
+            logger.info("alias %s -> %s", self.base, self.collection)
 
     def open_for_search(self) -> None:
+        """Find and load this model's collection; never another model's, so a canary can't read stable's vectors.
+
+        Missing or empty is `IndexNotReady` (an indexing job may still be building it); a concrete collection named
+        with --collection that another model built is `IndexMismatch`, which no amount of waiting will fix.
+        """
         if not self.exists():
-            raise IndexMismatch(
-                f"collection {self.collection!r} does not exist at {self.uri}; "
-                f"index images first: image-search index SOURCE --milvus-uri {self.uri} --collection {self.collection}"
-            )
+            aliases = self._call("list_aliases", self.client.list_aliases).get("aliases", [])
+            if self.base not in aliases and self.exists(self.base):
+                self.collection = self.base
+            else:
+                raise IndexNotReady(
+                    f"collection {self.collection} for model {self.identity} does not exist at {self.uri} yet; "
+                    f"index images first: image-search index SOURCE --milvus-uri {self.uri} "
+                    f"--collection {self.base} [--model-dir DIR]"
+                )
         self.check_identity()
         self._call("load", self.client.load_collection, self.collection)
+        if self.count() == 0:
+            raise IndexNotReady(f"collection {self.collection} for model {self.identity} is empty; index images first")
+
+    def _identity_of(self, name: str) -> ModelIdentity | None:
+        description = self._call("describe", self.client.describe_collection, name)
+        return identity_from_property(description.get("properties", {}).get(IDENTITY_PROPERTY))
 
     def check_identity(self) -> None:
         recorded = self.recorded_identity()
@@ -130,7 +185,7 @@ class ImageIndex:
             raise IndexMismatch(
                 f"collection {self.collection!r} was built by model {recorded or 'unknown'}, but this server runs "
                 f"{self.identity}; vectors of different models cannot be compared. Serve the model that built it, "
-                "or index into a collection of this model (--collection)."
+                "or index into another collection (--collection)."
             )
 
     def _create(self) -> None:
@@ -204,9 +259,30 @@ class ImageIndex:
         self._call("upsert", self.client.upsert, self.collection, data=data)
         return len(data)
 
-    def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._call("delete", self.client.delete, self.collection, ids=list(ids))
+    def delete(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        present = self.existing_ids(ids)
+        if present:
+            self._call("delete", self.client.delete, self.collection, ids=sorted(present))
+        return len(present)
+
+    def ids_by_uri(self, uris: Sequence[str]) -> dict[str, set[str]]:
+        """Ids currently stored for each of these source paths."""
+        if not uris:
+            return {}
+        expression = f"uri in [{', '.join(quoted(uri) for uri in uris)}]"
+        rows = self._call("query", self.client.query, self.collection, filter=expression, output_fields=["id", "uri"])
+        found: dict[str, set[str]] = {}
+        for row in rows:
+            found.setdefault(str(row["uri"]), set()).add(str(row["id"]))
+        return found
+
+    def ids_under(self, prefix: str) -> list[str]:
+        """Ids of every row whose source path is `prefix` or lies under it."""
+        expression = f"uri == {quoted(prefix)} or uri like {quoted(prefix.rstrip('/') + '/%')}"
+        rows = self._call("query", self.client.query, self.collection, filter=expression, output_fields=["id"])
+        return [str(row["id"]) for row in rows]
 
     def sample_vectors(self, limit: int = 2048) -> np.ndarray:
         rows = self._call("query", self.client.query, self.collection, filter="", output_fields=["vector"], limit=limit)

@@ -26,10 +26,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 class IndexReport:
     added: int = 0
     skipped: int = 0
+    replaced: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"added {self.added}, skipped {self.skipped}, failed {len(self.failed)}"
+        text = f"added {self.added}, skipped {self.skipped}, failed {len(self.failed)}"
+        return f"{text}, replaced {self.replaced}" if self.replaced else text
 
 
 def discover(sources: Iterable[str]) -> list[Path]:
@@ -113,6 +115,11 @@ def index_paths(
                     for (c, _), vector in zip(good, embeddings, strict=True)
                 ]
                 report.added += index.upsert(rows)
+                # A file whose content changed keeps its path but gets a new id: drop the old vector, after the new
+                # one is safely written, so an interrupted run never leaves the file unsearchable.
+                stored = index.ids_by_uri([str(c.path) for c, _ in good])
+                stale = [old for c, _ in good for old in stored.get(str(c.path), ()) if old != c.id]
+                report.replaced += index.delete(stale)
             if progress:
                 progress(len(batch_paths))
     for path, reason in report.failed:

@@ -8,7 +8,7 @@ from fastapi.requests import Request
 from fastapi.responses import JSONResponse
 from kserve import ModelServer
 from kserve import model_server as kserve_model_server
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
@@ -72,6 +72,14 @@ def infer_request_from_binary(body: bytes, json_length: int, model_name: str) ->
 
 
 class ImageDataPlane(DataPlane):
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        """Like KServe's, but a model that is not ready says why (e.g. its collection is still being indexed)."""
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        reason = getattr(self.model_registry.get_model(model_name), "not_ready_reason", None)
+        if not ready and reason:
+            raise ModelNotReady(model_name, reason)
+        return ready
+
     async def ready(self) -> bool:
         """Server readiness is every model's readiness (KServe's default answers True once the port is open)."""
         models = self.model_registry.get_models()
@@ -108,7 +116,8 @@ def build_models(settings: ServeSettings) -> tuple[ImageSearchModel, ImageClassi
 
 def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
     search, classifier = build_models(settings)
-    # Load before opening ports: a pod whose model or collection is wrong must fail, never turn ready.
+    # Load before opening ports: a pod whose model is invalid, or whose collection belongs to another model, fails here
+    # and never turns ready.
     search.load()
     classifier.load()
     backbone = search.backbone
@@ -126,4 +135,6 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
         enable_latency_logging=False,
     )
     server.dataplane = ImageDataPlane(model_registry=server.registered_models)
+    # KServe registers only models that are ready at start; the search model may still be waiting for its index.
+    server.register_model(search)
     server.start([search, classifier])

@@ -17,6 +17,7 @@ from predictor.config import ServeSettings
 from predictor.metrics import ServingMetrics
 from predictor.models import protocol
 from predictor.models.pixels import PreparedImage, prepare_images
+from predictor.models.tracking import tracked
 
 # torchvision ships the ImageNet-1k class names with every ImageNet weights enum; no download involved.
 IMAGENET_LABELS: list[str] = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
@@ -104,9 +105,10 @@ class ImageClassifierModel(Model):
         return images, thresholds, top_k, OUTPUTS
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> ClassifyResult:
-        with self.metrics.request() as tracker:
+        with tracked(self.metrics, self.name, self.backbone.spec.version, payload, headers) as tracker:
             try:
                 images, thresholds, top_k, outputs = self._parse(payload)
+                tracker.images = len(images)
                 prepared = await prepare_images(
                     images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics
                 )

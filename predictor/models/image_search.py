@@ -1,6 +1,7 @@
 """KServe model `image-search`: images in, the most similar catalogue images out (V1 and V2, REST and gRPC)."""
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +14,13 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from predictor.backbone import Backbone
 from predictor.batching import MicroBatcher
 from predictor.config import ServeSettings
-from predictor.index import Hit, ImageIndex, IndexUnavailable
+from predictor.index import Hit, ImageIndex, IndexMismatch, IndexNotReady, IndexUnavailable
 from predictor.metrics import ServingMetrics, set_index_rows
 from predictor.models import protocol
 from predictor.models.pixels import prepare_images
+from predictor.models.tracking import tracked
+
+logger = logging.getLogger(__name__)
 
 SEARCH_OUTPUTS = ["ids", "scores", "uris"]
 ALL_OUTPUTS = SEARCH_OUTPUTS + ["embedding"]
@@ -53,16 +57,18 @@ class ImageSearchModel(Model):
         self.metrics = ServingMetrics(name, backbone.spec.version)
         self._batcher: MicroBatcher[SearchItem, SearchOutcome] | None = None
         self._healthy_until = 0.0
+        self._healthy = False
         self._rows_counted_at = 0.0
+        self.not_ready_reason: str | None = "not loaded yet"
 
     def load(self) -> bool:
+        """Load the network and open this model's collection; a missing or empty one leaves us waiting, not failing.
+
+        Waiting matters on Kubernetes: a canary with a new model starts before its indexing job has finished, and
+        becomes ready by itself once the collection is there.
+        """
         self.backbone.load()
         self.backbone.warm_up()
-        self.index.open_for_search()
-        self._refresh_index_rows()
-        sample = self.index.sample_vectors()
-        if len(sample):
-            self.metrics.set_reference_centroid(sample.mean(axis=0))
         self._batcher = MicroBatcher(
             self._embed_and_search,
             max_batch_size=self.settings.max_batch_size,
@@ -70,22 +76,52 @@ class ImageSearchModel(Model):
             executor=self.backbone.executor,
             on_batch=self.metrics.observe_batch,
         )
-        self.ready = True
+        self._open_index(mismatch_is_fatal=True)
         return self.ready
 
+    def start(self) -> None:
+        """KServe's default marks the model ready here; ours is ready only once its collection is open."""
+
+    def _open_index(self, mismatch_is_fatal: bool = False) -> None:
+        try:
+            self.index.open_for_search()
+        except IndexMismatch as error:
+            if mismatch_is_fatal:
+                raise
+            self.ready = False
+            self.not_ready_reason = str(error)
+            return
+        except (IndexNotReady, IndexUnavailable) as error:
+            self.ready = False
+            self.not_ready_reason = str(error)
+            logger.warning("%s is not ready: %s", self.name, error)
+            return
+        self._refresh_index_rows()
+        sample = self.index.sample_vectors()
+        if len(sample):
+            self.metrics.set_reference_centroid(sample.mean(axis=0))
+        self.not_ready_reason = None
+        self.ready = True
+        logger.info("%s searches %s (%s)", self.name, self.index.collection, self.index.identity)
+
     async def healthy(self) -> bool:
-        """Ready only while Milvus answers; checked at most every couple of seconds, off the event loop."""
-        if not self.ready:
-            return False
+        """Ready only while this model's collection is searchable; checked at most every couple of seconds."""
         now = time.monotonic()
         if now < self._healthy_until:
-            return True
-        if await asyncio.to_thread(self.index.ping):
-            self._healthy_until = now + HEALTH_TTL_S
+            return self._healthy
+        self._healthy_until = now + HEALTH_TTL_S
+        if not self.ready:
+            await asyncio.to_thread(self._open_index)
+            self._healthy = self.ready
+        elif await asyncio.to_thread(self.index.ping):
+            self._healthy = True
+            self.not_ready_reason = None
             if now - self._rows_counted_at > INDEX_ROWS_TTL_S:
                 await asyncio.to_thread(self._refresh_index_rows)
-            return True
-        return False
+        else:
+            self._healthy = False
+            self.not_ready_reason = f"Milvus at {self.index.uri} does not answer"
+        return self._healthy
 
     def _refresh_index_rows(self) -> None:
         """Keeps the index-size gauge current while indexing jobs add rows behind the server's back."""
@@ -136,9 +172,10 @@ class ImageSearchModel(Model):
         return images, top_k, outputs
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchResult:
-        with self.metrics.request() as tracker:
+        with tracked(self.metrics, self.name, self.backbone.spec.version, payload, headers) as tracker:
             try:
                 images, top_k, outputs = self._parse(payload)
+                tracker.images = len(images)
                 prepared = await prepare_images(
                     images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics
                 )

@@ -3,6 +3,8 @@
 import json
 import re
 
+import httpx
+
 import pytest
 
 from tests.support.predictor_server import run_cli, run_predictor
@@ -76,17 +78,20 @@ def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir
     assert run_cli("export-model", "--out", str(package)).returncode == 0
     manifest = json.loads((package / "model.json").read_text())
     (package / "model.json").write_text(json.dumps({**manifest, "version": "finetuned-2"}))
-    with pytest.raises(
-        RuntimeError, match="was built by model efficientnet-lite0:imagenet-1.*runs efficientnet-lite0:finetuned-2"
-    ):
-        with run_predictor(uri, tmp_path, "--model-dir", str(package), timeout_s=120):
-            pass
+    built_by_default = "images__efficientnet_lite0__imagenet_1"
+    result = run_cli("serve", "--milvus-uri", uri, "--collection", built_by_default, "--model-dir", str(package))
+    assert result.returncode == 2
+    assert "was built by model efficientnet-lite0:imagenet-1" in result.stderr
+    assert "runs efficientnet-lite0:finetuned-2" in result.stderr
 
 
-def test_server_refuses_to_start_without_an_index(tmp_path):
-    with pytest.raises(RuntimeError, match="does not exist.*index images first"):
-        with run_predictor(str(tmp_path / "empty.db"), tmp_path, timeout_s=120):
-            pass
+def test_server_without_an_index_is_live_but_not_ready_and_says_why(tmp_path):
+    with run_predictor(str(tmp_path / "empty.db"), tmp_path, wait_for="/v2/health/live") as server:
+        assert httpx.get(f"{server.http_url}/v2/health/ready").status_code == 503
+        response = httpx.get(f"{server.http_url}/v2/models/image-search/ready")
+        assert response.status_code == 503
+        assert "does not exist" in response.json()["error"] and "index images first" in response.json()["error"]
+        assert httpx.get(f"{server.http_url}/v2/models/image-classifier/ready").status_code == 200
 
 
 def test_server_refuses_bad_configuration_with_what_to_change(tmp_path):

@@ -55,23 +55,31 @@ def _stop(process: subprocess.Popen, grace_s: float = 15.0) -> None:
         process.wait(10)
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+def wait_until(
+    url: str, process: subprocess.Popen, log_path: Path, timeout_s: float, endpoint: str = "/v2/health/ready"
+) -> None:
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url}/v2/health/ready").status_code == 200:
+                if client.get(f"{url}{endpoint}").status_code == 200:
                     return
             time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+    raise RuntimeError(f"{url}{endpoint} not 200 after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
 
 
 @contextlib.contextmanager
 def run_predictor(
-    milvus_uri: str, workdir: Path, *extra_args: str, env: dict[str, str] | None = None, timeout_s: float = 180
+    milvus_uri: str,
+    workdir: Path,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 180,
+    wait_for: str = "/v2/health/ready",
 ) -> Iterator[RunningServer]:
+    """Yields once `wait_for` answers 200: readiness by default, `/v2/health/live` for a server expected unready."""
     http_port, grpc_port = free_port(), free_port()
     log_path = workdir / f"predictor-{http_port}.log"
     command = [
@@ -91,7 +99,7 @@ def run_predictor(
         )
     url = f"http://127.0.0.1:{http_port}"
     try:
-        wait_until_ready(url, process, log_path, timeout_s)
+        wait_until(url, process, log_path, timeout_s, wait_for)
         yield RunningServer(url, f"127.0.0.1:{grpc_port}", http_port, grpc_port, log_path, process)
     finally:
         _stop(process)
