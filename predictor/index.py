@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from predictor.model_package import ModelIdentity
+from predictor.identity import ModelIdentity
 
 logger = logging.getLogger(__name__)
 

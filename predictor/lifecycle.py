@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from pymilvus import MilvusClient, MilvusException
 
+from predictor.identity import ModelIdentity
 from predictor.index import IDENTITY_PROPERTY, IndexUnavailable, identity_from_property
-from predictor.model_package import ModelIdentity
 
 PREVIOUS_PROPERTY = "image_search.replaced"
 

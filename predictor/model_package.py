@@ -9,12 +9,13 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from predictor.identity import ModelIdentity
 
-from predictor.architectures.efficientnet_lite import EfficientNetLite0
-from predictor.architectures.torchvision_backbones import TorchvisionBackbone
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 from predictor.images import Preprocessing
 
 MANIFEST_NAME = "model.json"
@@ -22,25 +23,23 @@ WEIGHTS_NAME = "weights.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ARCHITECTURES: dict[str, tuple[Callable[[], nn.Module], int]] = {
-    "efficientnet-lite0": (EfficientNetLite0, 1280),
-    "resnet18": (lambda: TorchvisionBackbone("resnet18"), 512),
-    "resnet50": (lambda: TorchvisionBackbone("resnet50"), 2048),
-}
+# Embedding dimension of each architecture a package may name. Networks are built on demand (`build_network`) so
+# that reading a package, and index administration with it, does not pay for importing torch.
+ARCHITECTURES: dict[str, int] = {"efficientnet-lite0": 1280, "resnet18": 512, "resnet50": 2048}
+
+
+def _network_factory(architecture: str) -> Callable[[], "nn.Module"]:
+    if architecture == "efficientnet-lite0":
+        from predictor.architectures.efficientnet_lite import EfficientNetLite0
+
+        return EfficientNetLite0
+    from predictor.architectures.torchvision_backbones import TorchvisionBackbone
+
+    return lambda: TorchvisionBackbone(architecture)
 
 
 class InvalidModelPackage(ValueError):
     """The model package cannot be served; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    name: str
-    version: str
-    dimension: int
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.version} ({self.dimension}-d)"
 
 
 @dataclass(frozen=True)
@@ -105,10 +104,9 @@ def load_package(directory: Path) -> ModelSpec:
             f"{manifest_path}: unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
         )
     dimension = _require(manifest, "embedding_dim", int, manifest_path)
-    if dimension != ARCHITECTURES[architecture][1]:
+    if dimension != ARCHITECTURES[architecture]:
         raise InvalidModelPackage(
-            f"{manifest_path}: embedding_dim {dimension} does not match {architecture} "
-            f"({ARCHITECTURES[architecture][1]})"
+            f"{manifest_path}: embedding_dim {dimension} does not match {architecture} ({ARCHITECTURES[architecture]})"
         )
     weights_path = directory / manifest.get("weights", WEIGHTS_NAME)
     if not weights_path.is_file():
@@ -147,7 +145,9 @@ def load_package(directory: Path) -> ModelSpec:
     )
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -155,10 +155,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def build_network(spec: ModelSpec) -> nn.Module:
+def build_network(spec: ModelSpec) -> "nn.Module":
     """Instantiate the architecture and load its weights exactly: a missing or extra tensor is an error."""
-    factory, _ = ARCHITECTURES[spec.architecture]
-    network = factory()
+    network = _network_factory(spec.architecture)()
     try:
         network.load_state_dict(load_state_dict(spec.weights_path), strict=True)
     except RuntimeError as error:

@@ -1,11 +1,10 @@
 """When Milvus goes away the predictor says so: not ready, and 503 for searches, without crashing."""
 
-import time
-
 import httpx
 import pytest
 
 from tests.support.milvus_server import kill_milvus_server, run_milvus_server
+from tests.support.polling import wait_for
 from tests.support.predictor_server import run_cli, run_predictor
 
 
@@ -20,18 +19,13 @@ def server_without_milvus(tmp_path_factory, catalogue):
             yield server
 
 
-def poll_until(condition, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def test_readiness_turns_false_when_milvus_is_unreachable(server_without_milvus):
     url = server_without_milvus.http_url
-    assert poll_until(lambda: httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 503)
+    wait_for(
+        lambda: httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 503,
+        timeout_s=60,
+        what="readiness turning false",
+    )
     assert httpx.get(f"{url}/v2/models/image-search/ready", timeout=30).status_code == 503
     assert httpx.get(f"{url}/v2/health/live", timeout=30).status_code == 200, "liveness does not depend on Milvus"
 
