@@ -4,7 +4,6 @@ import json
 import re
 
 import httpx
-
 import pytest
 
 from tests.support.predictor_server import run_cli, run_predictor

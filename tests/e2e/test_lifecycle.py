@@ -134,7 +134,15 @@ def test_eval_gate_passes_the_shipped_model_and_fails_an_impossible_bar(tmp_path
     ok(run_cli("sample-catalogue", "--labelled", "--out", str(labelled)))
     report_path = tmp_path / "report.json"
     passed = run_cli(
-        "eval", "--labelled", str(labelled), "--min-precision", "0.9", "--min-recall", "0.75", "--report", str(report_path)
+        "eval",
+        "--labelled",
+        str(labelled),
+        "--min-precision",
+        "0.9",
+        "--min-recall",
+        "0.75",
+        "--report",
+        str(report_path),
     )
     assert passed.returncode == 0, passed.stdout + passed.stderr
     report = json.loads(report_path.read_text())
