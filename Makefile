@@ -35,8 +35,10 @@ run: index
 tools:
 	hack/test-tools.sh
 
+# Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
 test: $(INSTALLED) tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/unit tests/chart
+	$(BIN)/python -m pytest tests/e2e
 
 test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit

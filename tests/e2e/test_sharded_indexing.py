@@ -56,7 +56,7 @@ def shard_command(source: Path, uri: str, alias: str, shard: int, batch_size: in
 
 
 def test_killed_shard_rerun_gives_the_same_index_as_one_process(many_photos, milvus_server_uri):
-    from pymilvus import MilvusClient
+    from pymilvus import MilvusClient, MilvusException
 
     client = MilvusClient(uri=milvus_server_uri)
     sharded, single = f"sharded_{uuid.uuid4().hex[:6]}", f"single_{uuid.uuid4().hex[:6]}"
@@ -82,9 +82,10 @@ def test_killed_shard_rerun_gives_the_same_index_as_one_process(many_photos, mil
     collection = versioned_collection(sharded, identity)
 
     def victim_is_midway() -> bool:
-        if not client.has_collection(collection):
-            return False
-        present = len(client.get(collection, ids=sorted(victim_ids), output_fields=["id"]))
+        try:
+            present = len(client.get(collection, ids=sorted(victim_ids), output_fields=["id"]))
+        except MilvusException:
+            return False  # not created, or not loaded, yet
         return 0 < present < len(victim_ids)
 
     wait_for(victim_is_midway, timeout_s=240, what="the victim shard writing its first rows", interval_s=0.1)
