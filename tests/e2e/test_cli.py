@@ -97,3 +97,13 @@ def test_server_refuses_bad_configuration_with_what_to_change(tmp_path):
     result = run_cli("serve", "--milvus-uri", str(tmp_path / "x.db"), "--max-batch-size", "0")
     assert result.returncode == 2
     assert "--max-batch-size must be at least 1" in result.stderr
+
+
+def test_server_refuses_a_model_package_whose_weights_do_not_match(tmp_path):
+    package = tmp_path / "tampered"
+    assert run_cli("export-model", "--out", str(package)).returncode == 0
+    weights = package / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    result = run_cli("serve", "--milvus-uri", str(tmp_path / "x.db"), "--model-dir", str(package))
+    assert result.returncode == 2
+    assert "SHA-256" in result.stderr and "corrupt or do not belong to this package" in result.stderr

@@ -1,6 +1,7 @@
 """Searching the sample catalogue through every transport a real client uses."""
 
 import base64
+import json
 
 import httpx
 import numpy as np
@@ -119,3 +120,29 @@ def test_health_endpoints_report_live_and_ready(server):
     assert httpx.get(f"{server.http_url}/v2/health/ready").json() == {"ready": True}
     for model in ("image-search", "image-classifier"):
         assert httpx.get(f"{server.http_url}/v2/models/{model}/ready").json()["ready"] is True
+
+
+def test_each_request_leaves_one_json_log_line_without_image_data(server, catalogue, queries):
+    photo = queries["coffee"]
+    body = {"instances": [{"image": {"b64": base64.b64encode(photo).decode()}}]}
+    response = httpx.post(
+        f"{server.http_url}/v1/models/image-search:predict", json=body, headers={"x-request-id": "log-v1"}, timeout=60
+    )
+    assert response.status_code == 200
+    rest = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    tensor = httpclient.InferInput("image", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([photo, photo], dtype=np.object_))
+    rest.infer("image-search", [tensor], request_id="log-v2-rest")
+    grpc = grpcclient.InferenceServerClient(server.grpc_address)
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))
+    grpc.infer("image-search", [tensor], request_id="log-v2-grpc")
+
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    logged = {line["request_id"]: line for line in lines if line.get("message") == "request"}
+    expected = {"log-v1": ("v1", 1), "log-v2-rest": ("v2-rest", 2), "log-v2-grpc": ("v2-grpc", 1)}
+    for request_id, (protocol, images) in expected.items():
+        line = logged[request_id]
+        assert (line["protocol"], line["images"], line["outcome"]) == (protocol, images, "success")
+        assert line["model"] == "image-search" and line["model_version"] == "imagenet-1" and line["latency_ms"] > 0
+    assert base64.b64encode(photo).decode()[:200] not in server.log()
