@@ -44,7 +44,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     )
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+def stop_process(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within the grace period."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -102,4 +103,4 @@ def run_predictor(
         wait_until(url, process, log_path, timeout_s, wait_for)
         yield RunningServer(url, f"127.0.0.1:{grpc_port}", http_port, grpc_port, log_path, process)
     finally:
-        _stop(process)
+        stop_process(process)

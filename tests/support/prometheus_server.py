@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from tests.support.predictor_server import free_port
+from tests.support.predictor_server import free_port, stop_process
 
 T = TypeVar("T")
 
@@ -106,17 +105,6 @@ def write_config(
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
 @contextlib.contextmanager
 def run_prometheus(
     workdir: Path,
@@ -162,4 +150,4 @@ def run_prometheus(
         running.wait_for("Prometheus to report ready on /-/ready", ready, timeout_s)
         yield running
     finally:
-        _stop(process)
+        stop_process(process, grace_s=10.0)
