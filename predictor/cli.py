@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     # Libraries that narrate their own start-up at INFO drown what the user asked for.
     for noisy in ("faiss", "faiss.loader", "milvus_lite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # milvus-lite's embedded gRPC service answers an optional pymilvus call with "not implemented", and grpc logs the
+    # refusal as an error with a traceback although pymilvus carries on.
+    logging.getLogger("grpc._server").addFilter(lambda record: "Method not implemented" not in record.getMessage())
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

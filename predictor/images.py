@@ -119,15 +119,22 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
         raise InvalidImage(f"corrupt or truncated image: {error}") from None
 
 
-def resize_and_crop(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
-    """Shorter side to `resize_shorter_side`, then a centred square crop; returns HWC uint8 RGB."""
-    width, height = image.size
+def crop_box(width: int, height: int, preprocessing: Preprocessing) -> tuple[float, float, float, float]:
+    """The centred crop of the resized image, as (left, top, right, bottom) in the original image's pixels.
+
+    Mapping the crop back lets the resampler touch only the pixels we keep; every decoder path uses this geometry.
+    """
     scale = preprocessing.resize_shorter_side / min(width, height)
     new_width, new_height = max(round(width * scale), 1), max(round(height * scale), 1)
     crop = preprocessing.crop_size
-    # Crop box in resized coordinates, mapped back so PIL resizes only the pixels we keep.
     left, top = (new_width - crop) // 2, (new_height - crop) // 2
-    box = (left / scale, top / scale, (left + crop) / scale, (top + crop) / scale)
+    return (left / scale, top / scale, (left + crop) / scale, (top + crop) / scale)
+
+
+def resize_and_crop(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    """Shorter side to `resize_shorter_side`, then a centred square crop; returns HWC uint8 RGB."""
+    crop = preprocessing.crop_size
+    box = crop_box(image.width, image.height, preprocessing)
     resized = image.resize((crop, crop), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
     return np.array(resized, dtype=np.uint8)
 

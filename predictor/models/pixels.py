@@ -1,12 +1,18 @@
-"""Decode and preprocess a request's images in worker threads, timing each stage; a bad image names its position."""
+"""Decode and preprocess a request's images in worker threads, timing each stage; a bad image names its position.
+
+On CUDA, the request's plain JPEGs are decoded together on the GPU first (see device_images.py); the rest, and any the
+GPU refuses, are decoded one per worker thread on the CPU.
+"""
 
 import asyncio
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from kserve.errors import InvalidInput
 
+from predictor.device_images import prepare_on_device, wants_device_decode
 from predictor.images import ImageLimits, InvalidImage, Preprocessing, decode_image, resize_and_crop
 from predictor.metrics import ServingMetrics
 
@@ -26,14 +32,35 @@ def prepare_image(data: bytes, limits: ImageLimits, preprocessing: Preprocessing
     return PreparedImage(pixels, decoded - started, time.perf_counter() - decoded)
 
 
+def _prepare_on_device(
+    images: list[bytes], limits: ImageLimits, preprocessing: Preprocessing, device: torch.device
+) -> dict[int, PreparedImage]:
+    started = time.perf_counter()
+    pixels = prepare_on_device(images, limits, preprocessing, device)
+    # One call decodes and crops them all; each image is charged its share, all of it as decoding.
+    share = (time.perf_counter() - started) / max(len(pixels), 1)
+    return {position: PreparedImage(crop, share, 0.0) for position, crop in pixels.items()}
+
+
 async def prepare_images(
-    images: list[bytes], limits: ImageLimits, preprocessing: Preprocessing, metrics: ServingMetrics
+    images: list[bytes],
+    limits: ImageLimits,
+    preprocessing: Preprocessing,
+    metrics: ServingMetrics,
+    device: torch.device | None = None,
 ) -> list[PreparedImage]:
+    """Every image's pixels in request order. `device` is the model's: on CUDA, JPEGs are decoded there."""
+    on_device: dict[int, PreparedImage] = {}
+    if device is not None and wants_device_decode(device):
+        on_device = await asyncio.to_thread(_prepare_on_device, images, limits, preprocessing, device)
+
     async def one(position: int, data: bytes) -> PreparedImage:
-        try:
-            prepared = await asyncio.to_thread(prepare_image, data, limits, preprocessing)
-        except InvalidImage as error:
-            raise InvalidInput(f"image {position}: {error}") from None
+        prepared = on_device.get(position)
+        if prepared is None:
+            try:
+                prepared = await asyncio.to_thread(prepare_image, data, limits, preprocessing)
+            except InvalidImage as error:
+                raise InvalidInput(f"image {position}: {error}") from None
         metrics.observe_stage("decode", prepared.decode_s)
         metrics.observe_stage("preprocess", prepared.preprocess_s)
         return prepared

@@ -47,20 +47,6 @@ def test_unreadable_and_broken_files_are_reported_and_the_rest_is_indexed(tmp_pa
     assert "broken.jpg" in result.stderr and "missing.png" in result.stderr
 
 
-def test_shards_split_the_sources_without_overlap_or_gaps(tmp_path, catalogue):
-    uri = str(tmp_path / "milvus.db")
-    added = []
-    for shard in range(3):
-        result = run_cli(
-            "index", str(catalogue.directory), "--milvus-uri", uri, "--shard-index", str(shard), "--shard-count", "3"
-        )
-        assert result.returncode == 0, result.stderr
-        added.append(added_skipped(result.stdout)[0])
-    assert sum(added) == len(catalogue.photos)
-    whole = run_cli("index", str(catalogue.directory), "--milvus-uri", uri)
-    assert added_skipped(whole.stdout) == (0, len(catalogue.photos), 0)
-
-
 def test_query_command_prints_the_most_similar_images(server, catalogue):
     photo = str(catalogue.photos["coffee"])
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_address)):

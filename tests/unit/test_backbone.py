@@ -73,3 +73,75 @@ def test_cuda_half_precision_embeddings_mean_the_same_as_cpu_float32(backbone):
     batch = pixels_of("chelsea", "coffee", "astronaut", "rocket")
     cosines = (gpu.run(batch).embeddings * backbone.run(batch).embeddings).sum(axis=1)
     assert cosines.min() > 0.99
+
+
+def test_batch_norms_fold_into_their_convolutions_without_changing_the_network():
+    from predictor.backbone import fold_batch_norms
+    from predictor.model_package import build_network
+
+    spec = default_spec()
+    reference, folded = build_network(spec).eval(), build_network(spec).eval()
+    assert fold_batch_norms(folded) == 49
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded.features(x), reference.features(x), rtol=1e-4, atol=1e-4)
+
+
+class _SharedConv(torch.nn.Module):
+    """A convolution whose output also feeds a second consumer, and a norm that does not follow a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.pool_norm = torch.nn.BatchNorm2d(3)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return (self.norm(y) + y).mean((2, 3)) + self.pool_norm(x).mean((2, 3)).sum(1, keepdim=True)
+
+
+class _Untraceable(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.norm = torch.nn.BatchNorm2d(4)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent control flow does not trace
+            x = -x
+        return self.norm(self.conv(x))
+
+
+def test_only_norms_that_see_nothing_but_one_convolution_are_folded():
+    from predictor.backbone import fold_batch_norms
+
+    shared = _SharedConv().eval()
+    assert fold_batch_norms(shared) == 0
+    assert isinstance(shared.norm, torch.nn.BatchNorm2d)
+    untraceable = _Untraceable().eval()
+    assert fold_batch_norms(untraceable) == 0
+    assert isinstance(untraceable.norm, torch.nn.BatchNorm2d)
+
+
+def test_cpu_network_and_input_are_channels_last_float32(backbone):
+    stem = backbone._network._conv_stem.weight
+    assert stem.dtype == torch.float32 and stem.is_contiguous(memory_format=torch.channels_last)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    original = pixels.copy()
+    batch = backbone._to_input(pixels)
+    assert batch.shape == (2, 3, 224, 224) and batch.is_contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(default_spec().mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(default_spec().std).view(1, 3, 1, 1) * 255
+    expected = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - mean) / std
+    torch.testing.assert_close(batch, expected)
+    np.testing.assert_array_equal(pixels, original)
+
+
+def test_half_precision_is_chosen_only_for_cuda(monkeypatch):
+    cpu = Backbone(default_spec(), device="cpu")
+    assert (cpu.half, cpu.dtype) == (False, torch.float32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda = Backbone(default_spec(), device="cuda")
+    assert cuda.device.type == "cuda" and (cuda.half, cuda.dtype) == (True, torch.float16)
