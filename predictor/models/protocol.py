@@ -7,7 +7,6 @@ message names the problem.
 import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,20 +17,6 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from predictor.images import InvalidImage, image_bytes_from_wire
 
 IMAGE_INPUT = "image"
-
-
-@dataclass
-class ParsedRequest:
-    """What a model needs from a request, whichever protocol carried it."""
-
-    images: list[bytes]
-    parameters: dict[str, Any]
-    v2: InferRequest | None = None
-    instance_parameters: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def is_v2(self) -> bool:
-        return self.v2 is not None
 
 
 # Field 4 of the Open Inference Protocol's InferParameter is `double_param` (fixed64 on the wire). KServe's copy of
