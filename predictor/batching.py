@@ -2,6 +2,10 @@
 
 The batch function runs in one dedicated worker thread (the device's), never on the event loop. While a batch runs,
 new items queue up and form the next batch, so batches grow with load and stay small when traffic is light.
+
+An item that finds the device idle and the queue empty waits up to `max_delay_s` for company, but only while
+waiting pays: after a wait in which nobody came, lone items go at once, until items arrive together again. One
+caller at a time (the latency-bound case) so never pays the delay twice in a row.
 """
 
 import asyncio
@@ -46,6 +50,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
+        self._waiting_pays = True
 
     async def submit(self, item: Item) -> Result:
         """Queue one item and wait for its own result (or its own exception)."""
@@ -68,7 +73,7 @@ class MicroBatcher(Generic[Item, Result]):
     async def _collect(self) -> list[_Pending]:
         first = await self._queue.get()
         batch = [first]
-        deadline = first.enqueued_at + self.max_delay_s
+        deadline = first.enqueued_at + (self.max_delay_s if self._waiting_pays else 0.0)
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -79,7 +84,11 @@ class MicroBatcher(Generic[Item, Result]):
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
             except TimeoutError:
-                break
+                # Waited the whole delay for nobody: the next lone item should not wait.
+                self._waiting_pays = len(batch) > 1
+                return batch
+        if len(batch) > 1:
+            self._waiting_pays = True
         return batch
 
     async def _run(self) -> None:

@@ -34,8 +34,11 @@ class SamePadConv2d(nn.Conv2d):
         height, width = x.shape[-2:]
         pad_h = self._same_padding(height, 0)
         pad_w = self._same_padding(width, 1)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        if pad_h % 2 == 0 and pad_w % 2 == 0:
+            # Symmetric: the convolution pads by itself, without the copy of the whole input that F.pad makes.
+            padding = (pad_h // 2, pad_w // 2)
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def _same_padding(self, size: int, axis: int) -> int:

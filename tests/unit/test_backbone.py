@@ -145,3 +145,30 @@ def test_half_precision_is_chosen_only_for_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cuda = Backbone(default_spec(), device="cuda")
     assert cuda.device.type == "cuda" and (cuda.half, cuda.dtype) == (True, torch.float16)
+
+
+def test_large_cpu_batches_run_in_cache_sized_slices_with_the_same_results(backbone, monkeypatch):
+    from predictor import backbone as backbone_module
+
+    pixels = pixels_of(*(["chelsea", "coffee", "astronaut", "rocket", "camera"] * 4))
+    seen = []
+    features = backbone._network.features
+    monkeypatch.setattr(backbone._network, "features", lambda x: seen.append(len(x)) or features(x))
+    monkeypatch.setattr(backbone_module, "CPU_SLICE", 64)
+    whole = backbone.run(pixels, with_probabilities=True)
+    monkeypatch.setattr(backbone_module, "CPU_SLICE", 8)
+    sliced = backbone.run(pixels, with_probabilities=True)
+    assert seen == [20, 8, 8, 4]
+    np.testing.assert_allclose(sliced.embeddings, whole.embeddings, atol=1e-5)
+    np.testing.assert_allclose(sliced.probabilities, whole.probabilities, atol=1e-5)
+    assert sliced.embeddings.shape == (20, 1280) and sliced.probabilities.shape == (20, 1000)
+
+
+def test_cpu_backbones_keep_freed_memory_for_the_next_batch(backbone):
+    import platform
+
+    from predictor.backbone import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the allocator settings are glibc's")
+    assert keep_freed_memory()

@@ -146,3 +146,46 @@ def test_observer_sees_batch_size_and_queue_waits():
 def test_bad_configuration_is_refused_with_a_clear_message(size, delay, message):
     with pytest.raises(ValueError, match=message):
         MicroBatcher(lambda items: items, max_batch_size=size, max_delay_s=delay)
+
+
+def test_after_a_wait_in_vain_the_next_lone_item_goes_at_once():
+    fn = RecordingBatchFunction()
+    delay_s = 0.05
+    batcher = MicroBatcher(fn, max_batch_size=32, max_delay_s=delay_s)
+
+    async def main():
+        waits = []
+        for item in (1, 2, 3):
+            submitted = time.perf_counter()
+            await batcher.submit(item)
+            waits.append(fn.called_at[-1] - submitted)
+        return waits
+
+    first, second, third = run(main())
+    assert first >= delay_s * 0.8, "a fresh batcher waits for company"
+    assert second < delay_s * 0.5 and third < delay_s * 0.5, f"waited {second * 1000:.1f} and {third * 1000:.1f} ms"
+    assert fn.batches == [[1], [2], [3]]
+
+
+def test_lone_items_wait_for_company_again_once_items_arrive_together():
+    fn = RecordingBatchFunction()
+    delay_s = 0.05
+    batcher = MicroBatcher(fn, max_batch_size=32, max_delay_s=delay_s)
+
+    async def main():
+        await batcher.submit(1)  # waits in vain
+        await asyncio.gather(*(batcher.submit(i) for i in (2, 3, 4)))  # arrive together
+        submitted = time.perf_counter()
+        lone, late = await asyncio.gather(batcher.submit(5), _after(delay_s / 5, batcher.submit(6)))
+        return fn.called_at[-1] - submitted, (lone, late)
+
+    waited, results = run(main())
+    assert results == (10, 12)
+    assert fn.batches[1] == [2, 3, 4]
+    assert fn.batches[2] == [5, 6], "the lone item waited and the late one joined it"
+    assert waited < delay_s + 0.1
+
+
+async def _after(seconds: float, awaitable):
+    await asyncio.sleep(seconds)
+    return await awaitable
