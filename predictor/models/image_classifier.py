@@ -110,7 +110,7 @@ class ImageClassifierModel(Model):
                 images, thresholds, top_k, outputs = self._parse(payload)
                 tracker.images = len(images)
                 prepared = await prepare_images(
-                    images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics
+                    images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
                 )
             except InvalidInput:
                 tracker.fail("bad_input")
