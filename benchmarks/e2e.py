@@ -1,0 +1,175 @@
+"""End to end: the real `image-search serve` process and the naive server, driven by the same load generator."""
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.clients import grpc_sender, naive_sender, rest_sender
+from benchmarks.loadgen import Send, closed_loop
+from benchmarks.stats import Row
+from tests.support.predictor_server import REPO_ROOT, free_port, run_cli, run_predictor
+
+SEARCH_MODEL = "image-search"
+CONCURRENCY = (1, 8, 32)
+BATCH_REQUEST_IMAGES = 32
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup_s: float = 2.0
+    duration_s: float = 8.0
+
+
+SenderFactory = Callable[[], AbstractAsyncContextManager[Send]]
+
+
+def index_catalogue(catalogue_dir: Path, milvus_uri: str) -> None:
+    result = run_cli("index", str(catalogue_dir), "--milvus-uri", milvus_uri)
+    if result.returncode != 0:
+        raise RuntimeError(f"indexing the catalogue failed:\n{result.stderr[-4000:]}")
+
+
+def server_counters(http_url: str) -> dict[str, float]:
+    """Sums and counts of the search model's batch-size and stage histograms, from the server's /metrics."""
+    counters: dict[str, float] = {}
+    text = httpx.get(f"{http_url}/metrics", timeout=5.0).text
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("image_search_batch_size_images", "image_search_stage_duration_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.labels.get("model") != SEARCH_MODEL or not sample.name.endswith(("_sum", "_count")):
+                continue
+            key = sample.name.rsplit("_", 1)[-1]
+            what = sample.labels.get("stage", "batch")
+            counters[f"{what}_{key}"] = counters.get(f"{what}_{key}", 0.0) + sample.value
+    return counters
+
+
+def describe_server_work(before: dict[str, float], after: dict[str, float]) -> str:
+    """Mean batch size and mean time per stage over one row, from the difference of two scrapes."""
+
+    def mean(what: str) -> float | None:
+        count = after.get(f"{what}_count", 0.0) - before.get(f"{what}_count", 0.0)
+        return (after.get(f"{what}_sum", 0.0) - before.get(f"{what}_sum", 0.0)) / count if count else None
+
+    parts = []
+    if (batch := mean("batch")) is not None:
+        parts.append(f"mean batch {batch:.1f}")
+    for stage in ("decode", "preprocess", "embed", "search"):
+        if (seconds := mean(stage)) is not None:
+            parts.append(f"{stage} {seconds * 1000:.1f} ms")
+    return ", ".join(parts)
+
+
+def _row(
+    group: str,
+    name: str,
+    factory: SenderFactory,
+    variants: int,
+    concurrency: int,
+    images_per_request: int,
+    timing: Timing,
+    metrics_url: str | None = None,
+) -> Row:
+    async def go():
+        async with factory() as send:
+            return await closed_loop(send, variants, concurrency, timing.warmup_s, timing.duration_s)
+
+    before = server_counters(metrics_url) if metrics_url else {}
+    result = asyncio.run(go())
+    work = describe_server_work(before, server_counters(metrics_url)) if metrics_url else ""
+    row = Row(
+        group,
+        name,
+        result.requests_per_s * images_per_request,
+        result.latencies_ms,
+        concurrency=concurrency,
+        images_per_request=images_per_request,
+    )
+    row.notes = work
+    if result.errors:
+        row.notes = f"{result.errors} failed requests, first: {result.first_error[:300]}; {work}"
+    print(
+        f"  {name:<34} {row.per_s:7.1f} images/s  p50 {row.p50 or 0:7.1f} ms  p99 {row.p99 or 0:7.1f} ms"
+        + (f"  ({row.notes})" if row.notes else ""),
+        flush=True,
+    )
+    return row
+
+
+def measure_server(
+    milvus_uri: str, workdir: Path, images: list[bytes], timing: Timing, extra_args: tuple[str, ...] = ()
+) -> list[Row]:
+    """gRPC and REST rows at each concurrency, then one row of many images per request."""
+    rows = []
+    variants = len(images)
+    with run_predictor(milvus_uri, workdir, *extra_args) as server:
+        factories: dict[str, SenderFactory] = {
+            "gRPC": lambda: grpc_sender(server.grpc_address, images),
+            "REST binary": lambda: rest_sender(server.http_url, images),
+        }
+        for transport, factory in factories.items():
+            for concurrency in CONCURRENCY:
+                name = f"server {transport}, c={concurrency}"
+                rows.append(_row("server", name, factory, variants, concurrency, 1, timing, server.http_url))
+        batch = BATCH_REQUEST_IMAGES
+        rows.append(
+            _row(
+                "server-batch",
+                f"server REST binary, {batch} img/request, c=2",
+                lambda: rest_sender(server.http_url, images, batch),
+                variants,
+                2,
+                batch,
+                timing,
+                server.http_url,
+            )
+        )
+        return rows
+
+
+@contextlib.contextmanager
+def run_naive_server(milvus_uri: str, workdir: Path, timeout_s: float = 180) -> Iterator[str]:
+    port = free_port()
+    log_path = workdir / f"naive-{port}.log"
+    command = [sys.executable, "-m", "benchmarks.naive_server", "--port", str(port), "--milvus-uri", milvus_uri]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"naive server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"naive server not ready after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def measure_naive(milvus_uri: str, workdir: Path, images: list[bytes], timing: Timing) -> list[Row]:
+    with run_naive_server(milvus_uri, workdir) as url:
+        return [
+            _row("naive", f"naive FastAPI, c={c}", lambda: naive_sender(url, images), len(images), c, 1, timing)
+            for c in CONCURRENCY
+        ]
