@@ -25,6 +25,19 @@ def _groups(images: list[bytes], images_per_request: int) -> list[np.ndarray]:
 
 
 @contextlib.asynccontextmanager
+async def _triton_sender(client, requests: list, outputs: list) -> AsyncIterator[Send]:
+    """Both tritonclient transports: send a prepared request variant, close the client when done."""
+
+    async def send(variant: int) -> None:
+        await client.infer(MODEL, requests[variant], outputs=outputs)
+
+    try:
+        yield send
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
 async def grpc_sender(address: str, images: list[bytes], images_per_request: int = 1) -> AsyncIterator[Send]:
     import tritonclient.grpc.aio as grpcclient
 
@@ -35,14 +48,8 @@ async def grpc_sender(address: str, images: list[bytes], images_per_request: int
         tensor.set_data_from_numpy(group)
         requests.append([tensor])
     outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
-
-    async def send(variant: int) -> None:
-        await client.infer(MODEL, requests[variant], outputs=outputs)
-
-    try:
+    async with _triton_sender(client, requests, outputs) as send:
         yield send
-    finally:
-        await client.close()
 
 
 @contextlib.asynccontextmanager
@@ -57,14 +64,8 @@ async def rest_sender(url: str, images: list[bytes], images_per_request: int = 1
         requests.append([tensor])
     # KServe answers BYTES outputs as JSON; the request side is what carries the images in binary.
     outputs = [httpclient.InferRequestedOutput(name, binary_data=False) for name in OUTPUTS]
-
-    async def send(variant: int) -> None:
-        await client.infer(MODEL, requests[variant], outputs=outputs)
-
-    try:
+    async with _triton_sender(client, requests, outputs) as send:
         yield send
-    finally:
-        await client.close()
 
 
 @contextlib.asynccontextmanager

@@ -106,15 +106,11 @@ class ImageClassifierModel(Model):
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> ClassifyResult:
         with tracked(self.metrics, self.name, self.backbone.spec.version, payload, headers) as tracker:
-            try:
-                images, thresholds, top_k, outputs = self._parse(payload)
-                tracker.images = len(images)
-                prepared = await prepare_images(
-                    images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
-                )
-            except InvalidInput:
-                tracker.fail("bad_input")
-                raise
+            images, thresholds, top_k, outputs = self._parse(payload)
+            tracker.images = len(images)
+            prepared = await prepare_images(
+                images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
+            )
             classifications = await asyncio.gather(*(self._batcher.submit(image.pixels) for image in prepared))
             self.metrics.count_images(len(classifications))
         predictions = [

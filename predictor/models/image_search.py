@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.backbone import Backbone
@@ -173,22 +172,17 @@ class ImageSearchModel(Model):
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchResult:
         with tracked(self.metrics, self.name, self.backbone.spec.version, payload, headers) as tracker:
-            try:
-                images, top_k, outputs = self._parse(payload)
-                tracker.images = len(images)
-                prepared = await prepare_images(
-                    images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
-                )
-            except InvalidInput:
-                tracker.fail("bad_input")
-                raise
+            images, top_k, outputs = self._parse(payload)
+            tracker.images = len(images)
+            prepared = await prepare_images(
+                images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
+            )
             try:
                 outcomes = await asyncio.gather(
                     *(self._batcher.submit(SearchItem(image.pixels, top_k)) for image in prepared)
                 )
             except IndexUnavailable:
-                tracker.fail("milvus_unavailable")
-                self._healthy_until = 0.0
+                self._healthy_until = 0.0  # re-check Milvus on the next readiness probe, not in two seconds
                 raise
             self.metrics.count_images(len(outcomes))
             self.metrics.observe_top1([outcome.hits[0].score for outcome in outcomes if outcome.hits])

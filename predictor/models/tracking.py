@@ -1,4 +1,7 @@
-"""One served request, observed: metrics while it runs, one structured log line when it ends."""
+"""One served request, observed: metrics while it runs, one structured log line when it ends.
+
+Errors a client causes (`InvalidInput`) and Milvus outages are classified here, once for every model.
+"""
 
 import contextlib
 import time
@@ -6,8 +9,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
+from predictor.index import IndexUnavailable
 from predictor.logs import log_request
 from predictor.metrics import RequestTracker, ServingMetrics
 
@@ -44,7 +49,14 @@ def tracked(
     try:
         with metrics.request() as tracker:
             request = TrackedRequest(tracker)
-            yield request
+            try:
+                yield request
+            except InvalidInput:
+                tracker.fail("bad_input")
+                raise
+            except IndexUnavailable:
+                tracker.fail("milvus_unavailable")
+                raise
     finally:
         outcome = request.tracker.outcome if request else "internal"
         log_request(
