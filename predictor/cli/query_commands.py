@@ -1,0 +1,45 @@
+"""`image-search query` and `query-example`: ask a running server, as any V2 client would."""
+
+import argparse
+from pathlib import Path
+
+
+def _query(args: argparse.Namespace) -> int:
+    from predictor.query_client import print_table, search
+
+    for path, hits in zip(args.images, search(args.url, args.transport, args.images, args.top_k), strict=True):
+        print_table(path, hits)
+    return 0
+
+
+def _query_example(args: argparse.Namespace) -> int:
+    example = Path(args.catalogue) / "chelsea.jpg"
+    url = f"http://localhost:{args.http_port}"
+    print(
+        f"""
+Serving on {url} (REST) and localhost:{args.http_port + 1} (gRPC) once the log says the server started.
+Try it from another terminal:
+
+  .venv/bin/image-search query {example} --url {url} --top-k 3
+
+  (printf '{{"instances": [{{"image": {{"b64": "'
+   base64 -w0 {example}
+   printf '"}}}}], "parameters": {{"top_k": 3}}}}') > query.json
+  curl -s {url}/v1/models/image-search:predict -H 'Content-Type: application/json' -d @query.json
+"""
+    )
+    return 0
+
+
+def register(add_command, for_serving: bool) -> None:
+    query = add_command("query", help="Ask a running server for the images most similar to these.")
+    query.add_argument("images", nargs="+", help="Image files to search with.")
+    query.add_argument("--url", default="http://localhost:8080", help="Server: http://host:8080 or host:8081 for gRPC.")
+    query.add_argument("--transport", choices=["http", "grpc"], default="http", help="V2 transport to use.")
+    query.add_argument("--top-k", type=int, default=5, help="How many similar images to list per query image.")
+    query.set_defaults(handler=_query)
+
+    example = add_command("query-example", help="Print a ready-to-paste query against a local server.")
+    example.add_argument("--http-port", type=int, default=8080, help="The server's HTTP port.")
+    example.add_argument("--catalogue", default="data/sample-catalogue", help="Where the sample photos are.")
+    example.set_defaults(handler=_query_example)
