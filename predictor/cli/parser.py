@@ -12,6 +12,7 @@ from predictor.cli import (
     evaluation_commands,
     index_commands,
     lifecycle_commands,
+    metadata_commands,
     query_commands,
     serve_commands,
 )
@@ -20,6 +21,7 @@ from predictor.cli import (
 COMMAND_MODULES = (
     serve_commands,
     index_commands,
+    metadata_commands,
     query_commands,
     catalogue_commands,
     lifecycle_commands,
