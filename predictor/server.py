@@ -7,6 +7,7 @@ from kserve import ModelServer
 from predictor import __version__, kserve_compat
 from predictor.backbone import Backbone
 from predictor.config import ServeSettings
+from predictor.index import ImageIndex
 from predictor.metrics import set_build_info, start_gpu_metrics
 from predictor.milvus import MilvusAccess
 from predictor.model_package import resolve_spec
@@ -21,8 +22,12 @@ CLASSIFIER_MODEL = "image-classifier"
 def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
     backbone = Backbone(resolve_spec(settings.model_dir), settings.device)
     access = MilvusAccess(settings.milvus.uri, settings.milvus.token)
+
+    def open_index() -> ImageIndex:
+        return ImageIndex.open_for_search(access, settings.milvus.collection, backbone.spec.identity)
+
     return (
-        ImageSearchModel(SEARCH_MODEL, backbone, access, settings.milvus.collection, settings, search),
+        ImageSearchModel(SEARCH_MODEL, backbone, open_index, settings, search),
         ImageClassifierModel(CLASSIFIER_MODEL, backbone, settings),
     )
 

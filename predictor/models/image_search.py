@@ -7,6 +7,7 @@ Only the embedding runs on the device thread, batched across requests; Milvus se
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,6 @@ from predictor.config import ServeSettings
 from predictor.errors import IndexUnavailable, ModelUnavailable, UnknownId
 from predictor.index import Hit, ImageIndex, IndexMismatch, IndexNotReady
 from predictor.metrics import set_index_rows
-from predictor.milvus import MilvusAccess
 from predictor.models.base import ImageModel
 from predictor.models.search_protocol import (
     EMBEDDING,
@@ -43,14 +43,14 @@ class ImageSearchModel(ImageModel):
         self,
         name: str,
         backbone: Backbone,
-        access: MilvusAccess,
-        collection: str,
+        open_index: Callable[[], ImageIndex],
         settings: ServeSettings,
         search: SearchSettings,
     ) -> None:
+        """`open_index` finds, checks and loads this model's collection (`ImageIndex.open_for_search`), raising
+        `IndexNotReady`, `IndexMismatch` or `IndexUnavailable` when it cannot."""
         super().__init__(name, backbone, settings)
-        self.access = access
-        self.collection = collection
+        self.open_index = open_index
         self.search_settings = search
         self.index: ImageIndex | None = None
         self._pool: SearchPool[SearchOptions] | None = None
@@ -77,7 +77,7 @@ class ImageSearchModel(ImageModel):
 
     def _open_index(self, mismatch_is_fatal: bool = False) -> None:
         try:
-            index = ImageIndex.open_for_search(self.access, self.collection, self.backbone.spec.identity)
+            index = self.open_index()
         except IndexMismatch as error:
             if mismatch_is_fatal:
                 raise
@@ -112,7 +112,7 @@ class ImageSearchModel(ImageModel):
                 await asyncio.to_thread(self._refresh_index_rows)
         else:
             self._healthy = False
-            self.not_ready_reason = f"Milvus at {self.access.uri} does not answer"
+            self.not_ready_reason = f"Milvus at {self.index.uri} does not answer"
         return self._healthy
 
     def _refresh_index_rows(self) -> None:

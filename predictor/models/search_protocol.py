@@ -171,6 +171,9 @@ def parse_search_request(
         return SearchRequest(queries, search_options(parameters, headers, serve, search), outputs, payload)
     parameters = protocol.v1_parameters(payload)
     queries = _v1_queries(payload, max_queries, dimension)
+    # V1 hits always carry their metadata and never the embedding; the switches are still checked.
+    for name in ("metadata", "embedding"):
+        protocol.bool_parameter(parameters, f"return_{name}")
     return SearchRequest(queries, search_options(parameters, headers, serve, search), [])
 
 
