@@ -65,6 +65,10 @@ def describe_server_work(before: dict[str, float], after: dict[str, float]) -> s
     parts = []
     if (batch := mean("batch")) is not None:
         parts.append(f"mean batch {batch:.1f}")
+    images = after.get("batch_sum", 0.0) - before.get("batch_sum", 0.0)
+    searches = after.get("search_count", 0.0) - before.get("search_count", 0.0)
+    if images:
+        parts.append(f"{searches / images:.2f} Milvus searches per image")
     for stage in ("decode", "preprocess", "embed", "search"):
         if (seconds := mean(stage)) is not None:
             parts.append(f"{stage} {seconds * 1000:.1f} ms")
