@@ -59,6 +59,7 @@ __all__ = [
     "grpc_error",
     "infer_request_from_binary",
     "install",
+    "register_before_start",
     "request_parameters",
 ]
 
@@ -315,6 +316,10 @@ def install(server: ModelServer, models: list[Any]) -> None:
     _register_rest(server, dataplane)
     # GRPCServer.start builds its servicer from this module attribute.
     kserve_grpc_server.InferenceServicer = ImageSearchServicer
+    register_before_start(server, models)
+
+
+def register_before_start(server: ModelServer, models: list[Any]) -> None:
+    """KServe registers only models that are ready at start; the search model may still be waiting for its index."""
     for model in models:
-        # KServe registers only models that are ready at start; the search model may still be waiting for its index.
         server.register_model(model)

@@ -208,3 +208,18 @@ def test_embedding_query_over_grpc_reads_fp32_contents(in_process_server):
     rows = [np.asarray(COLOURS["blue"] + (64,), dtype=np.float32).tolist()]
     answer = ask(in_process_server, "grpc", "embedding", rows, {"top_k": 1})
     assert tensors(answer)["ids"].tolist() == [["blue-id"]]
+
+
+def test_models_that_are_not_ready_yet_are_registered_before_start_because_kserve_would_not():
+    from kserve import Model, ModelServer
+
+    from tests.support.predictor_server import free_port
+
+    waiting, loaded = Model("waiting"), Model("loaded")
+    loaded.load()
+    kserve_only = ModelServer(http_port=free_port(), grpc_port=free_port(), workers=1)
+    kserve_only._register_and_check_atleast_one_model_is_ready([waiting, loaded])
+    assert kserve_only.registered_models.get_model("waiting") is None, "KServe now registers unready models: simplify"
+    ours = ModelServer(http_port=free_port(), grpc_port=free_port(), workers=1)
+    kserve_compat.register_before_start(ours, [waiting])
+    assert ours.registered_models.get_model("waiting") is waiting
