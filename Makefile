@@ -39,13 +39,13 @@ tools:
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
 test: $(INSTALLED) tools
 	$(BIN)/python -m pytest tests/unit tests/chart
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e tests/container
 
 test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit
 
 test-e2e: $(INSTALLED)
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e tests/container
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.run
