@@ -16,7 +16,7 @@ if podman image exists "$base"; then
   echo "base image: $base present"
   exit 0
 fi
-if timeout 300 podman pull --quiet "docker.io/library/$base" >/dev/null; then
+if timeout 300 podman pull --quiet "docker.io/library/$base" >/dev/null 2>&1; then
   echo "base image: pulled docker.io/library/$base"
   exit 0
 fi

@@ -7,6 +7,7 @@
 #                     /etc/ssl/certs/ca-certificates.crt, when it exists). It replaces pip's own trust store for the
 #                     build, so pass a full bundle: the system one with the proxy's CA added.
 #   PIP_BUILD_CONFIG  a pip config file for the build (a private index or mirror, for example).
+#   TORCH_INDEX_URL   an extra index for torch, e.g. https://download.pytorch.org/whl/cpu for a CPU-only image.
 #   CONTAINER_ENGINE  docker or podman, to choose.
 # Both files go in as build secrets: mounted for the pip step only, never stored in a layer or the image history.
 set -euo pipefail
@@ -25,6 +26,9 @@ if [ -n "$ca_bundle" ]; then
 fi
 if [ -n "${PIP_BUILD_CONFIG:-}" ]; then
   args+=(--secret "id=pip-conf,src=$PIP_BUILD_CONFIG")
+fi
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
 fi
 
 if [ "$engine" = podman ]; then
