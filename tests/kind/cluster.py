@@ -117,6 +117,23 @@ def wait_for_inference_service(api, name: str, namespace: str, timeout_s: float)
     wait_until(ready, timeout_s, f"InferenceService {namespace}/{name} Ready", interval_s=3.0)
 
 
+def wait_for_deployment(api, name: str, namespace: str, timeout_s: float) -> None:
+    """Until every replica of the Deployment runs the current template and is available."""
+    from kubernetes import client
+
+    apps = client.AppsV1Api(api)
+
+    def available() -> tuple[bool, str]:
+        deployment = apps.read_namespaced_deployment(name, namespace, _request_timeout=10)
+        status, wanted = deployment.status, deployment.spec.replicas or 0
+        done = (status.observed_generation or 0) >= deployment.metadata.generation and (
+            status.updated_replicas or 0
+        ) == (status.available_replicas or 0) == wanted > 0
+        return done, f"{status.available_replicas or 0} of {wanted} available, {status.updated_replicas or 0} updated"
+
+    wait_until(available, timeout_s, f"Deployment {namespace}/{name} available", interval_s=3.0)
+
+
 def forwarded_port(line: str) -> tuple[int, int] | None:
     """(local, remote) from a `kubectl port-forward` line such as `Forwarding from 127.0.0.1:41231 -> 8080`."""
     match = _FORWARDING.match(line.strip())

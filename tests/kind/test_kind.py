@@ -26,7 +26,15 @@ import tritonclient.http as httpclient
 from PIL import Image
 
 from predictor.catalogue import write_catalogue
-from tests.kind.cluster import REPO, port_forward, run, tool, wait_for_inference_service, wait_until
+from tests.kind.cluster import (
+    REPO,
+    port_forward,
+    run,
+    tool,
+    wait_for_deployment,
+    wait_for_inference_service,
+    wait_until,
+)
 from tests.kind.manifests import storage_uri
 
 READY_TIMEOUT_S = 600
@@ -187,6 +195,9 @@ def test_a_canary_answers_its_share_then_is_promoted_and_rolled_back(ready, phot
                 "canary.storageUri": storage_uri(CANARY_VERSION),
             },
         )
+        wait_for_deployment(
+            cluster.api, f"{cluster.release}-{CANARY_NAME}-predictor", cluster.namespace, READY_TIMEOUT_S
+        )
         before = {"stable": traffic.served(None), "canary": traffic.served(CANARY_NAME)}
         traffic.send(ROUTED_REQUESTS)
         after = {"stable": traffic.served(None), "canary": traffic.served(CANARY_NAME)}
@@ -207,6 +218,9 @@ def test_a_canary_answers_its_share_then_is_promoted_and_rolled_back(ready, phot
                 "canary.enabled": "false",
             },
         )
+        wait_for_deployment(
+            cluster.api, f"{cluster.release}-{CANARY_NAME}-predictor", cluster.namespace, READY_TIMEOUT_S
+        )
         before_v2 = traffic.served(CANARY_NAME)
         traffic.send(ROUTED_REQUESTS // 3)
         assert traffic.served(CANARY_NAME) - before_v2 == ROUTED_REQUESTS // 3
@@ -216,6 +230,7 @@ def test_a_canary_answers_its_share_then_is_promoted_and_rolled_back(ready, phot
         if promoted:
             move_alias(cluster, "rollback")
     wait_for_inference_service(cluster.api, cluster.release, cluster.namespace, READY_TIMEOUT_S)
+    wait_for_deployment(cluster.api, f"{cluster.release}-predictor", cluster.namespace, READY_TIMEOUT_S)
 
     def stable_answers_alone() -> tuple[bool, str]:
         before_v1 = traffic.served(None)

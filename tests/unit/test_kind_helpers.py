@@ -19,6 +19,7 @@ from tests.kind.cluster import (
     inference_service_ready,
     port_forward,
     tool,
+    wait_for_deployment,
     wait_for_inference_service,
     wait_until,
 )
@@ -88,6 +89,12 @@ def test_waiting_for_an_inference_service_on_an_unreachable_cluster_times_out(un
     with pytest.raises(TimeoutError, match=r"InferenceService search/image-search Ready did not happen within 3s"):
         wait_for_inference_service(api, "image-search", "search", timeout_s=3)
     assert time.monotonic() - started < 60
+
+
+def test_waiting_for_a_deployment_on_an_unreachable_cluster_times_out(unreachable_cluster):
+    api = api_client(current_context())
+    with pytest.raises(TimeoutError, match=r"Deployment search/image-search-predictor available did not happen"):
+        wait_for_deployment(api, "image-search-predictor", "search", timeout_s=2)
 
 
 def test_the_current_context_is_read_from_the_kubeconfig(unreachable_cluster):
