@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -30,8 +29,10 @@ class TrackingError(RuntimeError):
 
 
 def require_mlflow() -> None:
-    if importlib.util.find_spec("mlflow") is None:
-        raise TrackingError(f"MLflow is not installed; install the extra: {INSTALL_HINT}")
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise TrackingError(f"MLflow is not installed; install the extra: {INSTALL_HINT}") from None
 
 
 def connect(uri: str) -> MlflowClient:

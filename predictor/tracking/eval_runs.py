@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ DEFAULT_EXPERIMENT = "image-search"
 REPORT_ARTIFACT = "eval-report.json"
 # Run tags that `register` reads back to find the evaluation of a package.
 WEIGHTS_TAG = "image_search.weights_sha256"
+PACKAGE_TAG = "image_search.package_sha256"
 MODEL_TAG = "image_search.model"
 EVAL_SET_TAG = "image_search.eval_set_sha256"
 GATE_TAG = "image_search.gate"
@@ -62,6 +64,7 @@ def log_evaluation(
     tags = {
         MODEL_TAG: f"{manifest.get('name')}:{manifest.get('version')}",
         WEIGHTS_TAG: str(manifest.get("weights_sha256")),
+        PACKAGE_TAG: package_sha256(manifest),
         EVAL_SET_TAG: eval_set.sha256,
         GATE_TAG: "passed" if gate_passed else "failed",
     }
@@ -80,6 +83,12 @@ def log_evaluation(
         _mark_failed(client, run_id)
         raise
     return LoggedRun(run_id, experiment_id, len(metrics))
+
+
+def package_sha256(manifest: Mapping) -> str:
+    """A package's identity: its manifest, which pins the weights' hash, in canonical JSON. Two packages with the
+    same weights but another version or preprocessing are different models."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def experiment_id_for(client: MlflowClient, name: str, create: bool = True) -> str:

@@ -3,6 +3,7 @@ look a version up, and fetch its package back with the same hash check the serve
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from mlflow.exceptions import MlflowException
 
 from predictor.model_package import MANIFEST_NAME, InvalidModelPackage, ModelSpec, load_package
 from predictor.tracking.client import TrackingError, mlflow_errors
-from predictor.tracking.eval_runs import GATE_TAG, WEIGHTS_TAG, experiment_id_for
+from predictor.tracking.eval_runs import GATE_TAG, PACKAGE_TAG, experiment_id_for, package_sha256
 from predictor.tracking.storage_uri import ModelReference
 
 PACKAGE_ARTIFACT = "model-package"
 VERSION_WEIGHTS_TAG = "weights_sha256"
+VERSION_PACKAGE_SHA_TAG = "package_sha256"
 VERSION_PACKAGE_TAG = "package"
 VERSION_GATE_TAG = "eval_gate"
 
@@ -30,6 +32,7 @@ class RegisteredVersion:
     location: str
     run_id: str | None
     weights_sha256: str | None
+    package_sha256: str | None
     package: str | None
     aliases: tuple[str, ...]
 
@@ -45,6 +48,7 @@ class RegisteredVersion:
             "aliases": list(self.aliases),
             "package": self.package,
             "weights_sha256": self.weights_sha256,
+            "package_sha256": self.package_sha256,
             "run_id": self.run_id,
             "location": self.location,
         }
@@ -56,12 +60,13 @@ def register_package(
     """The version holding this package, and whether this call created it. The package is checked first: one whose
     weights do not match model.json's hash is refused before anything is uploaded."""
     spec = load_package(package_dir)
+    digest = package_sha256(json.loads((package_dir / MANIFEST_NAME).read_text()))
     uri = client.tracking_uri
     with mlflow_errors(uri, f"registering {package_dir} as {name}"):
-        existing = _versions_with_weights(client, name, spec.weights_sha256)
+        existing = _versions_of_package(client, name, digest)
         if existing:
             return _describe(client, existing[0]), False
-        run = _evaluation_run(client, spec, experiment, run_id)
+        run = _evaluation_run(client, spec, digest, experiment, run_id)
         _ensure_registered_model(client, name)
         for path in (package_dir / MANIFEST_NAME, spec.weights_path):
             client.log_artifact(run.info.run_id, str(path), PACKAGE_ARTIFACT)
@@ -71,6 +76,7 @@ def register_package(
             run_id=run.info.run_id,
             tags={
                 VERSION_WEIGHTS_TAG: spec.weights_sha256,
+                VERSION_PACKAGE_SHA_TAG: digest,
                 VERSION_PACKAGE_TAG: f"{spec.name}:{spec.version}",
                 VERSION_GATE_TAG: run.data.tags.get(GATE_TAG, "unknown"),
             },
@@ -92,15 +98,13 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
                 raise
 
 
-def _versions_with_weights(client: MlflowClient, name: str, weights_sha256: str) -> list[ModelVersion]:
-    found = client.search_model_versions(
-        f"name = '{_quoted(name)}' and tags.{VERSION_WEIGHTS_TAG} = '{_quoted(weights_sha256)}'"
-    )
+def _versions_of_package(client: MlflowClient, name: str, digest: str) -> list[ModelVersion]:
+    found = client.search_model_versions(f"name = '{_quoted(name)}' and tags.{VERSION_PACKAGE_SHA_TAG} = '{digest}'")
     return sorted(found, key=lambda version: int(version.version))
 
 
-def _evaluation_run(client: MlflowClient, spec: ModelSpec, experiment: str, run_id: str | None):
-    """The run that evaluated exactly these weights: the one named, or the latest finished one in the experiment."""
+def _evaluation_run(client: MlflowClient, spec: ModelSpec, digest: str, experiment: str, run_id: str | None):
+    """The run that evaluated exactly this package: the one named, or the latest finished one in the experiment."""
     if run_id:
         try:
             run = client.get_run(run_id)
@@ -108,23 +112,23 @@ def _evaluation_run(client: MlflowClient, spec: ModelSpec, experiment: str, run_
             if error.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise TrackingError(f"MLflow has no run {run_id}") from None
             raise
-        evaluated = run.data.tags.get(WEIGHTS_TAG)
-        if evaluated != spec.weights_sha256:
-            what = f"evaluated weights {evaluated[:12]}…" if evaluated else "is not an image-search evaluation"
+        evaluated = run.data.tags.get(PACKAGE_TAG)
+        if evaluated != digest:
+            what = f"evaluated package {evaluated[:12]}…" if evaluated else "is not an image-search evaluation"
             raise TrackingError(
-                f"run {run_id} {what}, but {spec.identity} has weights {spec.weights_sha256[:12]}…; register the "
+                f"run {run_id} {what}, but {spec.identity} is package {digest[:12]}…; register the "
                 "package that run evaluated, or evaluate this one with `image-search eval --mlflow-uri`"
             )
         return run
     runs = client.search_runs(
         [experiment_id_for(client, experiment, create=False)],
-        filter_string=f"tags.`{WEIGHTS_TAG}` = '{spec.weights_sha256}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{PACKAGE_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
         raise TrackingError(
-            f"no finished evaluation of {spec.identity} (weights {spec.weights_sha256[:12]}…) in experiment "
+            f"no finished evaluation of {spec.identity} (package {digest[:12]}…) in experiment "
             f"{experiment!r}; run `image-search eval --model-dir ... --mlflow-uri ...` first, or pass --run-id"
         )
     return runs[0]
@@ -169,14 +173,15 @@ def download_package(client: MlflowClient, registered: RegisteredVersion, destin
                 )
             )
         try:
-            spec = load_package(local)
+            load_package(local)
         except InvalidModelPackage as error:
             reason = str(error).replace(str(local), registered.location)
             raise TrackingError(f"{registered.uri} is refused: {reason}") from None
-        if registered.weights_sha256 and spec.weights_sha256 != registered.weights_sha256:
+        digest = package_sha256(json.loads((local / MANIFEST_NAME).read_text()))
+        if registered.package_sha256 and digest != registered.package_sha256:
             raise TrackingError(
-                f"{registered.uri} is refused: its model.json names weights {spec.weights_sha256[:12]}…, but the "
-                f"version holds {registered.weights_sha256[:12]}…: the artifact changed after it was registered"
+                f"{registered.uri} is refused: its model.json is package {digest[:12]}…, but the version was "
+                f"registered as {registered.package_sha256[:12]}…: the artifact changed after registration"
             )
         destination.mkdir(parents=True, exist_ok=True)
         for path in local.iterdir():
@@ -220,6 +225,7 @@ def _describe(client: MlflowClient, version: ModelVersion) -> RegisteredVersion:
         location=location,
         run_id=version.run_id or None,
         weights_sha256=version.tags.get(VERSION_WEIGHTS_TAG),
+        package_sha256=version.tags.get(VERSION_PACKAGE_SHA_TAG),
         package=version.tags.get(VERSION_PACKAGE_TAG),
         aliases=tuple(sorted(version.aliases or ())),
     )
