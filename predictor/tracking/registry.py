@@ -22,6 +22,7 @@ PACKAGE_ARTIFACT = "model-package"
 VERSION_WEIGHTS_TAG = "weights_sha256"
 VERSION_PACKAGE_SHA_TAG = "package_sha256"
 VERSION_PACKAGE_TAG = "package"
+VERSION_PACKAGE_VERSION_TAG = "package_version"
 VERSION_GATE_TAG = "eval_gate"
 
 
@@ -34,6 +35,7 @@ class RegisteredVersion:
     weights_sha256: str | None
     package_sha256: str | None
     package: str | None
+    package_version: str | None
     aliases: tuple[str, ...]
 
     @property
@@ -47,6 +49,7 @@ class RegisteredVersion:
             "uri": self.uri,
             "aliases": list(self.aliases),
             "package": self.package,
+            "package_version": self.package_version,
             "weights_sha256": self.weights_sha256,
             "package_sha256": self.package_sha256,
             "run_id": self.run_id,
@@ -78,6 +81,7 @@ def register_package(
                 VERSION_WEIGHTS_TAG: spec.weights_sha256,
                 VERSION_PACKAGE_SHA_TAG: digest,
                 VERSION_PACKAGE_TAG: f"{spec.name}:{spec.version}",
+                VERSION_PACKAGE_VERSION_TAG: spec.version,
                 VERSION_GATE_TAG: run.data.tags.get(GATE_TAG, "unknown"),
             },
             description=f"model package {spec.identity}, evaluated in run {run.info.run_id}",
@@ -227,6 +231,7 @@ def _describe(client: MlflowClient, version: ModelVersion) -> RegisteredVersion:
         weights_sha256=version.tags.get(VERSION_WEIGHTS_TAG),
         package_sha256=version.tags.get(VERSION_PACKAGE_SHA_TAG),
         package=version.tags.get(VERSION_PACKAGE_TAG),
+        package_version=version.tags.get(VERSION_PACKAGE_VERSION_TAG),
         aliases=tuple(sorted(version.aliases or ())),
     )
 
