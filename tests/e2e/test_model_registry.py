@@ -169,6 +169,7 @@ def test_register_links_the_eval_run_and_is_idempotent(
     assert (
         registered["weights_sha256"] == manifest["weights_sha256"] and registered["package"] == "efficientnet-lite0:2"
     )
+    assert registered["package_version"] == "2", "the version a canary and the collection alias take"
     version = mlflow_server.client().get_model_version(model_name, registered["version"])
     assert version.tags["weights_sha256"] == manifest["weights_sha256"] and version.run_id == run.info.run_id
 
