@@ -18,6 +18,7 @@ _NOT_PARAMS = {
     "report",
     "labelled",
     "model_dir",
+    "near_duplicates",
 }
 
 
@@ -58,7 +59,8 @@ def _log(args: argparse.Namespace, report_path: Path, gate_passed: bool, client)
     from predictor.tracking.eval_set import fingerprint
 
     options = {key: value for key, value in vars(args).items() if key not in _NOT_PARAMS}
-    eval_set = fingerprint(Path(args.labelled))
+    near_duplicates = getattr(args, "near_duplicates", None)
+    eval_set = fingerprint(Path(args.labelled), Path(near_duplicates) if near_duplicates else None)
 
     def log(package: Path):
         return log_evaluation(client, args.experiment, report_path, package, eval_set, options, gate_passed)

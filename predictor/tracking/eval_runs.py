@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from predictor.model_package import MANIFEST_NAME
 from predictor.tracking.client import TrackingError, mlflow_errors
 from predictor.tracking.eval_set import EvalSet
-from predictor.tracking.run_fields import UntrackableReport, flat_params, report_metrics, report_params
+from predictor.tracking.run_fields import UntrackableReport, flat_params, split_report
 
 DEFAULT_EXPERIMENT = "image-search"
 REPORT_ARTIFACT = "eval-report.json"
@@ -52,12 +52,13 @@ def log_evaluation(
     report = json.loads(report_path.read_text())
     manifest = json.loads((package_dir / MANIFEST_NAME).read_text())
     try:
-        metrics = report_metrics(report, eval_set.categories)
+        fields = split_report(report, eval_set.categories)
+        metrics = fields.metrics
         params = {
             **flat_params("model", manifest),
             **eval_set.params(),
             **flat_params("eval", dict(options)),
-            **report_params(report),
+            **fields.params,
         }
     except UntrackableReport as error:
         raise TrackingError(str(error)) from None
@@ -98,7 +99,7 @@ def experiment_id_for(client: MlflowClient, name: str, create: bool = True) -> s
     if experiment is not None:
         return experiment.experiment_id
     if not create:
-        raise TrackingError(f"MLflow has no experiment {name!r}")
+        raise TrackingError(f"MLflow has no experiment {name!r}: no evaluation was tracked there (see --experiment)")
     try:
         return client.create_experiment(name)
     except MlflowException:

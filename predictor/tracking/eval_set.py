@@ -1,10 +1,11 @@
-"""Which evaluation set a run scored: a content hash of its labelled images, so two runs on the same set compare."""
+"""Which evaluation set a run scored: a content hash of its images, so that two runs on the same set compare."""
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from predictor.evaluation import labelled_images
+from predictor.indexing import IMAGE_SUFFIXES
 from predictor.model_package import file_sha256
 
 
@@ -22,12 +23,19 @@ class EvalSet:
         }
 
 
-def fingerprint(directory: Path) -> EvalSet:
-    """SHA-256 over each image's category, file name and content, in a fixed order: renaming a file, moving it to
-    another category or changing a pixel changes it; the folder's location and file times do not."""
-    pairs = labelled_images(directory)
+def fingerprint(labelled: Path, near_duplicates: Path | None = None) -> EvalSet:
+    """SHA-256 over each image's place in the set (category folder and file name) and its content, in a fixed order.
+    Renaming a file, moving it to another category or changing a pixel changes it; the folders' location does not.
+    A separate near-duplicate folder, when the eval used one, is part of the set."""
+    pairs = labelled_images(labelled)
     digest = hashlib.sha256()
     for _category, path in pairs:
-        relative = path.relative_to(directory).as_posix()
-        digest.update(f"{relative}\0{file_sha256(path)}\n".encode())
+        _add(digest, "labelled", labelled, path)
+    if near_duplicates is not None:
+        for path in sorted(p for p in near_duplicates.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            _add(digest, "near-duplicates", near_duplicates, path)
     return EvalSet(digest.hexdigest(), len(pairs), tuple(sorted({category for category, _ in pairs})))
+
+
+def _add(digest, part: str, root: Path, path: Path) -> None:
+    digest.update(f"{part}/{path.relative_to(root).as_posix()}\0{file_sha256(path)}\n".encode())

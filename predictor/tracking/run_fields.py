@@ -1,11 +1,14 @@
-"""What an evaluation run records, read generically from the JSON report and model.json so that new fields are
-tracked without code here. Pure functions: no MLflow import, so the rules are testable without the extra.
+"""What an evaluation run records, read generically from the JSON report and model.json, so that a new field is
+tracked without a change here. Pure functions with no MLflow import: the rules are testable without the extra.
 
-- metrics: every number in the report, by its dotted path (`mean_precision_at_k`, `precision_at_k.brick`). A mapping
-  keyed by the eval set's categories is a per-category metric: `{"brick": 0.9}` under `precision_at_k` becomes
-  `precision_at_k.brick`, and `{"brick": {"p_at_5": 0.9}}` becomes `p_at_5.brick`. It must name every category.
-- params: every scalar of model.json under `model.` (identity, architecture, preprocessing, precision, projection:
-  whatever the package holds), strings of the report under `report.`, and the eval options under `eval.`.
+The report:
+- metrics are its measures: the fractional numbers (JSON floats) of its `scores` section when it has one, else of the
+  whole report, named by dotted path (`precision_at_5`, `near_duplicate.recall_at_1`);
+- a mapping keyed by the eval set's categories is a per-category measure. It must name every category.
+  `precision_at_k: {"brick": 0.9}` gives `precision_at_k.brick`, `precision_at_5_by_category: {"brick": 0.9}` gives
+  `precision_at_5.brick`, and `by_category: {"brick": {"p_at_5": 0.9}}` gives `p_at_5.brick`;
+- everything else (text, whole numbers such as k or counts, settings outside `scores`) becomes a `report.` param.
+model.json becomes `model.` params: identity, architecture, preprocessing, precision, projection, whatever it holds.
 """
 
 import json
@@ -13,75 +16,91 @@ import math
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 # MLflow's own rules (mlflow/utils/validation.py): names of these characters, at most 250 long, values at most 6000.
 _NAME = re.compile(r"^[/\w.\- :]+$")
 MAX_NAME_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
+SCORES_SECTION = "scores"
+BY_CATEGORY_SUFFIX = "_by_category"
 
 
 class UntrackableReport(ValueError):
     """The report holds something MLflow cannot store, or that would make runs incomparable."""
 
 
-def report_metrics(report: Mapping, categories: Iterable[str]) -> dict[str, float]:
-    """The report's numbers as MLflow metrics; refuses NaN, infinities, missing values and missing categories."""
-    metrics: dict[str, float] = {}
-    _collect_metrics(report, (), frozenset(categories), metrics)
-    return metrics
+@dataclass
+class ReportFields:
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
-def _collect_metrics(node: Mapping, path: tuple[str, ...], categories: frozenset[str], out: dict[str, float]) -> None:
+def split_report(report: Mapping, categories: Iterable[str]) -> ReportFields:
+    """The report's metrics and params; refuses NaN, infinities, missing values and missing categories."""
+    fields = ReportFields()
+    categories = frozenset(categories)
+    scores = report.get(SCORES_SECTION)
+    if isinstance(scores, Mapping):
+        _walk(scores, (), categories, fields, section=(SCORES_SECTION,))
+        rest = {key: value for key, value in report.items() if key != SCORES_SECTION}
+        fields.params.update(flat_params("report", rest))
+    else:
+        _walk(report, (), categories, fields, section=())
+    return fields
+
+
+def _walk(node: Mapping, path: tuple[str, ...], categories: frozenset, fields: ReportFields, section: tuple) -> None:
+    """`path` names metrics; `section` + `path` is where a field sits in the report, for params and messages."""
     for key, value in node.items():
         here = (*path, str(key))
         if isinstance(value, Mapping) and value and categories and set(value) <= categories:
-            _collect_per_category(value, here, categories, out)
+            _per_category(value, here, categories, fields.metrics, section)
         elif isinstance(value, Mapping):
-            _collect_metrics(value, here, categories, out)
+            _walk(value, here, categories, fields, section)
         elif value is None:
-            raise UntrackableReport(f"report field {'.'.join(here)!r} has no value; nothing was logged")
-        elif _is_number(value):
-            _put(out, ".".join(here), value)
+            raise UntrackableReport(f"report field {'.'.join(section + here)!r} has no value; nothing was logged")
+        elif isinstance(value, float):
+            _put_metric(fields.metrics, ".".join(here), value)
+        else:
+            fields.params.update(flat_params(".".join(("report", *section, *path)), {key: value}))
 
 
-def _collect_per_category(by_category: Mapping, path: tuple[str, ...], categories: frozenset[str], out: dict) -> None:
+def _per_category(by_category: Mapping, path: tuple[str, ...], categories: frozenset, out: dict, section) -> None:
     missing = sorted(categories - set(by_category))
     if missing:
         raise UntrackableReport(
-            f"report field {'.'.join(path)!r} has no value for categor{'y' if len(missing) == 1 else 'ies'} "
+            f"report field {'.'.join(section + path)!r} has no value for categor{'y' if len(missing) == 1 else 'ies'} "
             f"{', '.join(map(repr, missing))} of the eval set (too few images?); runs that lack a category cannot be "
             "compared, so nothing was logged"
         )
+    metric = path[-1].removesuffix(BY_CATEGORY_SUFFIX)
     for category, value in by_category.items():
         if isinstance(value, Mapping):
-            # {"brick": {"p_at_5": 0.9}}: the metric's name leads, as in `p_at_5.brick`.
-            for metric, number in value.items():
-                _put_checked(out, (*path[:-1], str(metric), category), number)
+            # {"brick": {"p_at_5": 0.9}}: the measure's name leads, as in `p_at_5.brick`.
+            for measure, number in value.items():
+                _put_checked(out, (*path[:-1], str(measure), category), number)
         else:
-            _put_checked(out, (*path, category), value)
+            _put_checked(out, (*path[:-1], metric, category), value)
 
 
 def _put_checked(out: dict[str, float], path: tuple[str, ...], value: object) -> None:
     name = ".".join(path)
     if value is None:
         raise UntrackableReport(f"report field {name!r} has no value; nothing was logged")
-    if not _is_number(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise UntrackableReport(f"report field {name!r} is {value!r}, not a number; nothing was logged")
-    _put(out, name, value)
+    _put_metric(out, name, float(value))
 
 
-def _put(out: dict[str, float], name: str, value: float) -> None:
+def _put_metric(out: dict[str, float], name: str, value: float) -> None:
     if not math.isfinite(value):
         raise UntrackableReport(
             f"metric {name!r} is {value}: an evaluation that produced it is broken, and a run holding it cannot be "
             "gated or compared; nothing was logged"
         )
     check_name(name, "metric")
-    out[name] = float(value)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    out[name] = value
 
 
 def check_name(name: str, kind: str) -> None:
@@ -108,18 +127,3 @@ def flat_params(prefix: str, node: Mapping) -> dict[str, str]:
         check_name(name, "param")
         params[name] = text if len(text) <= MAX_PARAM_VALUE_LENGTH else text[: MAX_PARAM_VALUE_LENGTH - 1] + "…"
     return params
-
-
-def report_params(report: Mapping) -> dict[str, str]:
-    """The report's text fields (the model it scored, say); its numbers are metrics."""
-    return {name: value for name, value in _strings(report, ("report",))}
-
-
-def _strings(node: Mapping, path: tuple[str, ...]) -> Iterable[tuple[str, str]]:
-    for key, value in node.items():
-        if isinstance(value, Mapping):
-            yield from _strings(value, (*path, str(key)))
-        elif isinstance(value, str):
-            name = ".".join((*path, str(key)))
-            check_name(name, "param")
-            yield name, value[:MAX_PARAM_VALUE_LENGTH]

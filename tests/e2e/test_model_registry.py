@@ -20,10 +20,8 @@ from tests.support.predictor_server import free_port, run_cli, run_predictor
 pytestmark = pytest.mark.skipif(not mlflow_installed(), reason=MLFLOW_MISSING)
 
 CATEGORIES = ("brick", "grass", "moon")
-# Every number of the report, by name: per-category ones as `<metric>.<category>`.
+# Every measure of the report, by name: per-category ones as `<metric>.<category>`.
 EXPECTED_METRICS = {
-    "k",
-    "images",
     "mean_precision_at_k",
     "near_duplicate_recall_at_1",
     "precision_at_k.brick",
@@ -128,9 +126,8 @@ def experiment_id(mlflow_server: RunningMlflow, name: str) -> str:
 def content_hash(directory: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*.jpg")):
-        digest.update(
-            f"{path.relative_to(directory).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode()
-        )
+        entry = f"labelled/{path.relative_to(directory).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+        digest.update(entry.encode())
     return digest.hexdigest()
 
 
@@ -151,6 +148,7 @@ def test_tracked_eval_logs_one_run_whose_metrics_equal_the_report(
     assert params["model.preprocessing.crop_size"] == str(manifest["preprocessing"]["crop_size"])
     assert params["eval_set.images"] == "12" and params["eval_set.categories"] == "3"
     assert params["eval_set.sha256"] == content_hash(labelled)
+    assert params["report.k"] == "5" and params["report.images"] == "12"
     assert params["eval.k"] == "5" and params["eval.min_precision"] == "0.5"
     assert run.data.tags["image_search.gate"] == "passed" and run.info.status == "FINISHED"
 

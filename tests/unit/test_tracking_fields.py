@@ -4,13 +4,13 @@ import math
 
 import pytest
 
-from predictor.tracking.run_fields import UntrackableReport, flat_params, report_metrics, report_params
+from predictor.tracking.run_fields import UntrackableReport, flat_params, split_report
 from predictor.tracking.storage_uri import ModelReference, UnservableLocation, parse_model_uri, storage_uri
 
 CATEGORIES = {"brick", "moon"}
 
 
-def test_every_number_of_the_report_is_a_metric_by_its_path():
+def test_measures_are_metrics_by_path_and_the_rest_of_the_report_is_params():
     report = {
         "model": "efficientnet-lite0:2 (1280-d)",
         "k": 5,
@@ -19,19 +19,47 @@ def test_every_number_of_the_report_is_a_metric_by_its_path():
         "near_duplicate": {"recall_at_1": 0.9, "passed": True},
         "notes": ["text", 3],
     }
-    assert report_metrics(report, CATEGORIES) == {
-        "k": 5.0,
+    fields = split_report(report, CATEGORIES)
+    assert fields.metrics == {
         "mean_precision_at_k": 0.75,
         "precision_at_k.brick": 1.0,
         "precision_at_k.moon": 0.5,
         "near_duplicate.recall_at_1": 0.9,
     }
-    assert report_params(report) == {"report.model": "efficientnet-lite0:2 (1280-d)"}
+    assert fields.params == {
+        "report.model": "efficientnet-lite0:2 (1280-d)",
+        "report.k": "5",
+        "report.near_duplicate.passed": "True",
+        "report.notes": '["text",3]',
+    }
 
 
-def test_metrics_grouped_by_category_are_named_metric_then_category():
+def test_a_scores_section_holds_the_metrics_and_the_model_description_stays_params():
+    report = {
+        "model": "efficientnet-lite0:2 (1280-d)",
+        "spec": {"embedding_dim": 1280, "crop_size": 224, "mean": [0.485, 0.456, 0.406], "projection": None},
+        "scores": {
+            "images": 34,
+            "precision_at_1": 0.97,
+            "map_at_10": 0.95,
+            "precision_at_5_by_category": {"brick": 1.0, "moon": 0.9},
+        },
+    }
+    fields = split_report(report, CATEGORIES)
+    assert fields.metrics == {"precision_at_1": 0.97, "map_at_10": 0.95, "precision_at_5.brick": 1.0,
+                              "precision_at_5.moon": 0.9}  # fmt: skip
+    assert fields.params == {
+        "report.model": "efficientnet-lite0:2 (1280-d)",
+        "report.spec.embedding_dim": "1280",
+        "report.spec.crop_size": "224",
+        "report.spec.mean": "[0.485,0.456,0.406]",
+        "report.scores.images": "34",
+    }
+
+
+def test_measures_grouped_by_category_are_named_measure_then_category():
     report = {"by_category": {"brick": {"p_at_1": 1.0, "p_at_5": 0.8}, "moon": {"p_at_1": 0.5, "p_at_5": 0.6}}}
-    assert report_metrics(report, CATEGORIES) == {
+    assert split_report(report, CATEGORIES).metrics == {
         "p_at_1.brick": 1.0,
         "p_at_5.brick": 0.8,
         "p_at_1.moon": 0.5,
@@ -42,21 +70,25 @@ def test_metrics_grouped_by_category_are_named_metric_then_category():
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_a_non_finite_metric_is_refused_by_name(bad):
     with pytest.raises(UntrackableReport, match=r"metric 'precision_at_k.moon' is .*nothing was logged"):
-        report_metrics({"precision_at_k": {"brick": 1.0, "moon": bad}}, CATEGORIES)
+        split_report({"precision_at_k": {"brick": 1.0, "moon": bad}}, CATEGORIES)
+    with pytest.raises(UntrackableReport, match=r"metric 'scores_mean' is "):
+        split_report({"scores_mean": bad}, CATEGORIES)
 
 
 def test_a_missing_value_or_category_is_refused():
     with pytest.raises(UntrackableReport, match=r"'mean_precision_at_k' has no value"):
-        report_metrics({"mean_precision_at_k": None}, CATEGORIES)
+        split_report({"mean_precision_at_k": None}, CATEGORIES)
     with pytest.raises(UntrackableReport, match=r"'precision_at_k.moon' has no value"):
-        report_metrics({"precision_at_k": {"brick": 1.0, "moon": None}}, CATEGORIES)
-    with pytest.raises(UntrackableReport, match=r"'precision_at_k' has no value for category 'moon'"):
-        report_metrics({"precision_at_k": {"brick": 1.0}}, CATEGORIES)
+        split_report({"precision_at_k": {"brick": 1.0, "moon": None}}, CATEGORIES)
+    with pytest.raises(
+        UntrackableReport, match=r"'scores.precision_at_5_by_category' has no value for category 'moon'"
+    ):
+        split_report({"scores": {"precision_at_5_by_category": {"brick": 1.0}}}, CATEGORIES)
 
 
 def test_a_name_mlflow_refuses_is_caught_before_logging():
     with pytest.raises(UntrackableReport, match=r"metric name 'precision_at_k.cats@home' is not one MLflow accepts"):
-        report_metrics({"precision_at_k": {"cats@home": 1.0}}, {"cats@home"})
+        split_report({"precision_at_k": {"cats@home": 1.0}}, {"cats@home"})
 
 
 def test_model_json_becomes_params_by_dotted_path():
