@@ -19,7 +19,6 @@ from predictor.tracking.client import TrackingError, mlflow_errors
 from predictor.tracking.eval_set import EvalSet
 from predictor.tracking.run_fields import UntrackableReport, flat_params, split_report
 
-DEFAULT_EXPERIMENT = "image-search"
 REPORT_ARTIFACT = "eval-report.json"
 # Run tags that `register` reads back to find the evaluation of a package.
 WEIGHTS_TAG = "image_search.weights_sha256"
