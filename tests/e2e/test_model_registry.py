@@ -145,7 +145,7 @@ def test_tracked_eval_logs_one_run_whose_metrics_equal_the_report(
     assert params["model.name"] == manifest["name"] and params["model.version"] == "2"
     assert params["model.architecture"] == manifest["architecture"]
     assert params["model.weights_sha256"] == manifest["weights_sha256"]
-    assert params["model.preprocessing.crop_size"] == str(manifest["preprocessing"]["crop_size"])
+    assert params["model.preprocessing.resize_shorter_side"] == str(manifest["preprocessing"]["resize_shorter_side"])
     assert params["eval_set.images"] == "12" and params["eval_set.categories"] == "3"
     assert params["eval_set.sha256"] == content_hash(labelled)
     assert params["report.k"] == "5" and params["report.images"] == "12"
