@@ -89,6 +89,12 @@ def mlflow_errors(uri: str, doing: str) -> Iterator[None]:
         raise TrackingError(f"{doing}: lost the MLflow server at {uri}: {_connection_reason(error)}") from None
     except MlflowException as error:
         raise TrackingError(f"{doing}: MLflow at {uri} said: {_first_line(error.message)}") from None
+    except ImportError as error:
+        # MLflow reaches S3, GCS or Azure stores through their own SDKs, which its base install leaves out.
+        raise TrackingError(
+            f"{doing}: the artifact store needs the Python module {error.name!r}, which is not installed "
+            "(s3:// needs boto3, gs:// google-cloud-storage, Azure azure-storage-blob)"
+        ) from None
     except (OSError, requests.RequestException) as error:
         raise TrackingError(f"{doing}: {_first_line(str(error))}") from None
 
