@@ -13,6 +13,7 @@ from predictor.cli import (
     index_commands,
     lifecycle_commands,
     query_commands,
+    registry_commands,
     rollout_commands,
     serve_commands,
 )
@@ -25,6 +26,7 @@ COMMAND_MODULES = (
     catalogue_commands,
     lifecycle_commands,
     evaluation_commands,
+    registry_commands,
     rollout_commands,
 )
 
