@@ -14,6 +14,7 @@ from predictor.cli import (
     lifecycle_commands,
     query_commands,
     registry_commands,
+    rollout_commands,
     serve_commands,
 )
 
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     lifecycle_commands,
     evaluation_commands,
     registry_commands,
+    rollout_commands,
 )
 
 AddCommand = Callable[..., argparse.ArgumentParser]
