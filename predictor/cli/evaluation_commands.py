@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from predictor.cli.tracking_options import add_tracking_arguments, track_evaluation
+
 
 def _eval(args: argparse.Namespace) -> int:
     from predictor.backbone import Backbone
@@ -19,7 +21,8 @@ def _eval(args: argparse.Namespace) -> int:
     failures = gate_failures(report, args.min_precision, args.min_recall)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    tracked = track_evaluation(args, Path(args.report), gate_passed=not failures)
+    return 1 if failures else tracked
 
 
 def register(add_command, for_serving: bool) -> None:
@@ -32,4 +35,5 @@ def register(add_command, for_serving: bool) -> None:
     evaluation.add_argument("--min-recall", type=float, default=0.0, help="Fail if near-duplicate recall@1 is lower.")
     evaluation.add_argument("--report", default="eval-report.json", help="Where to write the JSON report.")
     add_model_arguments(evaluation)
+    add_tracking_arguments(evaluation)
     evaluation.set_defaults(handler=_eval)
