@@ -40,9 +40,6 @@ class Queries:
     embeddings: np.ndarray | None = None
     ids: list[str] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.images) if self.kind == IMAGE else len(self.ids) if self.kind == ID else len(self.embeddings)
-
 
 @dataclass(frozen=True)
 class SearchRequest:

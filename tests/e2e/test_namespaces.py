@@ -88,6 +88,7 @@ def test_rows_are_keyed_per_namespace_and_stay_in_theirs(place):
         np.testing.assert_array_equal(after[key][0], vector, err_msg=f"{key} was re-embedded")
 
 
+@pytest.mark.parametrize("place", ["milvus-lite"], indirect=True)
 def test_a_malformed_manifest_is_one_clear_error_and_nothing_is_written(place):
     uri, alias, photos, workdir = place
     manifest = workdir / "broken.jsonl"
