@@ -65,7 +65,7 @@ def test_orientation_matches_pillows_exif_transpose(orientation):
     exif = Image.Exif()
     exif[device_images.EXIF_ORIENTATION] = orientation
     encoded = jpeg(Image.fromarray(data.chelsea()).resize((60, 40)), quality=100, exif=exif)
-    expected = np.asarray(decode_image(encoded, LIMITS))
+    expected = np.asarray(decode_image(encoded, LIMITS).image)
     raw = decode_jpeg(torch.frombuffer(bytearray(encoded), dtype=torch.uint8), mode=ImageReadMode.RGB)
     upright = orient(raw, jpeg_header(encoded, LIMITS).orientation).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(upright, expected)

@@ -7,13 +7,15 @@ from PIL import Image
 from skimage import data
 
 from predictor.images import (
+    DecodedImage,
     ImageLimits,
     InvalidImage,
     Preprocessing,
     decode_image,
     image_bytes_from_wire,
     load_pixels,
-    resize_and_crop,
+    layout,
+    preprocess,
 )
 
 LIMITS = ImageLimits()
@@ -32,7 +34,7 @@ def photo() -> Image.Image:
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
 def test_every_accepted_format_decodes_to_rgb_of_the_same_size(photo, fmt):
-    decoded = decode_image(encode(photo, fmt), LIMITS)
+    decoded = decode_image(encode(photo, fmt), LIMITS).image
     assert decoded.mode == "RGB"
     assert decoded.size == photo.size
 
@@ -40,7 +42,7 @@ def test_every_accepted_format_decodes_to_rgb_of_the_same_size(photo, fmt):
 def test_animated_gif_uses_its_first_frame():
     red, blue = Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 255))
     animated = encode(red, "GIF", save_all=True, append_images=[blue])
-    pixels = np.asarray(decode_image(animated, LIMITS))
+    pixels = np.asarray(decode_image(animated, LIMITS).image)
     assert pixels[..., 0].mean() > 200 and pixels[..., 2].mean() < 50
 
 
@@ -48,12 +50,12 @@ def test_exif_orientation_is_applied(photo):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     rotated = decode_image(encode(photo, "JPEG", exif=exif), LIMITS)
-    assert rotated.size == (photo.height, photo.width)
+    assert rotated.image.size == rotated.full_size == (photo.height, photo.width)
 
 
 def test_transparent_pixels_are_composited_on_white():
     transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
-    pixels = np.asarray(decode_image(encode(transparent, "PNG"), LIMITS))
+    pixels = np.asarray(decode_image(encode(transparent, "PNG"), LIMITS).image)
     assert (pixels == 255).all()
 
 
@@ -68,14 +70,14 @@ def test_any_colour_mode_becomes_rgb(photo, mode):
         else Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
     )
     fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "1" else "BMP"
-    decoded = decode_image(encode(converted, fmt), LIMITS)
+    decoded = decode_image(encode(converted, fmt), LIMITS).image
     assert decoded.mode == "RGB"
     assert np.asarray(decoded).std() > 10, "the picture's content survived the conversion"
 
 
 def test_sixteen_bit_png_keeps_its_contrast():
     ramp = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (8, 1))
-    decoded = np.asarray(decode_image(encode(Image.fromarray(ramp), "PNG"), LIMITS))
+    decoded = np.asarray(decode_image(encode(Image.fromarray(ramp), "PNG"), LIMITS).image)
     assert decoded[..., 0].min() < 5 and decoded[..., 0].max() > 250
 
 
@@ -118,16 +120,16 @@ def test_wire_element_that_is_neither_image_nor_base64_is_refused():
 def test_preprocessing_resizes_shorter_side_then_centre_crops():
     wide = Image.new("RGB", (800, 400))
     wide.paste((255, 0, 0), (0, 0, 200, 400))  # a red band on the left, cropped away by a centre crop
-    pixels = resize_and_crop(wide, Preprocessing(resize_shorter_side=256, crop_size=224))
+    pixels = preprocess(DecodedImage(wide, wide.size), Preprocessing(resize_shorter_side=256, input_size=224))
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
     assert pixels[..., 0].max() == 0
 
 
 def test_large_jpeg_decodes_at_reduced_scale_but_still_covers_the_crop(photo):
     big = encode(photo.resize((photo.width * 4, photo.height * 4)), "JPEG")
-    reduced = decode_image(big, LIMITS, draft_size=256)
-    assert min(reduced.size) >= 256
-    assert reduced.width < photo.width * 4
+    reduced = decode_image(big, LIMITS, Preprocessing())
+    assert min(reduced.image.size) >= 256 and reduced.reduction > 1
+    assert reduced.image.width < photo.width * 4 and reduced.full_size == (photo.width * 4, photo.height * 4)
     assert load_pixels(big, LIMITS, Preprocessing()).shape == (224, 224, 3)
 
 

@@ -55,7 +55,7 @@ def test_weights_that_do_not_match_their_hash_are_refused(exported, tmp_path):
         ({"architecture": "vgg99"}, "unknown architecture 'vgg99'"),
         ({"embedding_dim": 512}, "does not match efficientnet-lite0"),
         ({"version": ""}, "field 'version' must be a non-empty str"),
-        ({"preprocessing": {"crop_size": 300, "resize_shorter_side": 256}}, "must be >= crop_size"),
+        ({"preprocessing": {"crop_size": 300, "resize_shorter_side": 256}}, "must be >= input_size"),
     ],
 )
 def test_invalid_manifests_are_refused_with_what_to_fix(exported, tmp_path, change, message):
