@@ -12,6 +12,7 @@ from predictor.cli import (
     evaluation_commands,
     index_commands,
     lifecycle_commands,
+    projection_commands,
     query_commands,
     serve_commands,
 )
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     catalogue_commands,
     lifecycle_commands,
     evaluation_commands,
+    projection_commands,
 )
 
 AddCommand = Callable[..., argparse.ArgumentParser]
