@@ -48,21 +48,15 @@ def _letterbox(size: int, pad: tuple[int, int, int] = (255, 255, 255)) -> Prepro
 
 
 GEM = Pooling("gem", 3.0)
-IMAGENET_GREY = (124, 116, 104)
 
 BUILT_IN_OPTIONS: tuple[Option, ...] = (
     Option("lite0 center-crop (before)", legacy_spec),
     Option("lite0 resize", lambda: bundled_spec("efficientnet-lite0", preprocessing=Preprocessing("resize", 224))),
     Option("lite0 letterbox", lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(224))),
     Option(
-        "lite0 letterbox grey",
-        lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(224, IMAGENET_GREY)),
-    ),
-    Option(
         "lite0 letterbox gem", lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(224), pooling=GEM)
     ),
     Option("lite1 letterbox", lambda: bundled_spec("efficientnet-lite1", preprocessing=_letterbox(240))),
-    Option("lite2 center-crop", lambda: bundled_spec("efficientnet-lite2")),
     Option("lite2 letterbox", lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(260))),
     Option(
         "lite2 letterbox gem", lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(260), pooling=GEM)
@@ -74,7 +68,7 @@ PROJECTION_OPTIONS: tuple[tuple[str, ProjectionRecipe], ...] = (
     ("pca256 whiten", ProjectionRecipe(256, 0.5)),
 )
 # Projections and re-ranking are tried on the bases they are likeliest to help.
-PROJECTED_BASES = ("lite0 letterbox", "lite2 letterbox", "lite2 letterbox gem")
+PROJECTED_BASES = ("lite0 letterbox", "lite2 letterbox gem")
 RERANKED = ("lite2 letterbox gem + centre",)
 
 
@@ -223,7 +217,7 @@ def compare(
     from predictor.projection_fitting import write_projected_package
 
     cache = _FeatureCache(device)
-    every_path = list(fit_paths)
+    every_path = []
     for eval_set in sets.values():
         every_path += [path for _, path in eval_set.labelled] + eval_set.originals + [p for _, p in eval_set.copies]
     results: dict[str, tuple[ModelSpec, dict[str, Scores]]] = {}
@@ -233,7 +227,7 @@ def compare(
         for number, option in enumerate(options):
             progress(f"[{number + 1}/{len(options)}] {option.name}")
             spec = option.base()
-            cache.prefetch(spec, every_path)
+            cache.prefetch(spec, every_path + (list(fit_paths) if option.projection else []))
             projection = None
             if option.projection is not None:
                 recipe = option.projection

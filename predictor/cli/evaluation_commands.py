@@ -24,7 +24,9 @@ def _compare(args: argparse.Namespace, scratch: Path) -> int:
     sets = {"dev": _eval_set(args, args.labelled, scratch / "dev")}
     if args.cross_check:
         sets["cross"] = _eval_set(args, args.cross_check, scratch / "cross")
-    fit_paths = discover([args.fit_set])
+    from predictor.projection_fitting import sample_paths
+
+    fit_paths = sample_paths(discover([args.fit_set]), args.fit_sample, seed=0)
     comparison = compare(
         built_in_options(),
         sets,
@@ -106,6 +108,7 @@ def register(add_command, for_serving: bool) -> None:
     )
     evaluation.add_argument("--cross-check", help="With --compare: a second labelled folder, scored alongside.")
     evaluation.add_argument("--fit-set", help="With --compare: images that projections are fitted on.")
+    evaluation.add_argument("--fit-sample", type=int, default=400, help="With --compare: fit on this many of them.")
     evaluation.add_argument("--speed-rounds", type=int, default=3, help="With --compare: interleaved timing rounds.")
     add_model_arguments(evaluation)
     evaluation.set_defaults(handler=_eval)

@@ -134,3 +134,31 @@ def test_nvjpeg_crops_match_the_cpu_path(chelsea):
     assert sorted(on_gpu) == [0, 1]
     for position, image in enumerate(images):
         assert np.abs(on_gpu[position].astype(int) - load_pixels(image, LIMITS, PREPROCESSING)).mean() < 3
+
+
+GEOMETRIES = [
+    Preprocessing(),
+    Preprocessing(mode="letterbox", input_size=260, pad_color=(0, 255, 0)),
+    Preprocessing(mode="resize", input_size=240),
+]
+
+
+@pytest.mark.parametrize("preprocessing", GEOMETRIES, ids=lambda p: p.mode)
+@pytest.mark.parametrize("size", [(451, 300), (300, 451), (2048, 1365)])
+def test_cpu_device_and_indexer_paths_lay_out_an_image_identically(preprocessing, size):
+    """The server's CPU path, its device-decode path and the indexer feed the network the same picture: identical
+    letterbox bars, content within rounding of the resampler."""
+    from predictor.indexing import _Candidate, _try_pixels
+
+    encoded = jpeg(Image.fromarray(data.astronaut()).resize(size), quality=95)
+    server_cpu = pixels_module.prepare_image(encoded, LIMITS, preprocessing).pixels
+    _, indexer = _try_pixels(_Candidate(None, "id", encoded), LIMITS, preprocessing)
+    on_device = prepare_on_device([encoded], LIMITS, preprocessing, CPU)[0]
+    np.testing.assert_array_equal(server_cpu, indexer)
+    assert on_device.shape == server_cpu.shape == (preprocessing.input_size,) * 2 + (3,)
+    padding = (server_cpu == (0, 255, 0)).all(axis=2) if preprocessing.mode == "letterbox" else None
+    if padding is not None:
+        assert padding.any()
+        np.testing.assert_array_equal((on_device == (0, 255, 0)).all(axis=2), padding)
+    content = ~padding if padding is not None else slice(None)
+    assert np.abs(on_device.astype(int) - server_cpu)[content].mean() < 3

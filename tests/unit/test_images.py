@@ -13,8 +13,8 @@ from predictor.images import (
     Preprocessing,
     decode_image,
     image_bytes_from_wire,
-    load_pixels,
     layout,
+    load_pixels,
     preprocess,
 )
 
@@ -136,3 +136,62 @@ def test_large_jpeg_decodes_at_reduced_scale_but_still_covers_the_crop(photo):
 def test_limits_reject_nonsense():
     with pytest.raises(ValueError, match="max_pixels must be greater than 0"):
         ImageLimits(max_pixels=0)
+
+
+LETTERBOX = Preprocessing(mode="letterbox", input_size=260, pad_color=(10, 200, 30))
+
+
+def test_letterbox_keeps_the_whole_image_and_pads_the_short_side():
+    wide = Image.new("RGB", (800, 400), (255, 0, 0))
+    wide.paste((0, 0, 255), (0, 0, 100, 400))  # a blue band on the far left survives
+    pixels = preprocess(DecodedImage(wide, wide.size), LETTERBOX)
+    assert pixels.shape == (260, 260, 3)
+    geometry = layout(800, 400, LETTERBOX)
+    assert geometry.size == (260, 130) and geometry.offset == (0, 65)
+    assert (pixels[:65] == (10, 200, 30)).all() and (pixels[195:] == (10, 200, 30)).all()
+    assert pixels[130, 5, 2] > 200 and pixels[130, 200, 0] > 200
+
+
+def test_resize_stretches_the_whole_image_to_the_square():
+    wide = Image.new("RGB", (800, 400), (255, 0, 0))
+    wide.paste((0, 0, 255), (0, 0, 100, 400))
+    pixels = preprocess(DecodedImage(wide, wide.size), Preprocessing(mode="resize", input_size=224))
+    assert pixels.shape == (224, 224, 3) and pixels[:, :20, 2].min() > 200 and pixels[:, 40:, 0].min() > 200
+
+
+def test_transparency_is_composited_on_the_configured_background():
+    transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    preprocessing = Preprocessing(mode="letterbox", input_size=32, background=(0, 128, 255))
+    pixels = load_pixels(encode(transparent, "PNG"), LIMITS, preprocessing)
+    assert (pixels == (0, 128, 255)).all()
+
+
+@pytest.mark.parametrize("mode", ["center-crop", "letterbox", "resize"])
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_jpeg_decoded_at_reduced_scale_has_the_geometry_of_a_full_decode(photo, mode, orientation):
+    """The reduced DCT decode must not move the letterbox bars or the crop by even a pixel."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    big = encode(photo.resize((2001, 1333)), "JPEG", quality=95, exif=exif)
+    preprocessing = Preprocessing(mode=mode, input_size=240, pad_color=(0, 255, 0), resize_shorter_side=274)
+    reduced = decode_image(big, LIMITS, preprocessing)
+    full = decode_image(big, LIMITS)
+    assert reduced.reduction > 1 and full.reduction == 1 and reduced.full_size == full.full_size
+    fast, exact = preprocess(reduced, preprocessing), preprocess(full, preprocessing)
+    padding = (exact == (0, 255, 0)).all(axis=2)
+    np.testing.assert_array_equal((fast == (0, 255, 0)).all(axis=2), padding)
+    assert np.abs(fast.astype(int) - exact)[~padding].mean() < 4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "squash"}, "mode must be one of"),
+        ({"input_size": 0}, "input_size must be greater than 0"),
+        ({"input_size": 300, "resize_shorter_side": 256}, "must be >= input_size"),
+        ({"mode": "letterbox", "pad_color": (0, 0, 300)}, "pad_color must be three integers"),
+    ],
+)
+def test_preprocessing_rejects_nonsense(options, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocessing(**options)
