@@ -148,7 +148,9 @@ def score_embeddings(
     similarity = labelled @ labelled.T
     np.fill_diagonal(similarity, -np.inf)
     labels = eval_set.labels
-    p1, p5, map10, per_category = retrieval_scores(labels, labels[ranked_neighbours(similarity, MAP_DEPTH)])
+    # The query itself sorts last (-inf); never let it into its own ranking.
+    neighbours = ranked_neighbours(similarity, min(MAP_DEPTH, len(labels) - 1))
+    p1, p5, map10, per_category = retrieval_scores(labels, labels[neighbours])
     recall = None
     if eval_set.copies and copies is not None:
         gallery = labelled if originals is None else np.concatenate([originals, labelled])

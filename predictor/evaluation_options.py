@@ -105,7 +105,9 @@ def score_with_expansion(
     expanded = queries @ labelled.T
     np.fill_diagonal(expanded, -np.inf)
     labels = eval_set.labels
-    p1, p5, map10, per_category = retrieval_scores(labels, labels[ranked_neighbours(expanded, 10)])
+    p1, p5, map10, per_category = retrieval_scores(
+        labels, labels[ranked_neighbours(expanded, min(10, len(labels) - 1))]
+    )
     base = score_embeddings(eval_set, labelled, originals, copies)
     recall = base.near_duplicate_recall_at_1
     if eval_set.copies:

@@ -119,6 +119,11 @@ class ModelSpec:
         }
 
 
+def imagenet_crop(input_size: int) -> Preprocessing:
+    """ImageNet's evaluation crop at any input size: the shorter side to 256/224 of it, then the centre square."""
+    return Preprocessing(mode="center-crop", input_size=input_size, resize_shorter_side=round(input_size * 256 / 224))
+
+
 def bundled_spec(
     architecture_name: str,
     *,
@@ -137,7 +142,7 @@ def bundled_spec(
         architecture=architecture_name,
         dimension=known.dimension,
         weights_path=known.bundled_weights(),
-        preprocessing=preprocessing or Preprocessing(input_size=known.input_size),
+        preprocessing=preprocessing or imagenet_crop(known.input_size),
         pooling=pooling or Pooling(),
     )
 
@@ -193,7 +198,7 @@ def _preprocessing(manifest: dict, path: Path, input_size: int) -> tuple[Preproc
         geometry = Preprocessing(
             mode=mode,
             input_size=side,
-            resize_shorter_side=int(section.get("resize_shorter_side", round(side * 256 / 224))),
+            resize_shorter_side=int(section.get("resize_shorter_side", imagenet_crop(side).resize_shorter_side)),
             pad_color=tuple(int(v) for v in section.get("pad_color", (255, 255, 255))),
             background=tuple(int(v) for v in section.get("background", (255, 255, 255))),
         )
