@@ -228,21 +228,21 @@ def compare(
         packages = work_dir or Path(scratch)
         for number, option in enumerate(options):
             progress(f"[{number + 1}/{len(options)}] {option.name}")
-            spec = option.base()
-            cache.prefetch(spec, every_path + (list(fit_paths) if option.projection else []))
+            spec = base = option.base()
+            cache.prefetch(base, every_path + (list(fit_paths) if option.projection else []))
             projection = None
             if option.projection is not None:
                 recipe = option.projection
-                projection = fit_projection(cache.get(spec, fit_paths), recipe.dimension, recipe.whitening_power)
+                projection = fit_projection(cache.get(base, fit_paths), recipe.dimension, recipe.whitening_power)
                 fitted = {"source": fitted_on, "images": len(fit_paths)}
                 spec = write_projected_package(
                     spec, projection, packages / f"option-{number}", fitted, recipe.whitening_power
                 )
             scores = {}
             for set_name, eval_set in sets.items():
-                labelled = _apply(projection, cache.get(spec, [path for _, path in eval_set.labelled]))
-                originals = _apply(projection, cache.get(spec, eval_set.originals))
-                copies = _apply(projection, cache.get(spec, [path for _, path in eval_set.copies]))
+                labelled = _apply(projection, cache.get(base, [path for _, path in eval_set.labelled]))
+                originals = _apply(projection, cache.get(base, eval_set.originals))
+                copies = _apply(projection, cache.get(base, [path for _, path in eval_set.copies]))
                 if option.rerank is None:
                     scores[set_name] = score_embeddings(eval_set, labelled, originals, copies)
                 else:
