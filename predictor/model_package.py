@@ -152,9 +152,49 @@ def legacy_spec() -> ModelSpec:
     return bundled_spec("efficientnet-lite0", version="imagenet-1", preprocessing=Preprocessing())
 
 
+# The default's projection ships in the Python package; `make default-projection` fits it again from the Debian
+# package's pictures (data/eval/fit) and must give a file with the same SHA-256.
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+DEFAULT_PROJECTION_RECORD = DEFAULTS_DIR / "projection.json"
+
+
+def default_base_spec() -> ModelSpec:
+    """The default model before its projection: what `make default-projection` fits the projection for."""
+    return bundled_spec(
+        "efficientnet-lite0",
+        version="letterbox-1",
+        preprocessing=Preprocessing(mode="letterbox", input_size=224),
+    )
+
+
 def default_spec() -> ModelSpec:
-    """The bundled default; see docs/evaluation.md for how it was chosen."""
-    return legacy_spec()
+    """The bundled default, chosen by `make eval` (docs/evaluation.md): the base plus its shipped projection."""
+    base = default_base_spec()
+    if not DEFAULT_PROJECTION_RECORD.is_file():
+        return base
+    record = json.loads(DEFAULT_PROJECTION_RECORD.read_text())
+    version = record.pop("version")
+    projection = ProjectionFile(**{**record, "path": DEFAULTS_DIR / record["path"]})
+    return replace(base, version=version, dimension=projection.output_dim, projection=projection)
+
+
+def install_default_projection(fitted: ModelSpec) -> Path:
+    """Make a package fitted on the default's base the bundled default: copy its projection into the package."""
+    base = default_base_spec()
+
+    def meaning(spec: ModelSpec) -> tuple:
+        return (spec.name, spec.architecture, spec.preprocessing, spec.pooling, spec.mean, spec.std)
+
+    same_weights = file_sha256(fitted.weights_path) == file_sha256(base.weights_path)
+    if fitted.projection is None or meaning(fitted) != meaning(base) or not same_weights:
+        raise ValueError("only a projection fitted on the default's base model can become the default")
+    DEFAULTS_DIR.mkdir(exist_ok=True)
+    target = DEFAULTS_DIR / fitted.projection.path.name
+    shutil.copyfile(fitted.projection.path, target)
+    record = {"version": fitted.version, **fitted.projection.to_json()}
+    record["path"] = record.pop("file")
+    DEFAULT_PROJECTION_RECORD.write_text(json.dumps(record, indent=2) + "\n")
+    return target
 
 
 def file_sha256(path: Path) -> str:
