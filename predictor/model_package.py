@@ -185,7 +185,12 @@ def install_default_projection(fitted: ModelSpec) -> Path:
     def meaning(spec: ModelSpec) -> tuple:
         return (spec.name, spec.architecture, spec.preprocessing, spec.pooling, spec.mean, spec.std)
 
-    same_weights = file_sha256(fitted.weights_path) == file_sha256(base.weights_path)
+    import torch
+
+    fitted_weights, base_weights = load_state_dict(fitted.weights_path), load_state_dict(base.weights_path)
+    same_weights = fitted_weights.keys() == base_weights.keys() and all(
+        torch.equal(tensor, base_weights[key]) for key, tensor in fitted_weights.items()
+    )
     if fitted.projection is None or meaning(fitted) != meaning(base) or not same_weights:
         raise ValueError("only a projection fitted on the default's base model can become the default")
     DEFAULTS_DIR.mkdir(exist_ok=True)
