@@ -13,11 +13,11 @@ from predictor.model_package import default_spec
 
 PER_CATEGORY = 6
 NEAR_DUPLICATE_ORIGINALS = 20
-# Measured on this subset with the default model: see docs/evaluation.md.
-MIN_PRECISION_AT_1 = 0.0
-MIN_PRECISION_AT_5 = 0.0
-MIN_MAP_AT_10 = 0.0
-MIN_NEAR_DUPLICATE_RECALL = 0.0
+# The default model measured 0.821, 0.681, 0.696 and 1.00 on this subset (docs/evaluation.md).
+MIN_PRECISION_AT_1 = 0.78
+MIN_PRECISION_AT_5 = 0.64
+MIN_MAP_AT_10 = 0.65
+MIN_NEAR_DUPLICATE_RECALL = 0.95
 
 
 @pytest.fixture(scope="module")
