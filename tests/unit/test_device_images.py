@@ -83,9 +83,10 @@ def test_device_crops_match_the_cpu_path(chelsea, scale):
 def test_device_and_cpu_crops_embed_alike(chelsea):
     backbone = Backbone(default_spec(), "cpu")
     backbone.load()
+    preprocessing = backbone.spec.preprocessing
     images = [jpeg(chelsea), jpeg(Image.fromarray(data.astronaut()).resize((2048, 2048)))]
-    on_device = prepare_on_device(images, LIMITS, PREPROCESSING, CPU)
-    on_cpu = np.stack([load_pixels(image, LIMITS, PREPROCESSING) for image in images])
+    on_device = prepare_on_device(images, LIMITS, preprocessing, CPU)
+    on_cpu = np.stack([load_pixels(image, LIMITS, preprocessing) for image in images])
     device_embeddings = backbone.run(np.stack([on_device[0], on_device[1]])).embeddings
     cosines = (device_embeddings * backbone.run(on_cpu).embeddings).sum(axis=1)
     assert cosines.min() > 0.99

@@ -53,7 +53,7 @@ def test_weights_that_do_not_match_their_hash_are_refused(exported, tmp_path):
     ("change", "message"),
     [
         ({"architecture": "vgg99"}, "unknown architecture 'vgg99'"),
-        ({"embedding_dim": 512}, "does not match efficientnet-lite0"),
+        ({"embedding_dim": 512}, "embedding_dim 512 does not match"),
         ({"version": ""}, "field 'version' must be a non-empty str"),
         ({"preprocessing": {"crop_size": 300, "resize_shorter_side": 256}}, "must be >= input_size"),
     ],
