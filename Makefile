@@ -9,7 +9,8 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: run test test-unit test-e2e serve index catalogue bench eval eval-served default-projection lint format manifests tools clean
+.PHONY: run test test-unit test-e2e serve index catalogue bench eval eval-served default-projection lint format \
+	manifests tools clean image image-test kind-up kind-e2e kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +39,13 @@ tools:
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
 test: $(INSTALLED) tools
 	$(BIN)/python -m pytest tests/unit tests/chart
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e tests/container
 
 test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit
 
 test-e2e: $(INSTALLED)
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e tests/container
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.run
@@ -85,6 +86,27 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff format predictor tests benchmarks
 	$(BIN)/ruff check --fix predictor tests benchmarks
+
+# The predictor image, with Docker or else podman (installed from Debian packages when missing); not part of `make test`.
+IMAGE ?= $(shell bash -c 'source hack/container-engine.sh && default_image')
+
+image:
+	hack/image-tools.sh
+	hack/build-image.sh $(IMAGE)
+
+# Runs the image as the chart's CPU pod runs it and queries it; tritonclient's stubs need their own pytest process.
+image-test: $(INSTALLED) image
+	IMAGE=$(IMAGE) $(BIN)/python -m pytest tests/container
+
+# The kind end-to-end run of CI on your own machine (needs kind, docker or podman, helm, kubectl).
+kind-up:
+	hack/kind-up.sh
+
+kind-e2e: $(INSTALLED) kind-up
+	hack/kind-e2e.sh
+
+kind-down:
+	kind delete cluster --name image-search
 
 clean:
 	rm -rf $(VENV) data/milvus.db $(CATALOGUE) .pytest_cache

@@ -6,6 +6,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from predictor.cli.tracking_options import add_tracking_arguments, track_evaluation
+
 
 def _eval_set(args: argparse.Namespace, directory: str, scratch: Path):
     from predictor.evaluation import load_eval_set
@@ -68,7 +70,8 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
     failures = gate_failures(scores, args.min_precision, args.min_recall)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    tracked = track_evaluation(args, Path(args.report), gate_passed=not failures)
+    return 1 if failures else tracked
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -111,6 +114,7 @@ def register(add_command, for_serving: bool) -> None:
     evaluation.add_argument("--fit-sample", type=int, default=400, help="With --compare: fit on this many of them.")
     evaluation.add_argument("--speed-rounds", type=int, default=3, help="With --compare: interleaved timing rounds.")
     add_model_arguments(evaluation)
+    add_tracking_arguments(evaluation)
     evaluation.set_defaults(handler=_eval)
 
     sets = add_command("eval-sets", help="Build the evaluation sets from installed Debian data packages.")

@@ -14,6 +14,8 @@ from predictor.cli import (
     lifecycle_commands,
     projection_commands,
     query_commands,
+    registry_commands,
+    rollout_commands,
     serve_commands,
 )
 
@@ -26,6 +28,8 @@ COMMAND_MODULES = (
     lifecycle_commands,
     evaluation_commands,
     projection_commands,
+    registry_commands,
+    rollout_commands,
 )
 
 AddCommand = Callable[..., argparse.ArgumentParser]
