@@ -12,6 +12,7 @@ from predictor.cli import (
     evaluation_commands,
     index_commands,
     lifecycle_commands,
+    projection_commands,
     query_commands,
     registry_commands,
     rollout_commands,
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     catalogue_commands,
     lifecycle_commands,
     evaluation_commands,
+    projection_commands,
     registry_commands,
     rollout_commands,
 )
