@@ -9,8 +9,8 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: run test test-unit test-e2e serve index catalogue bench lint format manifests tools clean image image-test \
-	kind-up kind-e2e kind-down
+.PHONY: run test test-unit test-e2e serve index catalogue bench eval eval-served default-projection lint format \
+	manifests tools clean image image-test kind-up kind-e2e kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,32 @@ test-e2e: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.run
+
+# Retrieval quality: builds the evaluation sets from Debian packages under $(EVAL_DATA), compares every option
+# (quality and in-process speed, docs/evaluation.md) and gates the default model on the development set.
+EVAL_DATA := data/eval
+EVAL_SETS := --labelled $(EVAL_DATA)/gcompris --near-duplicates $(EVAL_DATA)/near-duplicates
+eval: $(INSTALLED)
+	hack/eval-packages.sh
+	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
+	$(BIN)/image-search eval --compare $(EVAL_SETS) --cross-check $(EVAL_DATA)/wesnoth --fit-set $(EVAL_DATA)/fit \
+	  --report $(EVAL_DATA)/options.json
+	$(BIN)/image-search eval $(EVAL_SETS) --report $(EVAL_DATA)/default.json --min-precision 0.7 --min-recall 0.95
+
+# Refits the bundled default's projection from the fitting set; on the same CPU the file comes out byte for byte.
+default-projection: $(INSTALLED)
+	hack/tools/eval-data.sh
+	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
+	rm -rf $(EVAL_DATA)/default-package
+	$(BIN)/image-search fit-projection --catalogue $(EVAL_DATA)/fit --sample 400 --seed 0 --device cpu \
+	  --out $(EVAL_DATA)/default-package --install-as-default
+	git diff --stat predictor/defaults
+
+# The default model's figures through a real server: index the development set, query it over the V2 API.
+eval-served: $(INSTALLED)
+	hack/eval-packages.sh
+	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
+	hack/eval-served.sh $(EVAL_DATA)
 
 manifests: tools
 	hack/render-manifests.sh

@@ -100,8 +100,8 @@ class _Candidate:
     image: FoundImage
     id: str
     data: bytes
-    metadata: dict
-    manifest_fields: dict | None
+    metadata: dict = field(default_factory=dict)
+    manifest_fields: dict | None = None
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

@@ -13,6 +13,7 @@ from predictor.cli import (
     index_commands,
     lifecycle_commands,
     metadata_commands,
+    projection_commands,
     query_commands,
     registry_commands,
     rollout_commands,
@@ -28,6 +29,7 @@ COMMAND_MODULES = (
     catalogue_commands,
     lifecycle_commands,
     evaluation_commands,
+    projection_commands,
     registry_commands,
     rollout_commands,
 )

@@ -10,6 +10,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from predictor.model_package import default_spec
+
 # Nothing here depends on which Milvus answers, so one kind is enough.
 pytestmark = pytest.mark.parametrize("milvus_uri", ["milvus-lite"], indirect=True)
 
@@ -75,7 +77,7 @@ def test_client_errors_get_their_status_on_v1(server, photo, case):
 def test_an_unknown_model_version_is_404_or_not_found(server, photo, transport):
     status, text = refused(lambda: v2_call(server, transport, "image", [base64.b64encode(photo)], version="9"))
     assert status == ("NOT_FOUND" if transport == "grpc" else "404")
-    assert "no version '9'" in text and "runs version 'imagenet-1'" in text
+    assert "no version '9'" in text and f"runs version {default_spec().version!r}" in text
 
 
 def test_an_unknown_model_is_404_or_not_found(server, photo):

@@ -16,11 +16,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from predictor.model_package import default_spec
 from tests.e2e.conftest import BACKENDS
 from tests.support.predictor_server import run_cli, run_predictor
 
 MODEL = "image-search"
-VERSION = "imagenet-1"
+VERSION = default_spec().version
 CATEGORIES = {
     "animals": ["chelsea", "astronaut"],
     "space": ["hubble_deep_field", "moon", "rocket"],

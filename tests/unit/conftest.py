@@ -48,7 +48,7 @@ class FakeBackbone:
             name=identity.name,
             version=identity.version,
             identity=identity,
-            preprocessing=Preprocessing(resize_shorter_side=8, crop_size=8),
+            preprocessing=Preprocessing(resize_shorter_side=8, input_size=8),
         )
         self.device = torch.device("cpu")
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="device")
