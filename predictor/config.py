@@ -4,6 +4,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from predictor import environment
 from predictor.images import ImageLimits
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
@@ -46,13 +47,14 @@ class ServeSettings:
 def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--milvus-uri",
-        default=os.environ.get("MILVUS_URI", DEFAULT_MILVUS_URI),
+        default=environment.milvus_uri(DEFAULT_MILVUS_URI),
         help="Milvus to use: a milvus-lite file (path ending in .db) or a server URI such as http://milvus:19530. "
-        "Env: MILVUS_URI. The token, if any, is read from env MILVUS_TOKEN.",
+        f"Env: {environment.MILVUS_URI} ({environment.LEGACY_MILVUS_URI} is accepted too). The token, if any, is "
+        f"read from env {environment.MILVUS_TOKEN}.",
     )
     parser.add_argument(
         "--collection",
-        default=os.environ.get("IMAGE_SEARCH_COLLECTION", DEFAULT_COLLECTION),
+        default=os.environ.get(environment.COLLECTION, DEFAULT_COLLECTION),
         help="Stable alias users search (default images); each model version keeps its vectors in its own "
         "collection <alias>__<model>__<version>. Env: IMAGE_SEARCH_COLLECTION.",
     )
@@ -61,13 +63,13 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
-        default=os.environ.get("MODEL_DIR") or None,
+        default=os.environ.get(environment.MODEL_DIR) or None,
         help="Model package directory (model.json + weights); KServe mounts storageUri at /mnt/models. "
         "Without it the bundled EfficientNet-Lite0 is used. Env: MODEL_DIR.",
     )
     parser.add_argument(
         "--device",
-        default=os.environ.get("IMAGE_SEARCH_DEVICE", "auto"),
+        default=os.environ.get(environment.DEVICE, "auto"),
         help="auto (CUDA when a GPU is visible), cpu, cuda or cuda:N. Env: IMAGE_SEARCH_DEVICE.",
     )
 
@@ -98,7 +100,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
-    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=os.environ.get("MILVUS_TOKEN"))
+    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token())
 
 
 def serve_settings(args: argparse.Namespace) -> ServeSettings:

@@ -132,7 +132,7 @@ Environment that points every cache at the writable emptyDir, since the root fil
 
 {{/* Milvus connection environment; the token only ever comes from an existing Secret. */}}
 {{- define "image-search.milvusEnv" -}}
-- name: MILVUS_URI
+- name: IMAGE_SEARCH_MILVUS_URI
   value: {{ include "image-search.milvusUri" . | quote }}
 {{- with .Values.milvus.tokenSecret.name }}
 - name: MILVUS_TOKEN
