@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from predictor import environment
 from predictor.images import ImageLimits
+from predictor.request_size import default_max_request_bytes, largest_image_request_bytes
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
@@ -36,8 +37,18 @@ class ServeSettings:
     limits: ImageLimits
     default_top_k: int = 10
     max_top_k: int = 100
+    # None derives it from `limits`; see request_size.py.
+    max_request_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_request_bytes is None:
+            object.__setattr__(self, "max_request_bytes", default_max_request_bytes(self.limits))
+        one_image = largest_image_request_bytes(self.limits)
+        if self.max_request_bytes < one_image:
+            raise ValueError(
+                f"--max-request-bytes {self.max_request_bytes} cannot hold one image at --max-image-bytes "
+                f"{self.limits.max_bytes} (a base64 request of {one_image} bytes): raise it or lower --max-image-bytes"
+            )
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_batch_delay_ms <= 1000:
@@ -97,6 +108,14 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-images-per-request", type=int, default=limits.max_images, help="Most images in one request."
     )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="Largest request body (REST) and message (gRPC), refused with 413 / RESOURCE_EXHAUSTED before it is "
+        "read. Default: enough for --max-images-per-request images at --max-image-bytes as base64, capped at 64 MiB "
+        f"but never below one such image ({default_max_request_bytes(limits)} with the default limits).",
+    )
 
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
@@ -115,4 +134,5 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
             max_pixels=args.max_image_pixels,
             max_images=args.max_images_per_request,
         ),
+        max_request_bytes=args.max_request_bytes,
     )

@@ -20,6 +20,7 @@ from predictor.metrics import set_build_info, start_gpu_metrics
 from predictor.model_package import resolve_spec
 from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
+from predictor.request_size import RequestSizeLimit
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,18 @@ def build_models(settings: ServeSettings) -> tuple[ImageSearchModel, ImageClassi
     )
 
 
+def follow_request_limit_on_grpc(args: argparse.Namespace, max_request_bytes: int) -> None:
+    """gRPC message limits are --max-request-bytes unless KServe's own flags for them are given.
+
+    KServe 0.21 defaults them to 8 MiB, below the 10 MiB image limit, and its GRPCServer reads them from KServe's
+    module-level parsed arguments.
+    """
+    for option in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
+        explicit = getattr(args, option, kserve_model_server.MAX_GRPC_MESSAGE_LENGTH)
+        value = explicit if explicit != kserve_model_server.MAX_GRPC_MESSAGE_LENGTH else max_request_bytes
+        setattr(kserve_model_server.args, option, value)
+
+
 def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
     search, classifier = build_models(settings)
     # Load before opening ports: a pod whose model is invalid, or whose collection belongs to another model, fails here
@@ -125,6 +138,8 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
         set_build_info(__version__, model.name, backbone.spec.version, str(backbone.device))
     start_gpu_metrics(str(backbone.device))
     kserve_model_server.app.add_exception_handler(IndexUnavailable, index_unavailable_handler)
+    kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    follow_request_limit_on_grpc(args, settings.max_request_bytes)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
