@@ -39,6 +39,9 @@ class ServeSettings:
     max_top_k: int = 100
     # None derives it from `limits`; see request_size.py.
     max_request_bytes: int | None = None
+    # What happens on SIGTERM; see drain.py.
+    drain_s: float = 0.0
+    shutdown_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_request_bytes is None:
@@ -49,6 +52,10 @@ class ServeSettings:
                 f"--max-request-bytes {self.max_request_bytes} cannot hold one image at --max-image-bytes "
                 f"{self.limits.max_bytes} (a base64 request of {one_image} bytes): raise it or lower --max-image-bytes"
             )
+        if not 0 <= self.drain_s <= 3600:
+            raise ValueError(f"--drain-seconds must be between 0 and 3600, got {self.drain_s}")
+        if not 0 < self.shutdown_grace_s <= 3600:
+            raise ValueError(f"--shutdown-grace-seconds must be above 0 and at most 3600, got {self.shutdown_grace_s}")
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_batch_delay_ms <= 1000:
@@ -116,6 +123,19 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         "read. Default: enough for --max-images-per-request images at --max-image-bytes as base64, capped at 64 MiB "
         f"but never below one such image ({default_max_request_bytes(limits)} with the default limits).",
     )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="After SIGTERM, keep serving this long with readiness false, so load balancers stop sending first "
+        "(on Kubernetes the chart's preStop pause does this instead).",
+    )
+    parser.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        default=30.0,
+        help="After the drain pause, the longest requests in flight get to finish before the server exits.",
+    )
 
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
@@ -135,4 +155,6 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
             max_images=args.max_images_per_request,
         ),
         max_request_bytes=args.max_request_bytes,
+        drain_s=args.drain_seconds,
+        shutdown_grace_s=args.shutdown_grace_seconds,
     )

@@ -15,6 +15,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from predictor import __version__
 from predictor.backbone import Backbone
 from predictor.config import ServeSettings
+from predictor.drain import Drain
 from predictor.index import ImageIndex, IndexUnavailable
 from predictor.metrics import set_build_info, start_gpu_metrics
 from predictor.model_package import resolve_spec
@@ -73,8 +74,19 @@ def infer_request_from_binary(body: bytes, json_length: int, model_name: str) ->
 
 
 class ImageDataPlane(DataPlane):
+    def __init__(self, model_registry, drain: Drain | None = None) -> None:  # noqa: ANN001 - KServe's type
+        super().__init__(model_registry=model_registry)
+        self.drain = drain
+
+    def _draining(self) -> bool:
+        return self.drain is not None and self.drain.draining
+
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
         """Like KServe's, but a model that is not ready says why (e.g. its collection is still being indexed)."""
+        # KServe 0.21's inference routes ask model_ready(name, True) before every request, its readiness routes ask
+        # model_ready(name): a draining server still serves, but tells probes it is going away.
+        if self._draining() and not disable_predictor_health_check:
+            raise ModelNotReady(model_name, "the server is shutting down")
         ready = await super().model_ready(model_name, disable_predictor_health_check)
         reason = getattr(self.model_registry.get_model(model_name), "not_ready_reason", None)
         if not ready and reason:
@@ -83,6 +95,8 @@ class ImageDataPlane(DataPlane):
 
     async def ready(self) -> bool:
         """Server readiness is every model's readiness (KServe's default answers True once the port is open)."""
+        if self._draining():
+            return False
         models = self.model_registry.get_models()
         for name in models:
             if not await self.model_registry.is_model_ready(name):
@@ -148,8 +162,17 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
         max_asyncio_workers=args.max_asyncio_workers,
         enable_grpc=args.enable_grpc,
         enable_latency_logging=False,
+        grace_period=settings.shutdown_grace_s,
     )
-    server.dataplane = ImageDataPlane(model_registry=server.registered_models)
+
+    async def stop_grpc() -> None:
+        # KServe keeps its gRPC server private; it exists once start() has run.
+        if server._grpc_server is not None:
+            await server._grpc_server.stop()
+
+    drain = Drain(settings.drain_s, stop_grpc)
+    kserve_model_server.app.router.on_startup.append(drain.install)
+    server.dataplane = ImageDataPlane(model_registry=server.registered_models, drain=drain)
     # KServe registers only models that are ready at start; the search model may still be waiting for its index.
     server.register_model(search)
     server.start([search, classifier])
