@@ -9,7 +9,7 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: run test test-unit test-e2e serve index catalogue bench lint format manifests tools clean
+.PHONY: run test test-unit test-e2e serve index catalogue bench fuzz soak lint format manifests tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test-e2e: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.run
+
+# Every property test marked `fuzz` (tests/unit), with FUZZ_EXAMPLES examples each instead of make test's few.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(INSTALLED)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz tests/unit
 
 manifests: tools
 	hack/render-manifests.sh
