@@ -4,8 +4,9 @@
 pyproject.toml pins the direct dependencies; these files pin everything they pull in, as installed in the project's
 environment (`make install` first), for CPython 3.11 on Linux x86_64, the platform of the container image:
 
-- requirements/runtime.txt: what `image-search serve` needs, `project.dependencies` and theirs. The Dockerfile installs
-  it with `pip install -r requirements/runtime.txt`, then the project with `pip install --no-deps .`.
+- requirements/runtime.txt: what building and running `image-search serve` needs: the build backend, and
+  `project.dependencies` and theirs. An image build can pass it to pip as `--constraint` next to the requirements it
+  installs, so that every transitive version is the locked one (a CPU-only torch simply leaves the CUDA wheels out).
 - requirements/test.txt: that plus the `test` extra (which includes `mlflow`). `make install` uses it as constraints.
 
 Usage: hack/lock-requirements.py [--check]   (--check exits 1, naming the difference, when a file is out of date)
@@ -74,11 +75,13 @@ def render(pins: dict[str, str], what: str) -> str:
 
 
 def locks() -> dict[Path, str]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    runtime = closure(project["dependencies"], project)
-    test = closure(project["dependencies"] + project["optional-dependencies"]["test"], project)
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    runtime_roots = pyproject["build-system"]["requires"] + project["dependencies"]
+    runtime = closure(runtime_roots, project)
+    test = closure(runtime_roots + project["optional-dependencies"]["test"], project)
     return {
-        OUT / "runtime.txt": render(runtime, "`image-search serve`"),
+        OUT / "runtime.txt": render(runtime, "building and running `image-search serve`"),
         OUT / "test.txt": render(test, "the project, its tests and `make` targets"),
     }
 

@@ -18,8 +18,14 @@ LOCKS = {name: REPO / "requirements" / f"{name}.txt" for name in ("runtime", "te
 PIN = re.compile(r"^(?P<name>[a-z0-9][a-z0-9.-]*)==(?P<version>[^\s;=<>!~]+)$")
 
 
+BUILD_REQUIRES = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+
+
 def direct(group: str) -> list[Requirement]:
-    texts = PROJECT["dependencies"] if group == "runtime" else PROJECT["optional-dependencies"][group]
+    if group == "runtime":
+        texts = BUILD_REQUIRES + PROJECT["dependencies"]
+    else:
+        texts = PROJECT["optional-dependencies"][group]
     return [Requirement(text) for text in texts if canonicalize_name(Requirement(text).name) != PROJECT["name"]]
 
 
