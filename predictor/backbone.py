@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from predictor.model_package import ModelSpec, build_network
+from predictor.projection import DeviceProjection
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _replace(root: nn.Module, qualified_name: str, module: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class BatchOutput:
-    embeddings: np.ndarray  # [N, D] float32, L2-normalised
+    embeddings: np.ndarray  # [N, D] float32, projected as the package says and L2-normalised
     probabilities: np.ndarray | None  # [N, classes] float32, when asked for
 
 
@@ -138,6 +139,7 @@ class Backbone:
         self._network: nn.Module | None = None
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
+        self._projection: DeviceProjection | None = None
         self._load_lock = threading.Lock()
         # Every forward pass goes through this one thread: the device runs one batch at a time anyway, and CPU
         # inference already uses all cores through torch's own intra-op threads.
@@ -167,6 +169,8 @@ class Backbone:
             std = torch.tensor(self.spec.std, dtype=torch.float32).view(shape) * 255.0
             self._mean = mean.to(self.device, self.dtype)
             self._std = std.to(self.device, self.dtype)
+            projection = self.spec.projection.load() if self.spec.projection else None
+            self._projection = DeviceProjection(projection, self.device)
             self._network = network
             logger.info(
                 "loaded %s:%s on %s (%s, %d batch norms folded)",
@@ -179,7 +183,7 @@ class Backbone:
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
         """Run the shapes we expect once, so the first real request pays no allocator or kernel-selection cost."""
-        size = self.spec.preprocessing.crop_size
+        size = self.spec.preprocessing.input_size
         for batch_size in batch_sizes:
             self.run(np.zeros((batch_size, size, size, 3), dtype=np.uint8), with_probabilities=True)
 
@@ -207,10 +211,9 @@ class Backbone:
 
     def _forward(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
         with torch.inference_mode():
-            features = self._network.features(self._to_input(pixels))
-            embeddings = nn.functional.normalize(features.float(), dim=1)
+            features, logits = self._network.embed(self._to_input(pixels), with_logits=with_probabilities)
+            embeddings = self._projection(features)
             probabilities = None
             if with_probabilities:
-                logits = self._network.classify(features)
                 probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             return BatchOutput(embeddings=embeddings.cpu().numpy(), probabilities=probabilities)

@@ -12,7 +12,10 @@ from predictor.cli import (
     evaluation_commands,
     index_commands,
     lifecycle_commands,
+    projection_commands,
     query_commands,
+    registry_commands,
+    rollout_commands,
     serve_commands,
 )
 from predictor.cli.errors import USER_ERROR, report
@@ -25,6 +28,9 @@ COMMAND_MODULES = (
     catalogue_commands,
     lifecycle_commands,
     evaluation_commands,
+    projection_commands,
+    registry_commands,
+    rollout_commands,
 )
 
 AddCommand = Callable[..., argparse.ArgumentParser]

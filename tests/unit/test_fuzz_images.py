@@ -73,13 +73,15 @@ def check_decoding(data: bytes) -> None:
     tracking = _peak_tracking()
     before = _status_kib("VmRSS") * 1024 if tracking else 0
     try:
-        image = decode_image(data, LIMITS, draft_size=PREPROCESSING.resize_shorter_side)
+        decoded = decode_image(data, LIMITS, PREPROCESSING)
     except InvalidImage as error:
         assert str(error), "an InvalidImage must say what is wrong"
     else:
-        assert image.mode == "RGB"
-        assert image.width * image.height <= LIMITS.max_pixels
-        assert load_pixels(data, LIMITS, PREPROCESSING).shape == (224, 224, 3)
+        assert decoded.image.mode == "RGB"
+        width, height = decoded.full_size
+        assert width * height <= LIMITS.max_pixels
+        side = PREPROCESSING.input_size
+        assert load_pixels(data, LIMITS, PREPROCESSING).shape == (side, side, 3)
     if tracking:
         growth = _status_kib("VmHWM") * 1024 - before
         assert growth < MEMORY_BUDGET, f"decoding took {growth / 2**20:.0f} MiB"
