@@ -4,7 +4,9 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from predictor import environment
 from predictor.images import ImageLimits
+from predictor.request_size import default_max_request_bytes, largest_image_request_bytes
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
@@ -35,8 +37,25 @@ class ServeSettings:
     limits: ImageLimits
     default_top_k: int = 10
     max_top_k: int = 100
+    # None derives it from `limits`; see request_size.py.
+    max_request_bytes: int | None = None
+    # What happens on SIGTERM; see drain.py.
+    drain_s: float = 0.0
+    shutdown_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.max_request_bytes is None:
+            object.__setattr__(self, "max_request_bytes", default_max_request_bytes(self.limits))
+        one_image = largest_image_request_bytes(self.limits)
+        if self.max_request_bytes < one_image:
+            raise ValueError(
+                f"--max-request-bytes {self.max_request_bytes} cannot hold one image at --max-image-bytes "
+                f"{self.limits.max_bytes} (a base64 request of {one_image} bytes): raise it or lower --max-image-bytes"
+            )
+        if not 0 <= self.drain_s <= 3600:
+            raise ValueError(f"--drain-seconds must be between 0 and 3600, got {self.drain_s}")
+        if not 0 < self.shutdown_grace_s <= 3600:
+            raise ValueError(f"--shutdown-grace-seconds must be above 0 and at most 3600, got {self.shutdown_grace_s}")
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_batch_delay_ms <= 1000:
@@ -46,13 +65,14 @@ class ServeSettings:
 def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--milvus-uri",
-        default=os.environ.get("MILVUS_URI", DEFAULT_MILVUS_URI),
+        default=environment.milvus_uri(DEFAULT_MILVUS_URI),
         help="Milvus to use: a milvus-lite file (path ending in .db) or a server URI such as http://milvus:19530. "
-        "Env: MILVUS_URI. The token, if any, is read from env MILVUS_TOKEN.",
+        f"Env: {environment.MILVUS_URI} ({environment.LEGACY_MILVUS_URI} is accepted too). The token, if any, is "
+        f"read from env {environment.MILVUS_TOKEN}.",
     )
     parser.add_argument(
         "--collection",
-        default=os.environ.get("IMAGE_SEARCH_COLLECTION", DEFAULT_COLLECTION),
+        default=os.environ.get(environment.COLLECTION, DEFAULT_COLLECTION),
         help="Stable alias users search (default images); each model version keeps its vectors in its own "
         "collection <alias>__<model>__<version>. Env: IMAGE_SEARCH_COLLECTION.",
     )
@@ -61,13 +81,13 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
-        default=os.environ.get("MODEL_DIR") or None,
+        default=os.environ.get(environment.MODEL_DIR) or None,
         help="Model package directory (model.json + weights); KServe mounts storageUri at /mnt/models. "
         "Without it the bundled EfficientNet-Lite0 is used. Env: MODEL_DIR.",
     )
     parser.add_argument(
         "--device",
-        default=os.environ.get("IMAGE_SEARCH_DEVICE", "auto"),
+        default=os.environ.get(environment.DEVICE, "auto"),
         help="auto (CUDA when a GPU is visible), cpu, cuda or cuda:N. Env: IMAGE_SEARCH_DEVICE.",
     )
 
@@ -95,10 +115,31 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-images-per-request", type=int, default=limits.max_images, help="Most images in one request."
     )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="Largest request body (REST) and message (gRPC), refused with 413 / RESOURCE_EXHAUSTED before it is "
+        "read. Default: enough for --max-images-per-request images at --max-image-bytes as base64, capped at 64 MiB "
+        f"but never below one such image ({default_max_request_bytes(limits)} with the default limits).",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="After SIGTERM, keep serving this long with readiness false, so load balancers stop sending first "
+        "(on Kubernetes the chart's preStop pause does this instead).",
+    )
+    parser.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        default=30.0,
+        help="After the drain pause, the longest requests in flight get to finish before the server exits.",
+    )
 
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
-    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=os.environ.get("MILVUS_TOKEN"))
+    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token())
 
 
 def serve_settings(args: argparse.Namespace) -> ServeSettings:
@@ -113,4 +154,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
             max_pixels=args.max_image_pixels,
             max_images=args.max_images_per_request,
         ),
+        max_request_bytes=args.max_request_bytes,
+        drain_s=args.drain_seconds,
+        shutdown_grace_s=args.shutdown_grace_seconds,
     )

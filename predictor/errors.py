@@ -19,6 +19,7 @@ __all__ = [
     "InvalidRequest",
     "ModelUnavailable",
     "ModelVersionNotFound",
+    "RequestTooLarge",
     "ServiceError",
     "Status",
     "UnknownId",
@@ -69,6 +70,12 @@ class ModelVersionNotFound(ServiceError):
     """A client pinned a model version that this server does not run."""
 
     status = Status(404, "NOT_FOUND", "bad_input")
+
+
+class RequestTooLarge(ServiceError):
+    """The request is larger than `--max-request-bytes`; refused before it is read (gRPC's own limit says the same)."""
+
+    status = Status(413, "RESOURCE_EXHAUSTED", "bad_input")
 
 
 class ModelUnavailable(ServiceError):

@@ -168,6 +168,14 @@ def _check_version(model: Any, version: str | None) -> None:
 
 
 class ImageDataPlane(DataPlane):
+    def __init__(self, model_registry: Any, drain: Any = None) -> None:
+        """`drain` (predictor/drain.py) turns readiness false while the server shuts down."""
+        super().__init__(model_registry=model_registry)
+        self.drain = drain
+
+    def _draining(self) -> bool:
+        return self.drain is not None and self.drain.draining
+
     def metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data", "parameters"]}
 
@@ -182,6 +190,10 @@ class ImageDataPlane(DataPlane):
 
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
         """Like KServe's, but a model that is not ready says why (e.g. its collection is still being indexed)."""
+        # KServe 0.21's inference routes ask model_ready(name, True) before every request, its readiness routes ask
+        # model_ready(name): a draining server still serves, but tells probes it is going away.
+        if self._draining() and not disable_predictor_health_check:
+            raise ModelUnavailable(f"model {model_name} is not ready: the server is shutting down")
         ready = await super().model_ready(model_name, disable_predictor_health_check)
         reason = getattr(self.model_registry.get_model(model_name), "not_ready_reason", None)
         if not ready and reason:
@@ -190,6 +202,8 @@ class ImageDataPlane(DataPlane):
 
     async def ready(self) -> bool:
         """Server readiness is every model's readiness (KServe's default answers True once the port is open)."""
+        if self._draining():
+            return False
         models = self.model_registry.get_models()
         for name in models:
             if not await self.model_registry.is_model_ready(name):
@@ -304,14 +318,14 @@ def _register_rest(server: ModelServer, dataplane: ImageDataPlane) -> None:
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], include_in_schema=False)
 
 
-def install(server: ModelServer, models: list[Any]) -> None:
-    """Wire every workaround into `server` before `server.start(models)`."""
+def install(server: ModelServer, models: list[Any], drain: Any = None) -> None:
+    """Wire every workaround into `server` before `server.start(models)`; `drain` as for `ImageDataPlane`."""
     installed = package_metadata.version("kserve")
     if installed != KSERVE_VERSION:
         logger.warning(
             "KServe %s is installed; the workarounds in %s were written for %s", installed, __name__, KSERVE_VERSION
         )
-    dataplane = ImageDataPlane(model_registry=server.registered_models)
+    dataplane = ImageDataPlane(model_registry=server.registered_models, drain=drain)
     server.dataplane = dataplane
     _register_rest(server, dataplane)
     # GRPCServer.start builds its servicer from this module attribute.

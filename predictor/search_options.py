@@ -9,6 +9,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from predictor import environment
+
 __all__ = [
     "DEFAULT_NAMESPACE",
     "MAX_RESULT_WINDOW",
@@ -71,7 +73,7 @@ class SearchSettings:
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace-header",
-        default=os.environ.get("IMAGE_SEARCH_NAMESPACE_HEADER") or None,
+        default=os.environ.get(environment.NAMESPACE_HEADER) or None,
         help="Take each request's namespace from this header (set by a gateway after it authenticates the caller); "
         "a namespace parameter that disagrees with it is refused. Env: IMAGE_SEARCH_NAMESPACE_HEADER.",
     )

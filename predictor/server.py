@@ -1,18 +1,22 @@
-"""Assembles the KServe ModelServer: both models on one shared backbone, and KServe's fixes (kserve_compat.py)."""
+"""Assembles the KServe ModelServer: both models on one shared backbone, KServe's fixes (kserve_compat.py), the request
+size limit and the drain."""
 
 import argparse
 
 from kserve import ModelServer
+from kserve import model_server as kserve_model_server
 
 from predictor import __version__, kserve_compat
 from predictor.backbone import Backbone
 from predictor.config import ServeSettings
+from predictor.drain import Drain
 from predictor.index import ImageIndex
 from predictor.metrics import set_build_info, start_gpu_metrics
 from predictor.milvus import MilvusAccess
 from predictor.model_package import resolve_spec
 from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
+from predictor.request_size import RequestSizeLimit
 from predictor.search_options import SearchSettings
 
 SEARCH_MODEL = "image-search"
@@ -32,6 +36,18 @@ def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[Image
     )
 
 
+def follow_request_limit_on_grpc(args: argparse.Namespace, max_request_bytes: int) -> None:
+    """gRPC message limits are --max-request-bytes unless KServe's own flags for them are given.
+
+    KServe 0.21 defaults them to 8 MiB, below the 10 MiB image limit, and its GRPCServer reads them from KServe's
+    module-level parsed arguments.
+    """
+    for option in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
+        explicit = getattr(args, option, kserve_model_server.MAX_GRPC_MESSAGE_LENGTH)
+        value = explicit if explicit != kserve_model_server.MAX_GRPC_MESSAGE_LENGTH else max_request_bytes
+        setattr(kserve_model_server.args, option, value)
+
+
 def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namespace) -> None:
     models = build_models(settings, search)
     # Load before opening ports: a pod whose model is invalid, or whose collection belongs to another model, fails here
@@ -40,6 +56,8 @@ def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namesp
         model.load()
         set_build_info(__version__, model.name, model.version, str(model.backbone.device))
     start_gpu_metrics(str(models[0].backbone.device))
+    kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    follow_request_limit_on_grpc(args, settings.max_request_bytes)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -48,6 +66,15 @@ def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namesp
         max_asyncio_workers=args.max_asyncio_workers,
         enable_grpc=args.enable_grpc,
         enable_latency_logging=False,
+        grace_period=settings.shutdown_grace_s,
     )
-    kserve_compat.install(server, list(models))
+
+    async def stop_grpc() -> None:
+        # KServe keeps its gRPC server private; it exists once start() has run.
+        if server._grpc_server is not None:
+            await server._grpc_server.stop()
+
+    drain = Drain(settings.drain_s, stop_grpc)
+    kserve_model_server.app.router.on_startup.append(drain.install)
+    kserve_compat.install(server, list(models), drain=drain)
     server.start(list(models))

@@ -35,9 +35,9 @@ def _index(args: argparse.Namespace) -> int:
     from predictor.model_package import resolve_spec
 
     if args.batch_size < 1:
-        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.shard_count < 1 or not 0 <= args.shard_index < args.shard_count:
-        raise SystemExit(f"--shard-index must be in [0, --shard-count); got {args.shard_index} of {args.shard_count}")
+        raise ValueError(f"--shard-index must be in [0, --shard-count); got {args.shard_index} of {args.shard_count}")
     namespace = _namespace(args)
     # A malformed manifest stops the run here, before anything is embedded or written.
     manifest = read_manifest(Path(args.metadata)) if args.metadata else None
@@ -46,8 +46,10 @@ def _index(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.model_dir)
     index = open_index(args, spec)
     backbone = Backbone(spec, args.device)
-    backbone.load()
+    # Milvus before the network: an unreachable or foreign collection is reported before seconds of model loading.
     index.ensure_collection()
+    index.check_writable(namespace)
+    backbone.load()
     with tqdm(total=len(images), unit="img", desc=f"indexing into {index.base}", file=sys.stderr) as bar:
         report = index_images(
             images, backbone, index, namespace, manifest, batch_size=args.batch_size, progress=bar.update
@@ -91,6 +93,7 @@ def add_namespace_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def register(add_command, for_serving: bool) -> None:
+    from predictor import environment
     from predictor.config import add_milvus_arguments, add_model_arguments
 
     index = add_command("index", help="Embed image files and add them to the Milvus collection.")
@@ -107,7 +110,7 @@ def register(add_command, for_serving: bool) -> None:
     index.add_argument(
         "--shard-index",
         type=int,
-        default=int(os.environ.get("JOB_COMPLETION_INDEX", 0)),
+        default=os.environ.get(environment.SHARD_INDEX, "0"),
         help="This worker's shard, 0-based (Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX).",
     )
     index.add_argument("--shard-count", type=int, default=1, help="How many shards split the sources.")
