@@ -216,8 +216,12 @@ def download_package(client: MlflowClient, registered: RegisteredVersion, destin
         # Only what the package consists of: a stray file in the store was never checked, so it is not served.
         wanted = {path.name for path in package_files(spec)}
         for path in local.iterdir():
-            if path.name not in wanted:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.name in wanted:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         _move_into(local, destination)
         return load_package(destination)
     finally:

@@ -380,6 +380,20 @@ def test_a_tampered_artifact_is_refused_by_download_and_by_the_server(
         (stored / name).write_bytes(original)
 
 
+def test_a_download_holds_the_package_and_not_a_stray_file_of_the_store(
+    mlflow_server, registered, package, model_name, stored, tmp_path
+):
+    stray = stored / "notes.txt"
+    stray.write_text("never checked by any hash")
+    try:
+        target = tmp_path / "mnt-models"
+        reference = f"models:/{model_name}/{registered['version']}"
+        ok(run_cli("registry", "resolve", reference, "--mlflow-uri", mlflow_server.url, "--download", str(target)))
+        assert file_hashes(target) == file_hashes(package)
+    finally:
+        stray.unlink()
+
+
 def test_a_stored_package_that_lost_a_file_is_refused_by_download_and_by_register(
     mlflow_server, registered, package, model_name, experiment, stored, tmp_path
 ):
