@@ -149,6 +149,11 @@ class Backbone:
     def dimension(self) -> int:
         return self.spec.dimension
 
+    @property
+    def precision(self) -> str:
+        """The numeric precision the network runs at, as an evaluation records it."""
+        return "fp16" if self.half else "fp32"
+
     def load(self) -> None:
         with self._load_lock:
             if self._network is not None:
