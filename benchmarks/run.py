@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import e2e, inprocess, report, search
+from benchmarks import e2e, inprocess, report, search, versus
 from benchmarks.stats import Row
 from benchmarks.workload import build_workload
 
@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="Short windows and small collections: a smoke run.")
     parser.add_argument("--skip-search", action="store_true", help="Leave out the search-alone part.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the JSON record and the chart go.")
+    parser.add_argument(
+        "--versus",
+        metavar="REF",
+        help="Also compare this tree's server with the one at commit REF (gRPC, c=1 and c=32, alternating rounds).",
+    )
     parser.add_argument(
         "--server-arg",
         action="append",
@@ -119,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
             phase("4. search alone")
             rows += search.measure_search(workdir, dimension, sizes)
 
+        if args.versus:
+            phase(f"5. before and after: the server at {args.versus} against this tree's")
+            rows += versus.measure(args.versus, (1, 32), 1 if args.quick else 3, timing)
+
     took = time.perf_counter() - started
     rows = [row for row in rows if row.group != "scan"] + [row for row in rows if row.group == "scan"]
     report.add_ratios(rows)
     found = report.targets(rows)
     print("\n" + report.table(rows))
+    if args.versus:
+        print("\nBefore and after (medians of alternating rounds)")
+        for line in versus.summary([row for row in rows if row.group.startswith("versus-")]):
+            print(f"  {line}")
     print("\nTargets")
     for target in found:
         print(f"  [{'holds' if target.holds else 'MISSED'}] {target.name}: {target.measured}, wanted {target.wanted}")

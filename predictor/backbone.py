@@ -146,10 +146,6 @@ class Backbone:
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="device")
 
     @property
-    def loaded(self) -> bool:
-        return self._network is not None
-
-    @property
     def dimension(self) -> int:
         return self.spec.dimension
 
