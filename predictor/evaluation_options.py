@@ -133,6 +133,8 @@ class OptionResult:
     scores: dict[str, Scores]  # by set name
     images_per_second: float
     speed_ratio: float  # against the first option
+    flops_per_image: float  # convolution and matrix multiply FLOPs of one forward pass, torch.utils.flop_counter
+    flops_ratio: float  # against the first option
 
 
 @dataclass(frozen=True)
@@ -144,19 +146,21 @@ class Comparison:
 
     def table(self) -> str:
         set_names = list(self.sets)
+        first = self.results[0].scores if self.results else {}
+        with_copies = [name for name in set_names if first and first[name].near_duplicate_queries]
         header = ["option", "dim"]
         for name in set_names:
             header += [f"{name} p@1", f"{name} p@5", f"{name} mAP@10"]
-        header += ["nd-recall@1", "images/s", "speed"]
+        header += [f"{name} nd-recall@1" for name in with_copies]
+        header += ["images/s", "speed", "FLOPs"]
         rows = [header, ["---"] * len(header)]
         for result in self.results:
             row = [result.name, str(result.dimension)]
             for name in set_names:
                 s = result.scores[name]
                 row += [f"{s.precision_at_1:.3f}", f"{s.precision_at_5:.3f}", f"{s.map_at_10:.3f}"]
-            recall = result.scores[set_names[0]].near_duplicate_recall_at_1
-            row += ["-" if recall is None else f"{recall:.3f}", f"{result.images_per_second:.1f}"]
-            row.append(f"{result.speed_ratio:.2f}x")
+            row += [f"{result.scores[name].near_duplicate_recall_at_1:.3f}" for name in with_copies]
+            row += [f"{result.images_per_second:.1f}", f"{result.speed_ratio:.2f}x", f"{result.flops_ratio:.2f}x"]
             rows.append(row)
         return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -203,6 +207,21 @@ def _speed(specs: dict[str, ModelSpec], sample: list[bytes], rounds: int, device
             backbone.run(pixels)
             timings[name].append(time.perf_counter() - started)
     return {name: len(sample) / statistics.median(values) for name, values in timings.items()}
+
+
+def forward_flops(spec: ModelSpec, device: str = "cpu") -> float:
+    """FLOPs of one image's forward pass and projection (convolutions and matrix products, as
+    torch.utils.flop_counter counts them): a measure of compute that no other load on the machine changes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from predictor.backbone import Backbone
+
+    backbone = Backbone(spec, device)
+    backbone.load()
+    side = spec.preprocessing.input_size
+    with FlopCounterMode(display=False) as counter:
+        backbone.run(np.zeros((1, side, side, 3), dtype=np.uint8))
+    return float(counter.get_total_flops())
 
 
 def compare(
@@ -256,6 +275,7 @@ def compare(
         sample = sample[:speed_images]
         progress(f"speed: {speed_rounds} interleaved rounds of {len(sample)} images")
         speeds = _speed(speed_specs, sample, speed_rounds, device)
+        flops = {name: forward_flops(spec, device) for name, spec in speed_specs.items()}
     baseline = speeds[options[0].name]
     return Comparison(
         sets={name: f"{s.labels.size} images, {len(set(s.labels.tolist()))} categories" for name, s in sets.items()},
@@ -269,6 +289,8 @@ def compare(
                 scores=scores,
                 images_per_second=speeds[name],
                 speed_ratio=speeds[name] / baseline,
+                flops_per_image=flops[name],
+                flops_ratio=flops[name] / flops[options[0].name],
             )
             for name, (spec, scores) in results.items()
         ],
