@@ -56,7 +56,20 @@ BUILT_IN_OPTIONS: tuple[Option, ...] = (
     Option(
         "lite0 letterbox gem", lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(224), pooling=GEM)
     ),
+    Option("lite0 letterbox 288", lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(288))),
+    Option(
+        "lite0 letterbox 288 gem",
+        lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(288), pooling=GEM),
+    ),
     Option("lite1 letterbox", lambda: bundled_spec("efficientnet-lite1", preprocessing=_letterbox(240))),
+    Option(
+        "lite1 letterbox 272 gem",
+        lambda: bundled_spec("efficientnet-lite1", preprocessing=_letterbox(272), pooling=GEM),
+    ),
+    Option(
+        "lite2 letterbox 240 gem",
+        lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(240), pooling=GEM),
+    ),
     Option("lite2 letterbox", lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(260))),
     Option(
         "lite2 letterbox gem", lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(260), pooling=GEM)
@@ -68,11 +81,12 @@ PROJECTION_OPTIONS: tuple[tuple[str, ProjectionRecipe], ...] = (
     ("pca256 whiten", ProjectionRecipe(256, 0.5)),
 )
 # Projections and re-ranking are tried on the bases they are likeliest to help.
-PROJECTED_BASES = ("lite0 letterbox", "lite2 letterbox gem")
+PROJECTED_BASES = ("lite0 letterbox", "lite0 letterbox 288 gem", "lite2 letterbox gem")
 RERANKED = ("lite2 letterbox gem + centre",)
 
 
-def built_in_options() -> list[Option]:
+def built_in_options(only: list[str] | None = None) -> list[Option]:
+    """Every built-in option, or those named in `only` (the first option, the baseline of the ratios, always)."""
     options = list(BUILT_IN_OPTIONS)
     by_name = {option.name: option for option in options}
     for base in PROJECTED_BASES:
@@ -81,7 +95,14 @@ def built_in_options() -> list[Option]:
     by_name = {option.name: option for option in options}
     for name in RERANKED:
         options.append(replace(by_name[name], name=f"{name} + aQE", rerank=QueryExpansion()))
-    return options
+    if only is None:
+        return options
+    unknown = sorted(set(only) - {option.name for option in options})
+    if unknown:
+        raise ValueError(
+            f"no built-in option is named {', '.join(map(repr, unknown))}; see the names --compare lists"
+        )
+    return [option for number, option in enumerate(options) if number == 0 or option.name in only]
 
 
 def _base_key(spec: ModelSpec) -> tuple:

@@ -41,7 +41,7 @@ def _compare(args: argparse.Namespace, scratch: Path) -> int:
 
     fit_paths = sample_paths(discover([args.fit_set]), args.fit_sample, seed=0)
     comparison = compare(
-        built_in_options(),
+        built_in_options(args.option),
         sets,
         fit_paths,
         fitted_on=args.fit_set,
@@ -132,6 +132,12 @@ def register(add_command, for_serving: bool) -> None:
         metavar="NAME=LABELLED[:NEAR_DUPLICATES]",
         help="With --compare: one more labelled folder scored alongside, optionally with its own near-duplicates "
         "(searched against their originals and this set); repeat for more.",
+    )
+    evaluation.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME",
+        help="With --compare: only this built-in option (and the first, the ratios' baseline); repeat for more.",
     )
     evaluation.add_argument("--fit-set", help="With --compare: images that projections are fitted on.")
     evaluation.add_argument("--fit-sample", type=int, default=400, help="With --compare: fit on this many of them.")
