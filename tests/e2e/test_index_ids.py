@@ -28,7 +28,8 @@ def vector(seed: int) -> np.ndarray:
 
 @pytest.fixture(params=BACKENDS)
 def index(request, tmp_path):
-    uri = str(tmp_path / "milvus.db") if request.param == "milvus-lite" else request.getfixturevalue("milvus_server_uri")
+    lite = request.param == "milvus-lite"
+    uri = str(tmp_path / "milvus.db") if lite else request.getfixturevalue("milvus_server_uri")
     index = ImageIndex.for_model(MilvusAccess(uri), f"ids_{uuid.uuid4().hex[:8]}", ModelIdentity("ids-test", "1", 4))
     index.ensure_collection()
     try:
@@ -36,7 +37,7 @@ def index(request, tmp_path):
     finally:
         index.access.call("drop", "drop_collection", index.collection)
         index.close()
-        if "://" not in uri:
+        if lite:
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(uri)
@@ -47,7 +48,13 @@ def test_odd_ids_are_stored_read_and_deleted_as_themselves(index):
     assert index.upsert("default", rows) == len(ODD_IDS)
     for n, image_id in enumerate(ODD_IDS):
         stored = index.get("default", image_id)
-        assert stored is not None and (stored.id, stored.uri, stored.metadata) == (image_id, f"/photos/{n}.jpg", {"n": n})
+        assert stored is not None
+        assert (stored.id, stored.namespace, stored.uri, stored.metadata) == (
+            image_id,
+            "default",
+            f"/photos/{n}.jpg",
+            {"n": n},
+        )
     assert index.existing_ids("default", [*ODD_IDS, "absent"]) == set(ODD_IDS)
     assert set(index.vectors_of("default", ODD_IDS)) == set(ODD_IDS)
     assert index.delete("default", ODD_IDS[:3]) == 3
