@@ -228,7 +228,7 @@ def test_a_uri_under_a_base_url_is_shown_from_there(http):
 
 
 @pytest.fixture(scope="module")
-def browser(page, tmp_path_factory):
+def browser(tmp_path_factory):
     reason = chromium_missing()
     if reason:
         pytest.skip(reason)
