@@ -92,7 +92,7 @@ class IndexUnavailable(ServiceError):
 
 
 class ThumbnailNotFound(ServiceError):
-    """The search page asked for a thumbnail this server cannot give: an id the namespace does not hold, or one whose
-    file it cannot read or decode. One answer for all, so a thumbnail never tells which ids other namespaces hold."""
+    """The search page asked for a thumbnail this server cannot give: an id the namespace does not hold (whether or not
+    another namespace holds it), or one whose file it cannot read or decode."""
 
     status = Status(404, "NOT_FOUND", "bad_input")

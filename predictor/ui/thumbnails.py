@@ -28,7 +28,7 @@ from predictor.images import ImageLimits, InvalidImage, Preprocessing, decode_im
 from predictor.index import StoredImage
 from predictor.ui.settings import BaseUrl, UiSettings
 
-__all__ = ["Elsewhere", "LocalFile", "Thumbnail", "ThumbnailCache", "Thumbnails", "Unreadable", "locate", "render"]
+__all__ = ["Elsewhere", "LocalFile", "Thumbnail", "ThumbnailCache", "Thumbnails", "Unreadable", "locate", "render_file"]
 
 JPEG_QUALITY = 85
 # Characters a URL path may carry as they are; anything else in a stored uri (spaces, '?', '#', '%') is escaped.
@@ -75,7 +75,7 @@ def locate(uri: str, base_urls: tuple[BaseUrl, ...]) -> LocalFile | Elsewhere | 
     )
 
 
-def render(path: Path, size: int, limits: ImageLimits) -> bytes:
+def render_file(path: Path, size: int, limits: ImageLimits) -> bytes:
     """A JPEG of the image file at `path` that fits a `size` square; InvalidImage if it is not an acceptable image."""
     with path.open("rb") as stored:
         data = stored.read(limits.max_bytes + 1)
@@ -120,14 +120,15 @@ class ThumbnailCache:
 
 
 def _file_version(path: Path) -> str:
-    """What changes when the file does; refuses anything but a regular file (a FIFO would block the reader)."""
+    """The file and what changes when it does; refuses anything but a regular file (a FIFO would block its reader)."""
     try:
         status = path.stat()
+        where = path.resolve()
     except OSError as error:
         raise ThumbnailNotFound(f"the image file of this id cannot be read: {error.strerror or error}") from None
     if not stat.S_ISREG(status.st_mode):
         raise ThumbnailNotFound("the uri of this id is not a regular file")
-    return f"{status.st_mtime_ns}:{status.st_size}"
+    return f"{where}\0{status.st_mtime_ns}:{status.st_size}"
 
 
 class Thumbnails:
@@ -145,7 +146,7 @@ class Thumbnails:
     async def etag(self, file: LocalFile) -> str:
         """The ETag the thumbnail of `file` has now: it changes with the file and with the thumbnail size."""
         version = await self._in_executor(_file_version, file.path)
-        key = f"{file.path.resolve()}\0{version}\0{self.settings.thumbnail_size}"
+        key = f"{version}\0{self.settings.thumbnail_size}"
         return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
     async def render(self, file: LocalFile, etag: str) -> Thumbnail:
@@ -153,7 +154,7 @@ class Thumbnails:
         if cached is not None:
             return cached
         try:
-            body = await self._in_executor(render, file.path, self.settings.thumbnail_size, self.limits)
+            body = await self._in_executor(render_file, file.path, self.settings.thumbnail_size, self.limits)
         except InvalidImage as error:
             raise ThumbnailNotFound(f"the image file of this id cannot be shown: {error}") from None
         except OSError as error:

@@ -27,7 +27,7 @@ from predictor.ui.thumbnails import (
     Thumbnails,
     Unreadable,
     locate,
-    render,
+    render_file,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,7 +148,7 @@ def test_a_row_without_a_uri_has_no_thumbnail():
 def test_a_thumbnail_is_a_jpeg_that_fits_the_square_and_keeps_the_shape(tmp_path):
     path = tmp_path / "wide.png"
     path.write_bytes(picture(1200, 600, mode="RGBA"))
-    image = Image.open(io.BytesIO(render(path, 256, ImageLimits())))
+    image = Image.open(io.BytesIO(render_file(path, 256, ImageLimits())))
     assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (256, 128))
     left, right = image.getpixel((32, 64)), image.getpixel((224, 64))
     assert left[2] > 200 and right[0] > 200, "the picture itself, not a blank"
@@ -158,7 +158,7 @@ def test_a_thumbnail_is_a_jpeg_that_fits_the_square_and_keeps_the_shape(tmp_path
 def test_a_thumbnail_is_never_larger_than_its_picture(tmp_path):
     path = tmp_path / "small.png"
     path.write_bytes(picture(40, 30))
-    assert Image.open(io.BytesIO(render(path, 256, ImageLimits()))).size == (40, 30)
+    assert Image.open(io.BytesIO(render_file(path, 256, ImageLimits()))).size == (40, 30)
 
 
 def test_a_thumbnail_stands_as_the_camera_was_held(tmp_path):
@@ -166,7 +166,7 @@ def test_a_thumbnail_stands_as_the_camera_was_held(tmp_path):
     exif[EXIF_ORIENTATION] = 6  # stored sideways: shown turned a quarter clockwise
     path = tmp_path / "phone.jpg"
     path.write_bytes(picture(400, 200, format="JPEG", exif=exif))
-    assert Image.open(io.BytesIO(render(path, 100, ImageLimits()))).size == (50, 100)
+    assert Image.open(io.BytesIO(render_file(path, 100, ImageLimits()))).size == (50, 100)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ def test_stored_files_are_held_to_the_query_image_limits(tmp_path, limits, words
     path = tmp_path / "big.png"
     path.write_bytes(picture(500, 500))
     with pytest.raises(InvalidImage, match=words):
-        render(path, 128, limits)
+        render_file(path, 128, limits)
 
 
 class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -206,7 +206,7 @@ def test_thumbnails_render_off_the_event_loop_once_then_come_from_the_cache(tmp_
     try:
         first, second, etag = asyncio.run(twice())
         assert first is second and first.etag == etag
-        assert executor.calls == ["_file_version", "render"], "the file is read and decoded in the executor, once"
+        assert executor.calls == ["_file_version", "render_file"], "the file is read and decoded in the executor, once"
         path.write_bytes(picture(301, 200))
         assert asyncio.run(thumbnails.etag(LocalFile(path))) != etag, "a changed file is a new thumbnail"
     finally:
