@@ -281,6 +281,12 @@ def hits(driver) -> list:
     return driver.find_elements(By.CSS_SELECTOR, "#results > li.hit")
 
 
+def searches_served(server) -> list[str]:
+    """The protocol of every search the server has logged, in order."""
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [line["protocol"] for line in lines if line.get("message") == "request" and line["model"] == "image-search"]
+
+
 def thumbnails_loaded(driver) -> bool:
     from selenium.webdriver.common.by import By
 
@@ -311,6 +317,7 @@ def test_a_photo_finds_itself_first_and_a_click_finds_more_like_the_result(brows
     assert browser.find_element(By.ID, "collection").text.startswith("page_")
 
     chelsea = catalogue.photos["chelsea"]
+    served_before = len(searches_served(server))
     search_with(browser, chelsea)
     assert browser.find_element(By.ID, "results").get_attribute("data-state") == "done"
     first, second = hits(browser)[:2]
@@ -332,6 +339,7 @@ def test_a_photo_finds_itself_first_and_a_click_finds_more_like_the_result(brows
     found = [hit.get_attribute("data-id") for hit in hits(browser)]
     assert len(found) == 10 and neighbour not in found, "more-like-this leaves the image itself out"
     assert browser.find_element(By.ID, "query-caption").text.startswith("More like")
+    assert searches_served(server)[served_before:] == ["v2-rest", "v2-rest"], "the page searches through V2 REST"
     browser.save_screenshot(str(artifacts / "search-page-more-like-this.png"))
 
 
