@@ -287,11 +287,16 @@ def searches_served(server) -> list[str]:
     return [line["protocol"] for line in lines if line.get("message") == "request" and line["model"] == "image-search"]
 
 
-def thumbnails_loaded(driver) -> bool:
+def previews_settled(driver) -> bool:
+    """Every result shows its thumbnail, or a placeholder because it has none."""
     from selenium.webdriver.common.by import By
 
-    images = driver.find_elements(By.CSS_SELECTOR, "#results .thumbnail")
-    return bool(images) and all(image.get_property("complete") for image in images)
+    for hit in hits(driver):
+        image = hit.find_element(By.CSS_SELECTOR, ".thumbnail")
+        shown = image.get_property("complete") and image.get_property("naturalWidth") > 0
+        if not shown and "no-preview" not in hit.get_attribute("class"):
+            return False
+    return bool(hits(driver))
 
 
 def set_field(driver, field: str, text: str) -> None:
@@ -325,7 +330,7 @@ def test_a_photo_finds_itself_first_and_a_click_finds_more_like_the_result(brows
     assert first.get_attribute("data-id") == sha(chelsea)
     assert first.find_element(By.CSS_SELECTOR, ".score").text == "1.00"
     assert "animals" in first.find_element(By.CSS_SELECTOR, ".metadata").text
-    wait(browser, thumbnails_loaded, "the thumbnails")
+    wait(browser, previews_settled, "the thumbnails")
     image = first.find_element(By.CSS_SELECTOR, ".thumbnail")
     assert image.get_property("naturalWidth") == THUMBNAIL_SIZE, "chelsea is wider than tall"
     assert sha(chelsea) in image.get_attribute("src")
@@ -378,7 +383,7 @@ def test_images_the_server_cannot_show_are_placeholders_and_links(browser, page,
     set_field(browser, "filter", "")
     set_field(browser, "namespace", "shop")
     search_with(browser, catalogue.photos["chelsea"])
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .no-preview")) >= 5, "the placeholders")
+    wait(browser, previews_settled, "every thumbnail shown or replaced by a placeholder")
     by_id = {hit.get_attribute("data-id"): hit for hit in hits(browser)}
     assert set(by_id) == set(shop)
     unshown = {image_id for image_id, hit in by_id.items() if "no-preview" in hit.get_attribute("class")}
