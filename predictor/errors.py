@@ -22,6 +22,7 @@ __all__ = [
     "RequestTooLarge",
     "ServiceError",
     "Status",
+    "ThumbnailNotFound",
     "UnknownId",
 ]
 
@@ -88,3 +89,10 @@ class IndexUnavailable(ServiceError):
     """Milvus cannot be reached or answered with a server-side error: retry, or go elsewhere."""
 
     status = Status(503, "UNAVAILABLE", "milvus_unavailable")
+
+
+class ThumbnailNotFound(ServiceError):
+    """The search page asked for a thumbnail this server cannot give: an id the namespace does not hold (whether or not
+    another namespace holds it), or one whose file it cannot read or decode."""
+
+    status = Status(404, "NOT_FOUND", "bad_input")
