@@ -99,9 +99,7 @@ def built_in_options(only: list[str] | None = None) -> list[Option]:
         return options
     unknown = sorted(set(only) - {option.name for option in options})
     if unknown:
-        raise ValueError(
-            f"no built-in option is named {', '.join(map(repr, unknown))}; see the names --compare lists"
-        )
+        raise ValueError(f"no built-in option is named {', '.join(map(repr, unknown))}; see the names --compare lists")
     return [option for number, option in enumerate(options) if number == 0 or option.name in only]
 
 
