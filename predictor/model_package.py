@@ -26,6 +26,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Embedding dimension of each architecture a package may name. Networks are built on demand (`build_network`) so
 # that reading a package, and index administration with it, does not pay for importing torch.
 ARCHITECTURES: dict[str, int] = {"efficientnet-lite0": 1280, "resnet18": 512, "resnet50": 2048}
+# Numeric precisions a package may allow its network to run at (model.json "precisions"). Without the field the float
+# formats are allowed, whose load-time probe shows that retrieval is unchanged; int8 must be listed, once the release
+# passed the evaluation gate at int8 (`image-search eval --precision int8`).
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _network_factory(architecture: str) -> Callable[[], "nn.Module"]:
@@ -53,6 +58,7 @@ class ModelSpec:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
 
     @property
     def identity(self) -> ModelIdentity:
@@ -132,6 +138,16 @@ def load_package(directory: Path) -> ModelSpec:
         raise InvalidModelPackage(f"{manifest_path}: invalid preprocessing: {error}") from None
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise InvalidModelPackage(f"{manifest_path}: preprocessing mean/std need 3 values each, std > 0")
+    precisions = manifest.get("precisions", list(DEFAULT_PRECISIONS))
+    if (
+        not isinstance(precisions, list)
+        or "fp32" not in precisions
+        or not all(isinstance(name, str) and name in PRECISIONS for name in precisions)
+    ):
+        raise InvalidModelPackage(
+            f"{manifest_path}: 'precisions' must be a list of {', '.join(PRECISIONS)} that holds fp32, "
+            f"got {precisions!r}"
+        )
     return ModelSpec(
         name=_require(manifest, "name", str, manifest_path),
         version=_require(manifest, "version", str, manifest_path),
@@ -142,6 +158,7 @@ def load_package(directory: Path) -> ModelSpec:
         preprocessing=geometry,
         mean=mean,
         std=std,
+        precisions=tuple(precisions),
     )
 
 
@@ -181,6 +198,7 @@ def export_package(spec: ModelSpec, out_dir: Path) -> Path:
         "weights": WEIGHTS_NAME,
         "weights_sha256": file_sha256(weights_path),
         "preprocessing": {**asdict(spec.preprocessing), "mean": list(spec.mean), "std": list(spec.std)},
+        "precisions": list(spec.precisions),
     }
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir

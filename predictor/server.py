@@ -106,7 +106,7 @@ async def index_unavailable_handler(_: Request, error: IndexUnavailable) -> JSON
 
 def build_models(settings: ServeSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
     spec = resolve_spec(settings.model_dir)
-    backbone = Backbone(spec, settings.device)
+    backbone = Backbone(spec, settings.device, settings.precision)
     index = ImageIndex(settings.milvus.uri, settings.milvus.collection, spec.identity, settings.milvus.token)
     return (
         ImageSearchModel(SEARCH_MODEL, backbone, index, settings),
@@ -122,7 +122,7 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
     classifier.load()
     backbone = search.backbone
     for model in (search, classifier):
-        set_build_info(__version__, model.name, backbone.spec.version, str(backbone.device))
+        set_build_info(__version__, model.name, backbone.spec.version, str(backbone.device), backbone.precision)
     start_gpu_metrics(str(backbone.device))
     kserve_model_server.app.add_exception_handler(IndexUnavailable, index_unavailable_handler)
     server = ModelServer(

@@ -10,7 +10,7 @@ def _eval(args: argparse.Namespace) -> int:
     from predictor.evaluation import evaluate, gate_failures, write_report
     from predictor.model_package import resolve_spec
 
-    backbone = Backbone(resolve_spec(args.model_dir), args.device)
+    backbone = Backbone(resolve_spec(args.model_dir), args.device, args.precision)
     backbone.load()
     report = evaluate(backbone, Path(args.labelled), k=args.k)
     print(report.table())

@@ -22,7 +22,7 @@ def _index(args: argparse.Namespace) -> int:
     milvus = milvus_settings(args)
     spec = resolve_spec(args.model_dir)
     paths = [p for p in discover(args.sources) if in_shard(p, args.shard_index, args.shard_count)]
-    backbone = Backbone(spec, args.device)
+    backbone = Backbone(spec, args.device, args.precision)
     backbone.load()
     index = ImageIndex(milvus.uri, milvus.collection, spec.identity, milvus.token)
     index.ensure_collection()

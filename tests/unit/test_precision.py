@@ -1,0 +1,133 @@
+"""Precision choice, the load-time probe against fp32 and the fall-back, on the real network and real photos."""
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from predictor import precision
+from predictor.backbone import Backbone
+from predictor.model_package import default_spec
+from predictor.probe_images import calibration_pixels, probe_pixels
+
+CPU = torch.device("cpu")
+SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"})
+EPYC_ZEN4 = frozenset({"avx512f", "avx512_bf16", "avx512_vnni"})
+OLD_XEON = frozenset({"avx2", "avx512f"})
+HAS_NATIVE_BF16 = "bf16" in precision.native_precisions(CPU)
+
+
+@pytest.fixture(scope="module")
+def fp32() -> Backbone:
+    backbone = Backbone(default_spec(), "cpu", "fp32")
+    backbone.load()
+    return backbone
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512_bf16 amx_int8\n\n")
+    assert precision.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512_bf16", "amx_int8"}
+    assert precision.cpu_flags(tmp_path / "missing") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (SAPPHIRE_RAPIDS, ("int8", "bf16", "fp32")),
+        (EPYC_ZEN4, ("int8", "bf16", "fp32")),
+        (OLD_XEON, ("fp32",)),
+    ],
+)
+def test_native_cpu_precisions_follow_the_cpu_flags_fastest_first(flags, expected):
+    assert precision.native_precisions(CPU, flags) == expected
+
+
+def test_auto_takes_the_fastest_native_precision_the_package_allows():
+    native = ("int8", "bf16", "fp32")
+    assert precision.choose_precision("auto", CPU, ("fp32", "bf16", "fp16"), native) == "bf16"
+    assert precision.choose_precision("auto", CPU, ("fp32", "bf16", "int8"), native) == "int8"
+    assert precision.choose_precision("auto", CPU, ("fp32",), native) == "fp32"
+    assert precision.choose_precision("auto", CPU, ("fp32", "bf16"), ("fp32",)) == "fp32"
+
+
+def test_a_precision_the_cpu_does_not_run_natively_is_refused_with_what_to_do():
+    with pytest.raises(precision.PrecisionUnavailable, match="does not run natively on this CPU.*--precision auto"):
+        precision.choose_precision("bf16", CPU, ("fp32", "bf16"), ("fp32",))
+    with pytest.raises(precision.PrecisionUnavailable, match="fp16 does not run natively"):
+        precision.choose_precision("fp16", CPU, ("fp32", "fp16"), ("bf16", "fp32"))
+    with pytest.raises(precision.PrecisionUnavailable, match="must be one of"):
+        precision.choose_precision("fp8", CPU, ("fp32",), ("fp32",))
+
+
+def test_int8_needs_a_package_that_allows_it():
+    with pytest.raises(precision.PrecisionUnavailable, match="package allows only fp32, bf16, fp16"):
+        precision.choose_precision("int8", CPU, ("fp32", "bf16", "fp16"), ("int8", "bf16", "fp32"))
+    with pytest.raises(precision.PrecisionUnavailable, match="package allows only"):
+        Backbone(default_spec(), "cpu", "int8")
+
+
+def test_probe_and_calibration_sets_are_fixed_real_photos_and_differ():
+    preprocessing = default_spec().preprocessing
+    probe, calibration = probe_pixels(preprocessing), calibration_pixels(preprocessing)
+    assert probe.shape == (34, 224, 224, 3) and calibration.shape == (36, 224, 224, 3)
+    assert probe.dtype == np.uint8 and probe.std() > 20
+    np.testing.assert_array_equal(probe, probe_pixels(preprocessing))
+    assert not any((calibration == image).all(axis=(1, 2, 3)).any() for image in probe)
+
+
+@pytest.mark.skipif(not HAS_NATIVE_BF16, reason="this CPU has no native bf16 (avx512_bf16 or amx_bf16)")
+def test_bf16_serves_only_after_its_embeddings_pass_the_probe_against_fp32(fp32, caplog):
+    with caplog.at_level(logging.INFO, logger="predictor"):
+        bf16 = Backbone(default_spec(), "cpu", "bf16")
+        bf16.load()
+    assert bf16.precision == "bf16" and bf16.selection.min_cosine >= precision.PROBE_MIN_COSINE
+    assert any("at bf16" in record.getMessage() for record in caplog.records)
+    # Photos the probe never saw: whole catalogue photos, not its quadrants.
+    photos = calibration_pixels(default_spec().preprocessing)[:12]
+    cosines = (bf16.run(photos).embeddings * fp32.run(photos).embeddings).sum(axis=1)
+    assert cosines.min() >= precision.PROBE_MIN_COSINE
+    labels = bf16.run(photos[:6], with_probabilities=True).probabilities.argmax(axis=1)
+    np.testing.assert_array_equal(labels, fp32.run(photos[:6], with_probabilities=True).probabilities.argmax(axis=1))
+
+
+@pytest.mark.skipif(not HAS_NATIVE_BF16, reason="this CPU has no native bf16 (avx512_bf16 or amx_bf16)")
+def test_a_precision_that_fails_the_probe_falls_back_to_fp32_and_logs_why(fp32, caplog):
+    network = fp32._network
+    batches = fp32._input_batches(probe_pixels(fp32.spec.preprocessing))
+    with caplog.at_level(logging.WARNING, logger="predictor.precision"):
+        # No reduced precision reproduces fp32 exactly, so a bar above 1 always fails.
+        selection = precision.select_runner(
+            "bf16", network, CPU, ("fp32", "bf16"), lambda: batches, lambda: [], min_cosine=1.01
+        )
+    assert selection.runner.name == "fp32" and selection.fell_back
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "bf16 embeds the probe images with cosine down to 0.99" in warning and "serving fp32" in warning
+
+
+def test_auto_on_a_cpu_without_reduced_precision_serves_fp32(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: OLD_XEON)
+    backbone = Backbone(default_spec(), "cpu", "auto")
+    assert backbone.planned_precision == "fp32"
+
+
+def test_a_package_can_allow_int8_and_the_spec_carries_it():
+    spec = replace(default_spec(), precisions=("fp32", "int8"))
+    assert precision.choose_precision("auto", CPU, spec.precisions, ("int8", "bf16", "fp32")) == "int8"
+
+
+HAS_NATIVE_INT8 = "int8" in precision.native_precisions(CPU)
+
+
+@pytest.mark.skipif(not HAS_NATIVE_INT8, reason="this CPU has no native int8 (avx512_vnni, avx_vnni or amx_int8)")
+def test_int8_is_really_quantized_and_on_lite0_falls_back_to_fp32_for_missing_the_probe(caplog):
+    spec = replace(default_spec(), precisions=("fp32", "int8"))
+    backbone = Backbone(spec, "cpu", "int8")
+    with caplog.at_level(logging.WARNING, logger="predictor.precision"):
+        backbone.load()
+    # Calibrated and compiled for real: the quantized network differs from fp32, by too much for the bar.
+    assert backbone.precision == "fp32" and backbone.selection.tried == "int8"
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "int8 embeds the probe images with cosine down to 0.9" in warning and "serving fp32" in warning
