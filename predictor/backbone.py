@@ -132,8 +132,15 @@ class BatchOutput:
 class Backbone:
     """One network shared by every model the server exposes; `load()` is idempotent and thread-safe."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto", precision_name: str = "auto") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        precision_name: str = "auto",
+        probe_min_cosine: float = precision.PROBE_MIN_COSINE,
+    ) -> None:
         self.spec = spec
+        self.probe_min_cosine = probe_min_cosine
         self.device = resolve_device(device)
         # Checked now, so a precision this machine or package cannot run is a start-up error; the probe comes at load.
         self.planned_precision = precision.choose_precision(precision_name, self.device, spec.precisions)
@@ -184,6 +191,7 @@ class Backbone:
                 self.spec.precisions,
                 probe=lambda: self._input_batches(probe_pixels(self.spec.preprocessing)),
                 calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
+                min_cosine=self.probe_min_cosine,
             )
             self._runner = self.selection.runner
             self.half = self._runner.input_dtype == torch.float16
