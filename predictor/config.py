@@ -2,9 +2,10 @@
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from predictor.images import ImageLimits
+from predictor.index_config import DEFAULT_INDEX_TYPE, INDEX_KINDS, IndexConfig, parse_params
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
@@ -15,6 +16,7 @@ class MilvusSettings:
     uri: str
     collection: str
     token: str | None = None
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
         if not self.uri:
@@ -56,6 +58,25 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("IMAGE_SEARCH_COLLECTION", DEFAULT_COLLECTION),
         help="Stable alias users search (default images); each model version keeps its vectors in its own "
         "collection <alias>__<model>__<version>. Env: IMAGE_SEARCH_COLLECTION.",
+    )
+    parser.add_argument(
+        "--index-type",
+        default=os.environ.get("IMAGE_SEARCH_INDEX_TYPE", DEFAULT_INDEX_TYPE),
+        choices=list(INDEX_KINDS),
+        help=f"Vector index of a new collection (default {DEFAULT_INDEX_TYPE}; an existing collection keeps its own). "
+        "Env: IMAGE_SEARCH_INDEX_TYPE.",
+    )
+    parser.add_argument(
+        "--index-params",
+        default=os.environ.get("IMAGE_SEARCH_INDEX_PARAMS", ""),
+        help="Build parameters of a new collection's index, NAME=INTEGER,... (HNSW: M, efConstruction; IVF_*: "
+        "nlist); unset ones take the measured defaults. Env: IMAGE_SEARCH_INDEX_PARAMS.",
+    )
+    parser.add_argument(
+        "--search-params",
+        default=os.environ.get("IMAGE_SEARCH_SEARCH_PARAMS", ""),
+        help="Default search effort, NAME=INTEGER (HNSW: ef, default 64; IVF_*: nprobe, default 32). "
+        "Env: IMAGE_SEARCH_SEARCH_PARAMS.",
     )
 
 
@@ -105,8 +126,18 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def index_config(args: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(
+        args.index_type,
+        parse_params(args.index_params, "--index-params"),
+        parse_params(args.search_params, "--search-params"),
+    )
+
+
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
-    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=os.environ.get("MILVUS_TOKEN"))
+    return MilvusSettings(
+        uri=args.milvus_uri, collection=args.collection, token=os.environ.get("MILVUS_TOKEN"), index=index_config(args)
+    )
 
 
 def serve_settings(args: argparse.Namespace) -> ServeSettings:

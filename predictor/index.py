@@ -16,6 +16,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from predictor.identity import ModelIdentity
+from predictor.index_config import IndexConfig, for_collection
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +101,17 @@ class ImageIndex:
     own collection `<base>__<model>__<version>`, so a canary and the stable predictor never read each other's vectors.
     """
 
-    def __init__(self, uri: str, base: str, identity: ModelIdentity, token: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        base: str,
+        identity: ModelIdentity,
+        token: str | None = None,
+        index_config: IndexConfig | None = None,
+    ) -> None:
         if not base:
             raise ValueError("collection name must not be empty")
+        self.index_config = index_config or IndexConfig()
         self.uri = uri
         self.base = base
         self.collection = versioned_collection(base, identity)
@@ -172,6 +181,8 @@ class ImageIndex:
                 )
         self.check_identity()
         self._call("load", self.client.load_collection, self.collection)
+        index = self._call("describe_index", self.client.describe_index, self.collection, "vector")
+        self.index_config = for_collection(self.index_config, index)
         if self.count() == 0:
             raise IndexNotReady(f"collection {self.collection} for model {self.identity} is empty; index images first")
 
@@ -195,7 +206,7 @@ class ImageIndex:
         schema.add_field("uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
         schema.add_field("metadata", DataType.JSON)
         index_params = MilvusClient.prepare_index_params()
-        index_params.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
+        index_params.add_index(field_name="vector", **self.index_config.index_params())
         self._call(
             "create_collection",
             self.client.create_collection,
@@ -205,7 +216,9 @@ class ImageIndex:
             consistency_level="Strong",
             properties={IDENTITY_PROPERTY: identity_to_property(self.identity)},
         )
-        logger.info("created collection %s for %s", self.collection, self.identity)
+        logger.info(
+            "created collection %s for %s, index %s", self.collection, self.identity, self.index_config.describe()
+        )
 
     def count(self) -> int:
         result = self._call("count", self.client.query, self.collection, filter="", output_fields=["count(*)"])
@@ -227,7 +240,7 @@ class ImageIndex:
             data=[vector.tolist() for vector in vectors],
             limit=top_k,
             anns_field="vector",
-            search_params={"metric_type": "COSINE"},
+            search_params=self.index_config.search_request(top_k),
             output_fields=OUTPUT_FIELDS,
         )
         return [

@@ -107,7 +107,9 @@ async def index_unavailable_handler(_: Request, error: IndexUnavailable) -> JSON
 def build_models(settings: ServeSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
     spec = resolve_spec(settings.model_dir)
     backbone = Backbone(spec, settings.device, settings.precision)
-    index = ImageIndex(settings.milvus.uri, settings.milvus.collection, spec.identity, settings.milvus.token)
+    index = ImageIndex(
+        settings.milvus.uri, settings.milvus.collection, spec.identity, settings.milvus.token, settings.milvus.index
+    )
     return (
         ImageSearchModel(SEARCH_MODEL, backbone, index, settings),
         ImageClassifierModel(CLASSIFIER_MODEL, backbone, settings),

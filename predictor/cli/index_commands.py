@@ -24,7 +24,7 @@ def _index(args: argparse.Namespace) -> int:
     paths = [p for p in discover(args.sources) if in_shard(p, args.shard_index, args.shard_count)]
     backbone = Backbone(spec, args.device, args.precision)
     backbone.load()
-    index = ImageIndex(milvus.uri, milvus.collection, spec.identity, milvus.token)
+    index = ImageIndex(milvus.uri, milvus.collection, spec.identity, milvus.token, milvus.index)
     index.ensure_collection()
     with tqdm(total=len(paths), unit="img", desc=f"indexing into {milvus.collection}", file=sys.stderr) as bar:
         report = index_paths(paths, backbone, index, batch_size=args.batch_size, progress=bar.update)

@@ -31,3 +31,22 @@ def test_index_accepts_the_indexing_job_arguments(render, parser) -> None:
     except SystemExit:
         pytest.fail(f"`image-search index` refuses the Job arguments {indexer['args']}")
     assert (args.shard_index, args.shard_count) == (3, 8)
+
+
+def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predictor(render, parser) -> None:
+    from predictor.config import index_config
+
+    objects = render("indexing-job")
+    (job,) = of_kind(objects, "Job")
+    (indexer,) = job["spec"]["template"]["spec"]["containers"]
+    job_args = parser.parse_args([arg.replace("$(JOB_COMPLETION_INDEX)", "0") for arg in indexer["args"]])
+    for _, predictor in predictors(one(objects, "InferenceService")):
+        serve_args = parser.parse_args(["serve", *server_container(predictor)["args"]])
+        for args in (job_args, serve_args):
+            config = index_config(args)
+            assert (config.index_type, config.build_params, config.search_params) == (
+                "IVF_FLAT",
+                {"nlist": 2048},
+                {"nprobe": 48},
+            )
+            assert args.precision == "auto"

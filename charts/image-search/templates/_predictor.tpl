@@ -81,6 +81,8 @@ containers:
       - --workers=1
       - --collection={{ .collection }}
       - --device={{ include "image-search.device" $root }}
+      - --precision={{ $values.predictor.precision }}
+      {{- include "image-search.indexArgs" $root | nindent 6 }}
       - --max-batch-size={{ $values.predictor.maxBatchSize }}
       - --max-batch-delay-ms={{ $values.predictor.maxBatchDelayMs }}
       {{- if .storageUri }}
