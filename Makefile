@@ -9,7 +9,8 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: run test test-unit test-e2e serve index catalogue bench lint format manifests tools clean
+.PHONY: run test test-unit test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-gpu \
+	lint format manifests tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +47,26 @@ test-unit: $(INSTALLED)
 test-e2e: $(INSTALLED)
 	$(BIN)/python -m pytest tests/e2e
 
+# Every part in one run; BENCH_ARGS adds options (e.g. BENCH_ARGS=--quick for a short smoke run of every part).
+BENCH_ARGS ?=
 bench: $(INSTALLED)
-	$(BIN)/python -m benchmarks.run
+	hack/bench-data.sh
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# One part at a time: fp32/bf16/int8 side by side; the limit, this server and the naive one; search at scale.
+bench-precision: $(INSTALLED)
+	$(BIN)/python -m benchmarks.run --only precision $(BENCH_ARGS)
+
+bench-serving: $(INSTALLED)
+	$(BIN)/python -m benchmarks.run --only serving $(BENCH_ARGS)
+
+bench-scale: $(INSTALLED)
+	hack/bench-data.sh
+	$(BIN)/python -m benchmarks.run --only scale $(BENCH_ARGS)
+
+# On a machine with a CUDA GPU: fp32/fp16/bf16, the server up to 64 callers, and the GPU targets.
+bench-gpu: $(INSTALLED)
+	$(BIN)/python -m benchmarks.run --gpu --only precision,serving $(BENCH_ARGS)
 
 manifests: tools
 	hack/render-manifests.sh

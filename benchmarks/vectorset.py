@@ -240,11 +240,17 @@ def window_fidelity(backbone: Backbone, files: list[Path], samples: int = 24, se
     return {"samples": len(cosines), "mean_cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines))}
 
 
-def load_or_build(size: int, queries: int = 300, cache_dir: Path = CACHE_DIR) -> VectorSet:
-    """The cached set for `size` vectors, built on first use (a few minutes on 2 cores for 200,000)."""
+def cache_path(size: int, queries: int = 300, cache_dir: Path = CACHE_DIR) -> Path:
     spec = default_spec()
     recipe = Recipe(vectors=size, queries=queries, model=str(spec.identity))
-    path = cache_dir / f"{spec.name}-{size}-{recipe.key()}.npz"
+    return cache_dir / f"{spec.name}-{size}-{recipe.key()}.npz"
+
+
+def load_or_build(size: int, queries: int = 300, cache_dir: Path = CACHE_DIR) -> VectorSet:
+    """The cached set for `size` vectors, built on first use (about 10 minutes on 2 busy cores for 200,000)."""
+    spec = default_spec()
+    recipe = Recipe(vectors=size, queries=queries, model=str(spec.identity))
+    path = cache_path(size, queries, cache_dir)
     if path.exists():
         with np.load(path) as stored:
             return VectorSet(

@@ -49,10 +49,17 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+def _cuda_bf16() -> bool:
+    try:
+        return torch.cuda.is_bf16_supported()
+    except (RuntimeError, AssertionError):  # no driver: the caller learns of it when it uses the device
+        return False
+
+
 def native_precisions(device: torch.device, flags: frozenset[str] | None = None) -> tuple[str, ...]:
     """Precisions this device computes natively, fastest first."""
     if device.type == "cuda":
-        found = {"fp16", "fp32"} | ({"bf16"} if torch.cuda.is_bf16_supported() else set())
+        found = {"fp16", "fp32"} | ({"bf16"} if _cuda_bf16() else set())
     else:
         flags = cpu_flags() if flags is None else flags
         found = {"fp32"}

@@ -146,3 +146,22 @@ def test_each_request_leaves_one_json_log_line_without_image_data(server, catalo
         assert (line["protocol"], line["images"], line["outcome"]) == (protocol, images, "success")
         assert line["model"] == "image-search" and line["model_version"] == "imagenet-1" and line["latency_ms"] > 0
     assert base64.b64encode(photo).decode()[:200] not in server.log()
+
+
+def test_the_precision_served_shows_in_the_build_info_metric_and_the_log(server):
+    import re
+
+    import httpx
+    import torch
+
+    from predictor import precision
+    from predictor.model_package import DEFAULT_PRECISIONS
+
+    text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    labels = set(re.findall(r'image_search_build_info\{[^}]*precision="([a-z0-9]+)"', text))
+    planned = precision.choose_precision("auto", torch.device("cpu"), DEFAULT_PRECISIONS)
+    (served,) = labels
+    loaded = [line for line in server.log().splitlines() if "loaded efficientnet-lite0" in line]
+    assert loaded and f" at {served} (" in loaded[-1]
+    # What `auto` picks here, unless the probe against fp32 refused it, in which case the log says so.
+    assert served == planned or (served == "fp32" and "serving fp32" in loaded[-1])

@@ -131,3 +131,23 @@ def test_int8_is_really_quantized_and_on_lite0_falls_back_to_fp32_for_missing_th
     assert backbone.precision == "fp32" and backbone.selection.tried == "int8"
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "int8 embeds the probe images with cosine down to 0.9" in warning and "serving fp32" in warning
+
+
+def test_cuda_runs_fp16_by_default_and_refuses_int8(monkeypatch):
+    from predictor.model_package import DEFAULT_PRECISIONS, PRECISIONS
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    cuda = torch.device("cuda")
+    assert precision.native_precisions(cuda) == ("fp16", "bf16", "fp32")
+    assert precision.choose_precision("auto", cuda, DEFAULT_PRECISIONS) == "fp16"
+    with pytest.raises(precision.PrecisionUnavailable, match="int8 does not run natively on a CUDA GPU"):
+        precision.choose_precision("int8", cuda, PRECISIONS)
+
+
+def test_the_fp16_runner_keeps_the_fp32_network_and_means_the_same(fp32):
+    # The CUDA path's half-precision copy, run where it can be here: on the CPU.
+    batches = fp32._input_batches(probe_pixels(fp32.spec.preprocessing)[:4])
+    half = precision.fp16_runner(fp32._network)
+    cosines = precision.probe_cosines(precision.fp32_runner(fp32._network), half, batches)
+    assert half.input_dtype == torch.float16 and fp32._network._conv_stem.weight.dtype == torch.float32
+    assert cosines.min() > 0.99
