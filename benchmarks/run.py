@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "labelled sample (image-search sample-catalogue --labelled).",
     )
     parser.add_argument("--scale-size", type=int, default=None, help="scale: vectors in the collection.")
+    parser.add_argument(
+        "--scale-indexes", default="", help="scale: comma-separated index types to measure (default: every one)."
+    )
+    parser.add_argument("--scale-engines", default="lite,server", help="scale: lite, server or both (default: both).")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the JSON record and the chart go.")
     parser.add_argument(
         "--server-arg",
@@ -180,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if "scale" in parts:
             phase("5. search at a realistic scale (real embeddings; milvus-lite and the Milvus server)")
-            scale_rows, scale_table = scale.measure(quick=args.quick, size=args.scale_size)
+            scale_rows, scale_table = scale.measure(
+                quick=args.quick,
+                size=args.scale_size,
+                engines=tuple(args.scale_engines.split(",")),
+                index_types=tuple(name for name in args.scale_indexes.split(",") if name) or None,
+            )
             rows += scale_rows
             tables.append(scale_table)
             print("\n" + scale_table, flush=True)

@@ -230,17 +230,9 @@ def memory_per_million(uri: str, pids, real: np.ndarray, count: int = MEMORY_SIZ
     return results
 
 
-def _lite_in_own_process(workdir: Path, cache: Path) -> list[dict]:
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.scale",
-        "lite",
-        "--uri",
-        str(workdir / "scale.db"),
-        "--set",
-        str(cache),
-    ]
+def _lite_in_own_process(workdir: Path, cache: Path, index_types: tuple[str, ...] | None) -> list[dict]:
+    command = [sys.executable, "-m", "benchmarks.scale", "lite", "--uri", str(workdir / "scale.db")]
+    command += ["--set", str(cache), "--indexes", ",".join(index_types or ())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=7200, check=False)
     sys.stdout.write("".join(line + "\n" for line in result.stderr.splitlines() if line.startswith("    ")))
     if result.returncode != 0:
@@ -304,7 +296,16 @@ def table(results: dict, size: int, memory: list[dict], diagnosis: dict) -> str:
     return "\n".join(lines)
 
 
-def measure(quick: bool = False, size: int | None = None, engines: tuple[str, ...] = ("lite", "server")) -> tuple:
+def _only(indexes, wanted: tuple[str, ...] | None):
+    return tuple(entry for entry in indexes if not wanted or entry[0] in wanted)
+
+
+def measure(
+    quick: bool = False,
+    size: int | None = None,
+    engines: tuple[str, ...] = ("lite", "server"),
+    index_types: tuple[str, ...] | None = None,
+) -> tuple:
     from benchmarks import vectorset
     from tests.support.milvus_server import milvus_server_pids, run_milvus_server
 
@@ -326,11 +327,11 @@ def measure(quick: bool = False, size: int | None = None, engines: tuple[str, ..
         np.savez(cache, vectors=vectors, queries=vector_set.queries)
         if "lite" in engines:
             print("  milvus-lite:", flush=True)
-            results["lite"] = _lite_in_own_process(workdir, cache)
+            results["lite"] = _lite_in_own_process(workdir, cache, index_types)
         if "server" in engines:
             print("  Milvus server:", flush=True)
             with run_milvus_server(workdir / "server", timeout=300) as uri:
-                results["server"] = run_engine(uri, vectors, vector_set.queries, SERVER_INDEXES)
+                results["server"] = run_engine(uri, vectors, vector_set.queries, _only(SERVER_INDEXES, index_types))
                 memory = memory_per_million(
                     uri, lambda: milvus_server_pids(uri), vector_set.vectors, count=min(MEMORY_SIZE, size)
                 )
@@ -338,17 +339,21 @@ def measure(quick: bool = False, size: int | None = None, engines: tuple[str, ..
     return rows, table(results, size, memory, diagnosis)
 
 
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="One engine of the scale benchmark, in a process of its own.")
     parser.add_argument("engine", choices=["lite"], help="milvus-lite, from a file that no other process holds.")
     parser.add_argument("--uri", required=True, help="milvus-lite file.")
     parser.add_argument("--set", required=True, type=Path, help="npz with vectors and queries.")
+    parser.add_argument("--indexes", default="", help="Comma-separated index types (default: all).")
     args = parser.parse_args()
     with np.load(args.set) as stored:
         vectors, queries = stored["vectors"], stored["queries"]
-    results = run_engine(
-        args.uri, vectors, queries, LITE_INDEXES, log=lambda text: print(text, file=sys.stderr, flush=True)
-    )
+    wanted = tuple(name for name in args.indexes.split(",") if name)
+    results = run_engine(args.uri, vectors, queries, _only(LITE_INDEXES, wanted), log=_to_stderr)
     print(json.dumps(results))
 
 
