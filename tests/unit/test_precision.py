@@ -122,15 +122,19 @@ HAS_NATIVE_INT8 = "int8" in precision.native_precisions(CPU)
 
 
 @pytest.mark.skipif(not HAS_NATIVE_INT8, reason="this CPU has no native int8 (avx512_vnni, avx_vnni or amx_int8)")
-def test_int8_is_really_quantized_and_on_lite0_falls_back_to_fp32_for_missing_the_probe(caplog):
-    spec = replace(default_spec(), precisions=("fp32", "int8"))
-    backbone = Backbone(spec, "cpu", "int8")
-    with caplog.at_level(logging.WARNING, logger="predictor.precision"):
-        backbone.load()
-    # Calibrated and compiled for real: the quantized network differs from fp32, by too much for the bar.
-    assert backbone.precision == "fp32" and backbone.selection.tried == "int8"
-    (warning,) = [record.getMessage() for record in caplog.records]
-    assert "int8 embeds the probe images with cosine down to 0.9" in warning and "serving fp32" in warning
+def test_int8_is_really_quantized_and_on_lite0_misses_the_probe_bar(fp32):
+    from predictor.quantization import quantize_features
+
+    network = fp32._network
+    calibration = fp32._input_batches(calibration_pixels(fp32.spec.preprocessing))
+    converted = quantize_features(network, calibration)
+    assert sum("quantize_per_tensor" in str(node.target) for node in converted.graph.nodes) > 40
+    # The uncompiled graph computes what the compiled int8 kernels compute; `make bench-precision` runs those.
+    int8 = precision.Runner("int8", torch.float32, converted, None)
+    batches = fp32._input_batches(probe_pixels(fp32.spec.preprocessing))
+    cosines = precision.probe_cosines(precision.fp32_runner(network), int8, batches)
+    assert 0.9 < cosines.min() < precision.PROBE_MIN_COSINE < cosines.max()
+    assert network._conv_stem.weight.dtype == torch.float32
 
 
 def test_cuda_runs_fp16_by_default_and_refuses_int8(monkeypatch):
