@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.inprocess import pipelined_throughput, single_image_latencies
 from benchmarks.stats import Row
 from predictor import precision
-from predictor.backbone import Backbone
+from predictor.backbone import Backbone, resolve_device
 from predictor.evaluation import labelled_images, near_duplicate
 from predictor.images import ImageLimits, load_pixels
 from predictor.model_package import PRECISIONS, default_spec
@@ -59,10 +59,16 @@ def load_all(device: str, names: tuple[str, ...] | None = None) -> dict[str, tup
     loaded = {}
     for name in dict.fromkeys(["fp32", *wanted]):
         started = time.perf_counter()
-        backbone = Backbone(spec, device, name)
+        # A precision with one way to run is loaded once with no bar and judged by its probe cosine, which saves
+        # compiling int8 twice; one with several ways is loaded as the server loads it, to find the way it serves.
+        single = len(precision.variants(name, None, resolve_device(device), list)) == 1
+        backbone = Backbone(spec, device, name, probe_min_cosine=0.0 if single else precision.PROBE_MIN_COSINE)
         backbone.load()
         serves = f"{name} ({backbone.selection.variant})"
-        if backbone.precision != name:
+        worst = backbone.selection.min_cosine
+        if single and worst is not None and worst < precision.PROBE_MIN_COSINE:
+            serves = "fp32: misses the probe bar"
+        elif backbone.precision != name:
             serves = "fp32: misses the probe bar"
             backbone.executor.shutdown()
             backbone = Backbone(spec, device, name, probe_min_cosine=0.0)
