@@ -10,7 +10,7 @@ HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
 .PHONY: run test test-unit test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-gpu \
-	lint format manifests tools clean
+	eval eval-served default-projection lint format manifests tools clean image image-test kind-up kind-down kind-e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +39,13 @@ tools:
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
 test: $(INSTALLED) tools
 	$(BIN)/python -m pytest tests/unit tests/chart
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e tests/container
 
 test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit
 
 test-e2e: $(INSTALLED)
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e tests/container
 
 # Every part in one run; BENCH_ARGS adds options (e.g. BENCH_ARGS=--quick for a short smoke run of every part).
 BENCH_ARGS ?=
@@ -68,6 +68,32 @@ bench-scale: $(INSTALLED)
 bench-gpu: $(INSTALLED)
 	$(BIN)/python -m benchmarks.run --gpu --only precision,serving $(BENCH_ARGS)
 
+# Retrieval quality: builds the evaluation sets from Debian packages under $(EVAL_DATA), compares every option
+# (quality and in-process speed, docs/evaluation.md) and gates the default model on the development set.
+EVAL_DATA := data/eval
+EVAL_SETS := --labelled $(EVAL_DATA)/gcompris --near-duplicates $(EVAL_DATA)/near-duplicates
+eval: $(INSTALLED)
+	hack/eval-packages.sh
+	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
+	$(BIN)/image-search eval --compare $(EVAL_SETS) --cross-check $(EVAL_DATA)/wesnoth --fit-set $(EVAL_DATA)/fit \
+	  --report $(EVAL_DATA)/options.json
+	$(BIN)/image-search eval $(EVAL_SETS) --report $(EVAL_DATA)/default.json --min-precision 0.7 --min-recall 0.95
+
+# Refits the bundled default's projection from the fitting set; on the same CPU the file comes out byte for byte.
+default-projection: $(INSTALLED)
+	hack/tools/eval-data.sh
+	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
+	rm -rf $(EVAL_DATA)/default-package
+	$(BIN)/image-search fit-projection --catalogue $(EVAL_DATA)/fit --sample 400 --seed 0 --device cpu \
+	  --out $(EVAL_DATA)/default-package --install-as-default
+	git diff --stat predictor/defaults
+
+# The default model's figures through a real server: index the development set, query it over the V2 API.
+eval-served: $(INSTALLED)
+	hack/eval-packages.sh
+	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
+	hack/eval-served.sh $(EVAL_DATA)
+
 manifests: tools
 	hack/render-manifests.sh
 
@@ -78,6 +104,27 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff format predictor tests benchmarks
 	$(BIN)/ruff check --fix predictor tests benchmarks
+
+# The predictor image, with Docker or else podman (installed from Debian packages when missing); not part of `make test`.
+IMAGE ?= $(shell bash -c 'source hack/container-engine.sh && default_image')
+
+image:
+	hack/image-tools.sh
+	hack/build-image.sh $(IMAGE)
+
+# Runs the image as the chart's CPU pod runs it and queries it; tritonclient's stubs need their own pytest process.
+image-test: $(INSTALLED) image
+	IMAGE=$(IMAGE) $(BIN)/python -m pytest tests/container
+
+# The kind end-to-end run of CI on your own machine (needs kind, docker or podman, helm, kubectl).
+kind-up:
+	hack/kind-up.sh
+
+kind-e2e: $(INSTALLED) kind-up
+	hack/kind-e2e.sh
+
+kind-down:
+	kind delete cluster --name image-search
 
 clean:
 	rm -rf $(VENV) data/milvus.db $(CATALOGUE) .pytest_cache

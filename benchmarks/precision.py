@@ -10,10 +10,8 @@ by a server at that precision), and catalogue at fp32 with queries at that preci
 and served at another). The second answers whether precision must be part of the model identity.
 """
 
-import random
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +19,13 @@ from benchmarks.inprocess import pipelined_throughput, single_image_latencies
 from benchmarks.stats import Row
 from predictor import precision
 from predictor.backbone import Backbone, resolve_device
-from predictor.evaluation import labelled_images, near_duplicate
+from predictor.evaluation import (
+    EvalSet,
+    backbone_embedder,
+    ranked_neighbours,
+    retrieval_scores,
+    score_embeddings,
+)
 from predictor.images import ImageLimits, load_pixels
 from predictor.model_package import PRECISIONS, default_spec
 from predictor.probe_images import calibration_pixels, probe_pixels
@@ -94,41 +98,56 @@ def forward_throughput(backbone: Backbone, pixels: np.ndarray, min_seconds: floa
             return done / elapsed
 
 
-def _embed(backbone: Backbone, files: list[bytes]) -> np.ndarray:
-    limits, preprocessing = ImageLimits(), backbone.spec.preprocessing
-    return backbone.run(np.stack([load_pixels(data, limits, preprocessing) for data in files])).embeddings
+@dataclass
+class Embedded:
+    labelled: np.ndarray
+    originals: np.ndarray
+    copies: np.ndarray
 
 
-def quality(catalogue: np.ndarray, queries: np.ndarray, labels: np.ndarray, copies: np.ndarray) -> Quality:
-    """precision@K leave-one-out by category (as `image-search eval`) and near-duplicate recall@1."""
-    similarity = queries @ catalogue.T
+def embed_set(backbone: Backbone, eval_set: EvalSet) -> Embedded:
+    embed = backbone_embedder(backbone)
+    return Embedded(
+        embed([path for _, path in eval_set.labelled]),
+        embed(eval_set.originals),
+        embed([path for _, path in eval_set.copies]),
+    )
+
+
+def same_quality(eval_set: EvalSet, embedded: Embedded) -> Quality:
+    scores = score_embeddings(eval_set, embedded.labelled, embedded.originals, embedded.copies)
+    return Quality(scores.precision_at_5, scores.near_duplicate_recall_at_1)
+
+
+def mixed_quality(eval_set: EvalSet, catalogue: Embedded, queries: Embedded) -> Quality:
+    """Queries at one precision against a catalogue embedded at fp32, scored as `image-search eval` scores."""
+    similarity = queries.labelled @ catalogue.labelled.T
     np.fill_diagonal(similarity, -np.inf)
-    by_category: dict[str, list[float]] = {}
-    for row, label in enumerate(labels):
-        same = int((labels == label).sum()) - 1
-        if same:
-            nearest = np.argsort(-similarity[row])[: min(K, same)]
-            by_category.setdefault(str(label), []).append(float((labels[nearest] == label).mean()))
-    recall = float((np.argmax(copies @ catalogue.T, axis=1) == np.arange(len(catalogue))).mean())
-    return Quality(float(np.mean([np.mean(v) for v in by_category.values()])), recall)
+    labels = eval_set.labels
+    neighbours = ranked_neighbours(similarity, min(10, len(labels) - 1))
+    _, p5, _, _ = retrieval_scores(labels, labels[neighbours])
+    gallery = np.concatenate([catalogue.originals, catalogue.labelled])
+    best = ranked_neighbours(queries.copies @ gallery.T, 1)[:, 0]
+    recall = float((best == np.array([target for target, _ in eval_set.copies])).mean())
+    return Quality(p5, recall)
 
 
 def measure(
-    device: str, images: list[bytes], eval_dir: Path, rounds: int, min_seconds: float, names: tuple[str, ...] | None
+    device: str,
+    images: list[bytes],
+    eval_set: EvalSet,
+    rounds: int,
+    min_seconds: float,
+    names: tuple[str, ...] | None,
 ) -> list[PrecisionResult]:
     loaded = load_all(device, names)
-    pairs = labelled_images(eval_dir)
-    labels = np.array([label for label, _ in pairs])
-    originals = [path.read_bytes() for _, path in pairs]
-    rng = random.Random(0)
-    copies = [near_duplicate(data, rng) for data in originals]
     fp32 = loaded["fp32"][0]
-    reference_catalogue = _embed(fp32, originals)
+    reference = embed_set(fp32, eval_set)
     unseen = calibration_pixels(fp32.spec.preprocessing)
     reference_unseen = fp32.run(unseen).embeddings
     results = {}
     for name, (backbone, serves, took) in loaded.items():
-        catalogue, queries_copies = _embed(backbone, originals), _embed(backbone, copies)
+        embedded = embed_set(backbone, eval_set)
         unseen_cosine = float((backbone.run(unseen).embeddings * reference_unseen).sum(axis=1).min())
         results[name] = PrecisionResult(
             name,
@@ -136,8 +155,8 @@ def measure(
             took,
             backbone.selection.min_cosine,
             None if name == "fp32" else unseen_cosine,
-            same=quality(catalogue, catalogue, labels, queries_copies),
-            mixed=quality(reference_catalogue, catalogue, labels, queries_copies),
+            same=same_quality(eval_set, embedded),
+            mixed=mixed_quality(eval_set, reference, embedded),
         )
     limits, preprocessing = ImageLimits(), fp32.spec.preprocessing
     decoded = np.stack([load_pixels(data, limits, preprocessing) for data in images])

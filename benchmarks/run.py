@@ -24,6 +24,7 @@ from benchmarks import precision as precision_bench
 from benchmarks.stats import Row
 from benchmarks.workload import build_workload
 from predictor.catalogue import write_labelled_sample
+from predictor.evaluation import load_eval_set
 from predictor.model_package import default_spec
 from predictor.precision import CPU_BF16_FLAGS, CPU_INT8_FLAGS, cpu_flags
 
@@ -92,6 +93,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Labelled folder (one sub-folder per category) for the precision part's quality columns; default: the "
         "labelled sample (image-search sample-catalogue --labelled).",
     )
+    parser.add_argument(
+        "--near-duplicates",
+        type=Path,
+        default=None,
+        help="Near-duplicate folder for the precision part (as `image-search eval --near-duplicates`); default: an "
+        "edited copy of each labelled image.",
+    )
     parser.add_argument("--scale-size", type=int, default=None, help="scale: vectors in the collection.")
     parser.add_argument(
         "--scale-indexes", default="", help="scale: comma-separated index types to measure (default: every one)."
@@ -140,10 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         if "precision" in parts:
             phase("0. precision: fp32, bf16 and int8 (fp16 on CUDA) side by side, interleaved rounds")
             eval_dir = args.eval_dir or write_labelled_sample(workdir / "labelled")
+            near_duplicates = args.near_duplicates
+            eval_set = load_eval_set(eval_dir, near_duplicates, None if near_duplicates else workdir / "copies")
+            print(f"  quality on {eval_dir} ({len(eval_set.labelled)} images, {len(eval_set.copies)} copies)")
             results = precision_bench.measure(
                 device_name,
                 workload.images,
-                eval_dir,
+                eval_set,
                 rounds=2 if args.quick else 3,
                 min_seconds=min_seconds,
                 names=None,

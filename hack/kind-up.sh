@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the kind cluster of manifests/kind-config.yaml unless it exists, and waits until its nodes are ready.
-# Then: install KServe (Standard mode) and Milvus, and run `skaffold dev -p kind` or `helm install`.
+# Then `make kind-e2e` (hack/kind-e2e.sh) installs KServe, Milvus and the release and runs the kind tests, and
+# `skaffold dev -p kind` gives the edit-and-run loop.
 set -euxo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 name="image-search"

@@ -19,6 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from predictor import precision
 from predictor.model_package import ModelSpec, build_network
 from predictor.probe_images import calibration_pixels, probe_pixels
+from predictor.projection import DeviceProjection
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _replace(root: nn.Module, qualified_name: str, module: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class BatchOutput:
-    embeddings: np.ndarray  # [N, D] float32, L2-normalised
+    embeddings: np.ndarray  # [N, D] float32, projected as the package says and L2-normalised
     probabilities: np.ndarray | None  # [N, classes] float32, when asked for
 
 
@@ -136,15 +137,19 @@ class Backbone:
         self,
         spec: ModelSpec,
         device: str = "auto",
-        precision_name: str = "auto",
+        precision_name: str | None = None,
         probe_min_cosine: float = precision.PROBE_MIN_COSINE,
     ) -> None:
+        """`precision_name` None keeps what a Backbone always ran, fp32 on a CPU and fp16 on CUDA, so that library
+        callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`."""
         self.spec = spec
-        self.probe_min_cosine = probe_min_cosine
         self.device = resolve_device(device)
+        if precision_name is None:
+            precision_name = "fp16" if self.device.type == "cuda" else "fp32"
         # Checked now, so a precision this machine or package cannot run is a start-up error; the probe comes at load.
         self.planned_precision = precision.choose_precision(precision_name, self.device, spec.precisions)
         self.requested_precision = precision_name
+        self.probe_min_cosine = probe_min_cosine
         self.half = self.planned_precision == "fp16"
         self.dtype = torch.float16 if self.half else torch.float32
         self.selection: precision.Selection | None = None
@@ -152,6 +157,7 @@ class Backbone:
         self._network: nn.Module | None = None
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
+        self._projection: DeviceProjection | None = None
         self._load_lock = threading.Lock()
         # Every forward pass goes through this one thread: the device runs one batch at a time anyway, and CPU
         # inference already uses all cores through torch's own intra-op threads.
@@ -196,6 +202,8 @@ class Backbone:
             self._runner = self.selection.runner
             self.half = self._runner.input_dtype == torch.float16
             self.dtype = self._runner.input_dtype
+            projection = self.spec.projection.load() if self.spec.projection else None
+            self._projection = DeviceProjection(projection, self.device)
             self._network = network
             logger.info(
                 "loaded %s:%s on %s at %s (%s; %d batch norms folded)",
@@ -209,7 +217,7 @@ class Backbone:
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
         """Run the shapes we expect once, so the first real request pays no allocator or kernel-selection cost."""
-        size = self.spec.preprocessing.crop_size
+        size = self.spec.preprocessing.input_size
         for batch_size in batch_sizes:
             self.run(np.zeros((batch_size, size, size, 3), dtype=np.uint8), with_probabilities=True)
 
@@ -242,10 +250,9 @@ class Backbone:
 
     def _forward(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
         with torch.inference_mode():
-            features = self._runner.features(self._to_input(pixels))
-            embeddings = nn.functional.normalize(features.float(), dim=1)
+            features, logits = self._runner.embed(self._to_input(pixels), with_probabilities)
+            embeddings = self._projection(features)
             probabilities = None
             if with_probabilities:
-                logits = self._runner.classify(features)
                 probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             return BatchOutput(embeddings=embeddings.cpu().numpy(), probabilities=probabilities)

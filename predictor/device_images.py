@@ -1,9 +1,9 @@
 """JPEG decoding on the model's GPU (nvJPEG through torchvision) for the images where it gives what Pillow gives.
 
 Only plain RGB or greyscale JPEGs within the limits go this way; everything else, and any batch nvJPEG refuses, takes
-the CPU path in images.py, which also owns every error message a caller sees. The crop geometry is images.py's, so
-both paths feed the network the same view of a photo. Results come back as HWC uint8 arrays, the same contract as the
-CPU path, so batching and the backbone do not care which decoder ran.
+the CPU path in images.py, which also owns every error message a caller sees. The geometry (crop, letterbox or
+resize) is images.py's `layout()`, so both paths feed the network the same view of a photo. Results come back as HWC
+uint8 arrays, the same contract as the CPU path, so batching and the backbone do not care which decoder ran.
 """
 
 import contextlib
@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from predictor.images import ImageLimits, Preprocessing, crop_box
+from predictor.images import EXIF_ORIENTATION, ImageLimits, Preprocessing, layout
 
 logger = logging.getLogger(__name__)
 
-EXIF_ORIENTATION = 0x0112
 # Decoded full-size frames of one nvJPEG call stay under this many pixels (3 bytes each), whatever the request holds.
 PIXELS_PER_DECODE_CALL = 200_000_000
 
@@ -90,16 +89,25 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
     return image
 
 
-def resized_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """CHW uint8 to the model's square crop, with the CPU path's geometry and antialiased bilinear resampling."""
+def to_model_input(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """CHW uint8 to the model's square input, by the CPU path's `layout()`, with antialiased bilinear resampling."""
     _, height, width = image.shape
-    left, top, right, bottom = crop_box(width, height, preprocessing)
+    geometry = layout(width, height, preprocessing)
+    left, top, right, bottom = geometry.box
     x0, y0 = min(max(math.floor(left + 0.5), 0), width - 1), min(max(math.floor(top + 0.5), 0), height - 1)
     x1, y1 = max(min(math.floor(right + 0.5), width), x0 + 1), max(min(math.floor(bottom + 0.5), height), y0 + 1)
     region = image[:, y0:y1, x0:x1].unsqueeze(0).float()
-    size = (preprocessing.crop_size, preprocessing.crop_size)
-    resized = F.interpolate(region, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return resized.round_().clamp_(0, 255).to(torch.uint8)[0]
+    new_width, new_height = geometry.size
+    resized = F.interpolate(region, size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=True)
+    resized = resized.round_().clamp_(0, 255).to(torch.uint8)[0]
+    side = preprocessing.input_size
+    if geometry.size == (side, side):
+        return resized
+    canvas = torch.tensor(preprocessing.pad_color, dtype=torch.uint8, device=image.device).view(3, 1, 1)
+    canvas = canvas.expand(3, side, side).clone()
+    x, y = geometry.offset
+    canvas[:, y : y + new_height, x : x + new_width] = resized
+    return canvas
 
 
 def _stream(device: torch.device) -> contextlib.AbstractContextManager:
@@ -131,7 +139,7 @@ def _calls(headers: list[JpegHeader]) -> list[list[int]]:
 def decode_on_device(
     images: list[bytes], headers: list[JpegHeader], preprocessing: Preprocessing, device: torch.device
 ) -> np.ndarray:
-    """Decode, orient, resize and crop JPEGs on `device`; returns [N, crop, crop, 3] uint8 on the host.
+    """Decode, orient and lay out JPEGs on `device`; returns [N, size, size, 3] uint8 on the host.
 
     Blocking; call it from a worker thread. Raises whatever nvJPEG raises, for the caller to fall back on the CPU.
     """
@@ -143,7 +151,7 @@ def decode_on_device(
             encoded = [torch.frombuffer(bytearray(images[position]), dtype=torch.uint8) for position in group]
             decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
             for position, image in zip(group, decoded, strict=True):
-                crops[position] = resized_crop(orient(image, headers[position].orientation), preprocessing)
+                crops[position] = to_model_input(orient(image, headers[position].orientation), preprocessing)
         # A synchronous copy on this stream: the crops are complete when it returns.
         return torch.stack(crops).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 

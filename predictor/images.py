@@ -1,4 +1,4 @@
-"""Turning untrusted encoded image files into the model's input: limits, decode, orientation, RGB, resize, crop.
+"""Turning untrusted encoded image files into the model's input: limits, decode, orientation, RGB, geometry.
 
 Pure functions of bytes in, pixels out, so they are easy to test and fuzz. Normalisation to the model's mean/std
 happens on the model's device (see backbone.py): shipping uint8 pixels there is four times cheaper than floats.
@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Multi-picture JPEGs from phones (MPO) open through the JPEG decoder.
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"})
 BACKGROUND_RGB = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
+# EXIF orientations that turn the picture a quarter: the stored width is the displayed height.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 # Signatures of the formats we accept, used to tell raw image bytes from base64 text.
 _MAGIC_PREFIXES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -37,18 +40,96 @@ class ImageLimits:
                 raise ValueError(f"{field} must be greater than 0, got {getattr(self, field)}")
 
 
+PREPROCESSING_MODES = ("center-crop", "letterbox", "resize")
+RGB = tuple[int, int, int]
+
+
+def _check_rgb(name: str, value: tuple) -> None:
+    if len(value) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+        raise ValueError(f"{name} must be three integers 0..255, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """Geometry of the model input; mean/std live with the model because they are applied on its device."""
+    """Geometry of the model input; mean/std live with the model because they are applied on its device.
 
+    - `center-crop`: shorter side to `resize_shorter_side`, then the centred `input_size` square (ImageNet's way);
+    - `letterbox`: the whole image scaled to fit the square and padded with `pad_color`;
+    - `resize`: the whole image stretched to the square.
+    Transparent pixels are composited onto `background` first.
+    """
+
+    mode: str = "center-crop"
+    input_size: int = 224
     resize_shorter_side: int = 256
-    crop_size: int = 224
+    pad_color: RGB = BACKGROUND_RGB
+    background: RGB = BACKGROUND_RGB
 
     def __post_init__(self) -> None:
-        if self.crop_size <= 0 or self.resize_shorter_side < self.crop_size:
+        if self.mode not in PREPROCESSING_MODES:
+            raise ValueError(f"preprocessing mode must be one of {', '.join(PREPROCESSING_MODES)}, got {self.mode!r}")
+        if self.input_size <= 0:
+            raise ValueError(f"input_size must be greater than 0, got {self.input_size}")
+        if self.mode == "center-crop" and self.resize_shorter_side < self.input_size:
             raise ValueError(
-                f"resize_shorter_side ({self.resize_shorter_side}) must be >= crop_size ({self.crop_size}) > 0"
+                f"resize_shorter_side ({self.resize_shorter_side}) must be >= input_size ({self.input_size}) "
+                "for a centre crop"
             )
+        _check_rgb("pad_color", self.pad_color)
+        _check_rgb("background", self.background)
+
+    def to_json(self) -> dict:
+        fields = {"mode": self.mode, "input_size": self.input_size}
+        if self.mode == "center-crop":
+            fields["resize_shorter_side"] = self.resize_shorter_side
+        if self.mode == "letterbox":
+            fields["pad_color"] = list(self.pad_color)
+        return {**fields, "background": list(self.background)}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the model input comes from and where it goes: every decoder path follows this one geometry."""
+
+    box: tuple[float, float, float, float]  # source region (left, top, right, bottom) in full-resolution pixels
+    size: tuple[int, int]  # (width, height) that region is resized to
+    offset: tuple[int, int]  # its top-left corner on the input_size square; the rest is pad_color
+
+
+def layout(width: int, height: int, preprocessing: Preprocessing) -> Layout:
+    """The geometry for an upright image of `width` x `height` full-resolution pixels."""
+    side = preprocessing.input_size
+    if preprocessing.mode == "center-crop":
+        scale = preprocessing.resize_shorter_side / min(width, height)
+        new_width, new_height = max(round(width * scale), 1), max(round(height * scale), 1)
+        left, top = (new_width - side) // 2, (new_height - side) // 2
+        box = (left / scale, top / scale, (left + side) / scale, (top + side) / scale)
+        return Layout(box, (side, side), (0, 0))
+    whole = (0.0, 0.0, float(width), float(height))
+    if preprocessing.mode == "resize":
+        return Layout(whole, (side, side), (0, 0))
+    scale = side / max(width, height)
+    new_width, new_height = min(max(round(width * scale), 1), side), min(max(round(height * scale), 1), side)
+    return Layout(whole, (new_width, new_height), ((side - new_width) // 2, (side - new_height) // 2))
+
+
+def draft_request(width: int, height: int, preprocessing: Preprocessing) -> tuple[int, int]:
+    """The smallest whole-image size that still has every pixel the layout samples: a JPEG may decode that small."""
+    side = preprocessing.input_size
+    if preprocessing.mode == "center-crop":
+        scale = preprocessing.resize_shorter_side / min(width, height)
+    elif preprocessing.mode == "letterbox":
+        scale = side / max(width, height)
+    else:
+        return (side, side)
+    return (max(round(width * scale), 1), max(round(height * scale), 1))
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # upright RGB; a large JPEG may be decoded at 1/2, 1/4 or 1/8 of its size
+    full_size: tuple[int, int]  # upright (width, height) at full resolution, which fixes the geometry
+    reduction: int = 1  # full-resolution pixels per decoded pixel
 
 
 def looks_like_image(data: bytes) -> bool:
@@ -66,7 +147,7 @@ def image_bytes_from_wire(element: bytes | str) -> bytes:
         raise InvalidImage(f"not an image file and not valid base64: {error}") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image: Image.Image, background: RGB = BACKGROUND_RGB) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: scale to 8 bits by the actual range the sensor used.
         pixels = np.asarray(image, dtype=np.float32)
@@ -79,18 +160,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "La", "RGBa"):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
     if image.mode != "RGB":
         return image.convert("RGB")
     return image
 
 
-def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits, preprocessing: Preprocessing | None = None) -> DecodedImage:
     """Decode one untrusted image file to an upright RGB picture, refusing anything over the limits.
 
-    `draft_size` lets JPEG decode at a reduced DCT scale whose both sides are still >= draft_size: much faster for
-    big photos, and lossless for us because we downscale to that size anyway.
+    With `preprocessing`, a JPEG decodes at the smallest reduced DCT scale that still holds every pixel the model
+    input samples (much faster for big photos, and lossless for us), and transparency is composited onto its
+    background colour.
     """
     if not data:
         raise InvalidImage("empty image")
@@ -103,12 +185,24 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
             width, height = image.size
             if width * height > limits.max_pixels:
                 raise InvalidImage(f"image is {width}x{height} pixels, over the limit of {limits.max_pixels}")
-            if image.format in ("JPEG", "MPO") and draft_size:
-                image.draft("RGB", (draft_size, draft_size))
+            reduction = 1
+            if image.format in ("JPEG", "MPO") and preprocessing is not None:
+                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+                upright = (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+                wanted = draft_request(*upright, preprocessing)
+                if orientation in _SWAPPING_ORIENTATIONS:
+                    wanted = (wanted[1], wanted[0])
+                drafted = image.draft("RGB", wanted)
+                if drafted is not None:
+                    reduction = round(width / drafted[1][2])
             image.seek(0)
             image.load()
+            stored = image.size
             image = ImageOps.exif_transpose(image) or image
-            return _to_rgb(image)
+            turned = image.size != stored
+            full_size = (height, width) if turned else (width, height)
+            background = preprocessing.background if preprocessing is not None else BACKGROUND_RGB
+            return DecodedImage(_to_rgb(image, background), full_size, reduction)
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -119,27 +213,19 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
         raise InvalidImage(f"corrupt or truncated image: {error}") from None
 
 
-def crop_box(width: int, height: int, preprocessing: Preprocessing) -> tuple[float, float, float, float]:
-    """The centred crop of the resized image, as (left, top, right, bottom) in the original image's pixels.
-
-    Mapping the crop back lets the resampler touch only the pixels we keep; every decoder path uses this geometry.
-    """
-    scale = preprocessing.resize_shorter_side / min(width, height)
-    new_width, new_height = max(round(width * scale), 1), max(round(height * scale), 1)
-    crop = preprocessing.crop_size
-    left, top = (new_width - crop) // 2, (new_height - crop) // 2
-    return (left / scale, top / scale, (left + crop) / scale, (top + crop) / scale)
-
-
-def resize_and_crop(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
-    """Shorter side to `resize_shorter_side`, then a centred square crop; returns HWC uint8 RGB."""
-    crop = preprocessing.crop_size
-    box = crop_box(image.width, image.height, preprocessing)
-    resized = image.resize((crop, crop), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-    return np.array(resized, dtype=np.uint8)
+def preprocess(decoded: DecodedImage, preprocessing: Preprocessing) -> np.ndarray:
+    """The model input of one decoded image, by `layout()`: HWC uint8 RGB, `input_size` square."""
+    geometry = layout(*decoded.full_size, preprocessing)
+    box = tuple(value / decoded.reduction for value in geometry.box)
+    resized = decoded.image.resize(geometry.size, Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    side = preprocessing.input_size
+    if geometry.size == (side, side):
+        return np.array(resized, dtype=np.uint8)
+    canvas = Image.new("RGB", (side, side), tuple(preprocessing.pad_color))
+    canvas.paste(resized, geometry.offset)
+    return np.array(canvas, dtype=np.uint8)
 
 
 def load_pixels(data: bytes, limits: ImageLimits, preprocessing: Preprocessing) -> np.ndarray:
-    """Encoded image file to the model's HWC uint8 input."""
-    image = decode_image(data, limits, draft_size=preprocessing.resize_shorter_side)
-    return resize_and_crop(image, preprocessing)
+    """Encoded image file to the model's HWC uint8 input: the one entry point every CPU caller uses."""
+    return preprocess(decode_image(data, limits, preprocessing), preprocessing)

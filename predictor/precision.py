@@ -92,18 +92,21 @@ def choose_precision(
     return requested
 
 
+Embed = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None]]
+
+
 @dataclass
 class Runner:
-    """The network at one precision: `features` takes the normalised float32 (fp16 for fp16) input batch."""
+    """The network at one precision. `embed(x, with_logits)` is the network's own `embed()` contract: pooled features
+    and, when asked, class logits, from the normalised input batch (float32; float16 for fp16)."""
 
     name: str
     input_dtype: torch.dtype
-    features: Callable[[torch.Tensor], torch.Tensor]
-    classify: Callable[[torch.Tensor], torch.Tensor]
+    embed: Embed
 
 
 def fp32_runner(network: nn.Module) -> Runner:
-    return Runner("fp32", torch.float32, lambda x: network.features(x), lambda f: network.classify(f.float()))
+    return Runner("fp32", torch.float32, lambda x, with_logits: network.embed(x, with_logits=with_logits))
 
 
 def _outside_autocast(forward: Callable[[torch.Tensor], torch.Tensor], device_type: str):
@@ -128,23 +131,23 @@ def bf16_runner(network: nn.Module, device: torch.device, grouped_in_fp32: bool 
             if isinstance(module, nn.Conv2d) and module.groups > 1:
                 module.forward = _outside_autocast(module.forward, device.type)
 
-    def features(x: torch.Tensor) -> torch.Tensor:
+    def embed(x: torch.Tensor, with_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            return network.features(x).float()
+            features, logits = network.embed(x, with_logits=with_logits)
+        return features.float(), None if logits is None else logits.float()
 
-    return Runner("bf16", torch.float32, features, lambda f: network.classify(f.float()))
+    return Runner("bf16", torch.float32, embed)
 
 
 def fp16_runner(network: nn.Module) -> Runner:
     half = copy.deepcopy(network).half()
-    return Runner("fp16", torch.float16, lambda x: half.features(x), lambda f: half.classify(f.half()))
+    return Runner("fp16", torch.float16, lambda x, with_logits: half.embed(x, with_logits=with_logits))
 
 
 def int8_runner(network: nn.Module, calibration: list[torch.Tensor]) -> Runner:
-    from predictor.quantization import int8_features
+    from predictor.quantization import int8_embed
 
-    features = int8_features(network, calibration)
-    return Runner("int8", torch.float32, features, lambda f: network.classify(f.float()))
+    return Runner("int8", torch.float32, int8_embed(network, calibration))
 
 
 Variant = tuple[str, Callable[[], Runner]]
@@ -178,8 +181,8 @@ def probe_cosines(reference: Runner, candidate: Runner, batches: list[torch.Tens
     cosines = []
     with torch.inference_mode():
         for batch in batches:
-            expected = nn.functional.normalize(reference.features(batch).float(), dim=1)
-            got = nn.functional.normalize(candidate.features(batch.to(candidate.input_dtype)).float(), dim=1)
+            expected = nn.functional.normalize(reference.embed(batch, False)[0].float(), dim=1)
+            got = nn.functional.normalize(candidate.embed(batch.to(candidate.input_dtype), False)[0].float(), dim=1)
             cosines.append((expected * got).sum(dim=1).cpu().numpy())
     return np.concatenate(cosines)
 

@@ -5,17 +5,23 @@ a download. They are different pixels: the probe is the labelled sample (quadran
 pair), the calibration set is the sample catalogue's other whole photos and their mirror images.
 """
 
+import io
+
 import numpy as np
 from PIL import Image
 
 from predictor.catalogue import PHOTOS, QUADRANT_CATEGORIES, photo, quadrants, stereo_pair
-from predictor.images import Preprocessing, resize_and_crop
+from predictor.images import ImageLimits, Preprocessing, load_pixels
 
 
 def _model_input(pictures: list[np.ndarray], preprocessing: Preprocessing) -> np.ndarray:
-    return np.stack(
-        [resize_and_crop(Image.fromarray(np.ascontiguousarray(p)).convert("RGB"), preprocessing) for p in pictures]
-    )
+    """Through the serving path's own decoding and geometry, from lossless PNGs of the photos."""
+    encoded = []
+    for picture in pictures:
+        out = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(picture)).convert("RGB").save(out, format="PNG", compress_level=1)
+        encoded.append(out.getvalue())
+    return np.stack([load_pixels(data, ImageLimits(), preprocessing) for data in encoded])
 
 
 def probe_pixels(preprocessing: Preprocessing) -> np.ndarray:

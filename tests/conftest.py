@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-SCOPES = {"unit", "e2e", "chart"}
+SCOPES = {"unit", "e2e", "chart", "container", "kind"}
+# Folders whose tests load tritonclient's gRPC stubs: they cannot share a process with the KServe-importing ones.
+CLIENT_SCOPES = {"e2e", "container", "kind"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -16,9 +18,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if scope in SCOPES:
             item.add_marker(getattr(pytest.mark, scope))
             scopes.add(scope)
-    if "e2e" in scopes and len(scopes) > 1:
+    if scopes & CLIENT_SCOPES and scopes - CLIENT_SCOPES:
         # tritonclient's gRPC stubs and KServe's register the same protobuf names; one process can load only one.
         raise pytest.UsageError(
-            "run tests/e2e in its own pytest process (as `make test` does): the e2e clients' gRPC stubs and KServe's, "
-            "used by the unit and chart tests, cannot be loaded in one process"
+            "run tests/e2e, tests/container and tests/kind in a pytest process of their own (as `make test` does): "
+            "their clients' gRPC stubs and KServe's, used by the unit and chart tests, cannot be loaded in one process"
         )

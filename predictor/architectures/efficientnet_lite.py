@@ -1,30 +1,38 @@
-"""EfficientNet-Lite0 (Tan & Le, 2019), laid out so the published PyTorch state dict loads key for key.
+"""EfficientNet-Lite0/1/2 (Tan & Le, 2019), laid out so the published PyTorch state dicts load key for key.
 
-Lite variants drop squeeze-and-excitation and swish for ReLU6, and keep the stem and head widths fixed. Convolutions
-use TensorFlow "SAME" padding because the weights were trained with it.
+Lite variants drop squeeze-and-excitation and swish for ReLU6, and keep the stem and head widths fixed; the larger
+ones are deeper and wider in between. Convolutions use TensorFlow "SAME" padding because the weights were trained
+with it.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from predictor.architectures.pooling import AveragePool, PooledNetwork
+
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
+STEM_CHANNELS = 32
 EMBEDDING_DIM = 1280
 NUM_CLASSES = 1000
 
-# (repeats, kernel, stride, expand_ratio, in_channels, out_channels) per stage of EfficientNet-B0/Lite0.
-LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+# (kernel, stride, expand_ratio) per stage, shared by every variant.
+STAGE_SHAPES = ((3, 1, 1), (3, 2, 6), (5, 2, 6), (3, 2, 6), (5, 1, 6), (5, 2, 6), (3, 1, 6))
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    repeats: tuple[int, ...]
+    widths: tuple[int, ...]  # output channels of each stage
+
+
+LITE0 = LiteVariant(repeats=(1, 2, 2, 3, 3, 4, 1), widths=(16, 24, 40, 80, 112, 192, 320))
+LITE1 = LiteVariant(repeats=(1, 3, 3, 4, 4, 5, 1), widths=(16, 24, 40, 80, 112, 192, 320))
+LITE2 = LiteVariant(repeats=(1, 3, 3, 4, 4, 5, 1), widths=(16, 24, 48, 88, 120, 208, 352))
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -75,40 +83,36 @@ class MBConvBlock(nn.Module):
         return out + x if self.has_skip else out
 
 
-class EfficientNetLite0(nn.Module):
-    """Returns pooled 1280-d features from `features()`, ImageNet-1k logits from `forward()`."""
+class EfficientNetLite(PooledNetwork):
+    """1280-d features from `features()`, ImageNet-1k logits from `forward()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, variant: LiteVariant = LITE0, pool: nn.Module | None = None) -> None:
         super().__init__()
-        self._conv_stem = SamePadConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _batch_norm(32)
+        self.pool = pool if pool is not None else AveragePool()
+        self._conv_stem = SamePadConv2d(3, STEM_CHANNELS, 3, stride=2, bias=False)
+        self._bn0 = _batch_norm(STEM_CHANNELS)
         blocks = []
-        for repeats, kernel, stride, expand, in_channels, out_channels in LITE0_STAGES:
+        in_channels = STEM_CHANNELS
+        for (kernel, stride, expand), repeats, out_channels in zip(
+            STAGE_SHAPES, variant.repeats, variant.widths, strict=True
+        ):
             for index in range(repeats):
-                first = index == 0
-                blocks.append(
-                    MBConvBlock(
-                        kernel,
-                        stride if first else 1,
-                        expand,
-                        in_channels if first else out_channels,
-                        out_channels,
-                    )
-                )
+                blocks.append(MBConvBlock(kernel, stride if index == 0 else 1, expand, in_channels, out_channels))
+                in_channels = out_channels
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SamePadConv2d(320, EMBEDDING_DIM, 1, bias=False)
+        self._conv_head = SamePadConv2d(in_channels, EMBEDDING_DIM, 1, bias=False)
         self._bn1 = _batch_norm(EMBEDDING_DIM)
         self._fc = nn.Linear(EMBEDDING_DIM, NUM_CLASSES)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return F.relu6(self._bn1(self._conv_head(x)))
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self._fc(features)
+    def classify(self, averaged: torch.Tensor) -> torch.Tensor:
+        return self._fc(averaged)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
+
+def EfficientNetLite0(pool: nn.Module | None = None) -> EfficientNetLite:  # noqa: N802 - reads as the class it builds
+    return EfficientNetLite(LITE0, pool)

@@ -1,35 +1,122 @@
-"""`image-search eval`: the quality gate a model version must pass before it is promoted."""
+"""`image-search eval` (the quality gate, an option comparison, or a running server's figures) and `eval-sets`."""
 
 import argparse
 import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
+
+from predictor.cli.tracking_options import add_tracking_arguments, track_evaluation
+
+
+def _eval_set(args: argparse.Namespace, directory: str, scratch: Path):
+    from predictor.evaluation import load_eval_set
+
+    near_duplicates = Path(args.near_duplicates) if args.near_duplicates else None
+    return load_eval_set(Path(directory), near_duplicates, copies_dir=None if near_duplicates else scratch)
+
+
+def _compare(args: argparse.Namespace, scratch: Path) -> int:
+    from predictor.evaluation import write_json
+    from predictor.evaluation_options import built_in_options, compare
+    from predictor.indexing import discover
+
+    if not args.fit_set:
+        raise ValueError("--compare needs --fit-set DIR: projections are fitted there, never on the evaluated images")
+    sets = {"dev": _eval_set(args, args.labelled, scratch / "dev")}
+    if args.cross_check:
+        sets["cross"] = _eval_set(args, args.cross_check, scratch / "cross")
+    from predictor.projection_fitting import sample_paths
+
+    fit_paths = sample_paths(discover([args.fit_set]), args.fit_sample, seed=0)
+    comparison = compare(
+        built_in_options(),
+        sets,
+        fit_paths,
+        fitted_on=args.fit_set,
+        speed_rounds=args.speed_rounds,
+        device=args.device,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    print(comparison.table())
+    write_json(comparison, Path(args.report))
+    print(f"\nreport written to {args.report}")
+    return 0
+
+
+def _single(args: argparse.Namespace, scratch: Path) -> int:
+    from predictor.evaluation import EvalReport, gate_failures, write_json
+    from predictor.model_package import resolve_spec
+
+    spec = resolve_spec(args.model_dir)
+    eval_set = _eval_set(args, args.labelled, scratch)
+    if args.url:
+        from predictor.evaluation_served import evaluate_served
+
+        scores = evaluate_served(args.url, eval_set)
+        model = f"{spec.identity} served at {args.url}"
+    else:
+        from predictor.backbone import Backbone
+        from predictor.evaluation import backbone_embedder, evaluate
+
+        backbone = Backbone(spec, args.device, args.precision)
+        backbone.load()
+        scores = evaluate(backbone_embedder(backbone), eval_set)
+        model = str(spec.identity)
+    report = EvalReport(model=model, spec=spec.describe(), scores=scores)
+    print(report.table())
+    write_json(asdict(report), Path(args.report))
+    print(f"\nreport written to {args.report}")
+    failures = gate_failures(scores, args.min_precision, args.min_recall)
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    tracked = track_evaluation(args, Path(args.report), gate_passed=not failures)
+    return 1 if failures else tracked
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from predictor.backbone import Backbone
-    from predictor.evaluation import evaluate, gate_failures, write_report
-    from predictor.model_package import resolve_spec
+    with tempfile.TemporaryDirectory() as scratch:
+        return _compare(args, Path(scratch)) if args.compare else _single(args, Path(scratch))
 
-    backbone = Backbone(resolve_spec(args.model_dir), args.device, args.precision)
-    backbone.load()
-    report = evaluate(backbone, Path(args.labelled), k=args.k)
-    print(report.table())
-    write_report(report, Path(args.report))
-    print(f"\nreport written to {args.report}")
-    failures = gate_failures(report, args.min_precision, args.min_recall)
-    for failure in failures:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+
+def _eval_sets(args: argparse.Namespace) -> int:
+    from predictor.eval_sets import build_all
+
+    for name, path in build_all(Path(args.out)).items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def register(add_command, for_serving: bool) -> None:
     from predictor.config import add_model_arguments
 
-    evaluation = add_command("eval", help="Score a model on a labelled folder; fail below thresholds.")
+    evaluation = add_command(
+        "eval",
+        help="Score a model on a labelled folder (p@1, p@5, mAP@10, near-duplicate recall@1); fail below thresholds.",
+    )
     evaluation.add_argument("--labelled", required=True, help="Folder with one sub-folder of images per category.")
-    evaluation.add_argument("--k", type=int, default=5, help="k of precision@k.")
-    evaluation.add_argument("--min-precision", type=float, default=0.0, help="Fail if mean precision@k is lower.")
+    evaluation.add_argument(
+        "--near-duplicates",
+        help="Folder with originals/ and copies/<original stem>--<n>.jpg; without it each labelled image gets one "
+        "edited copy.",
+    )
+    evaluation.add_argument("--min-precision", type=float, default=0.0, help="Fail if precision@5 is lower.")
     evaluation.add_argument("--min-recall", type=float, default=0.0, help="Fail if near-duplicate recall@1 is lower.")
     evaluation.add_argument("--report", default="eval-report.json", help="Where to write the JSON report.")
+    evaluation.add_argument(
+        "--url", help="Measure a running server (its collection must hold the images) instead of in process."
+    )
+    evaluation.add_argument(
+        "--compare", action="store_true", help="Compare the built-in preprocessing/model/pooling/projection options."
+    )
+    evaluation.add_argument("--cross-check", help="With --compare: a second labelled folder, scored alongside.")
+    evaluation.add_argument("--fit-set", help="With --compare: images that projections are fitted on.")
+    evaluation.add_argument("--fit-sample", type=int, default=400, help="With --compare: fit on this many of them.")
+    evaluation.add_argument("--speed-rounds", type=int, default=3, help="With --compare: interleaved timing rounds.")
     add_model_arguments(evaluation)
+    add_tracking_arguments(evaluation)
     evaluation.set_defaults(handler=_eval)
+
+    sets = add_command("eval-sets", help="Build the evaluation sets from installed Debian data packages.")
+    sets.add_argument("--out", default="data/eval", help="Directory to build them in.")
+    sets.set_defaults(handler=_eval_sets)

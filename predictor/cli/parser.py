@@ -12,7 +12,10 @@ from predictor.cli import (
     evaluation_commands,
     index_commands,
     lifecycle_commands,
+    projection_commands,
     query_commands,
+    registry_commands,
+    rollout_commands,
     serve_commands,
 )
 
@@ -24,6 +27,9 @@ COMMAND_MODULES = (
     catalogue_commands,
     lifecycle_commands,
     evaluation_commands,
+    projection_commands,
+    registry_commands,
+    rollout_commands,
 )
 
 AddCommand = Callable[..., argparse.ArgumentParser]

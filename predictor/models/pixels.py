@@ -17,7 +17,7 @@ import torch
 from kserve.errors import InvalidInput
 
 from predictor.device_images import prepare_on_device, wants_device_decode
-from predictor.images import ImageLimits, InvalidImage, Preprocessing, decode_image, resize_and_crop
+from predictor.images import ImageLimits, InvalidImage, Preprocessing, decode_image, preprocess
 from predictor.metrics import ServingMetrics
 
 # Decoding fills whatever CPU the forward pass leaves. At equal priority, a handful of busy decode threads take cores
@@ -54,9 +54,9 @@ class PreparedImage:
 
 def prepare_image(data: bytes, limits: ImageLimits, preprocessing: Preprocessing) -> PreparedImage:
     started = time.perf_counter()
-    image = decode_image(data, limits, draft_size=preprocessing.resize_shorter_side)
+    image = decode_image(data, limits, preprocessing)
     decoded = time.perf_counter()
-    pixels = resize_and_crop(image, preprocessing)
+    pixels = preprocess(image, preprocessing)
     return PreparedImage(pixels, decoded - started, time.perf_counter() - decoded)
 
 

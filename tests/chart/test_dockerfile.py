@@ -50,3 +50,19 @@ def test_build_context_leaves_out_local_state() -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[[line.strip() for line in ignore].index("*")] == "*", "the context is an allow-list"
     assert {"!pyproject.toml", "!README.md", "!predictor/"} <= set(ignore)
+
+
+def test_the_build_ca_and_pip_config_come_in_as_secrets_and_nothing_else() -> None:
+    (download,) = [line for line in INSTRUCTIONS if line.startswith("RUN ") and "requirements.txt" in line]
+    assert "--mount=type=secret,id=pip-ca,required=false" in download
+    assert "--mount=type=secret,id=pip-conf,required=false" in download
+    # A CA bundle or pip config in a COPY, an ARG or an ENV would end up in a layer or in the image history.
+    for line in INSTRUCTIONS:
+        if line.startswith(("COPY ", "ADD ", "ARG ", "ENV ")):
+            assert not re.search(r"(?i)\.(crt|pem)\b|PIP_CERT|PIP_CONFIG_FILE|pip\.conf", line), line
+
+
+def test_a_cpu_only_build_is_one_build_argument_away() -> None:
+    assert 'ARG TORCH_INDEX_URL=""' in INSTRUCTIONS
+    (download,) = [line for line in INSTRUCTIONS if line.startswith("RUN ") and "requirements.txt" in line]
+    assert '${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}' in download

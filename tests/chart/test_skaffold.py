@@ -38,3 +38,9 @@ def test_kind_and_gpu_profiles_exist() -> None:
 
 def test_rest_and_grpc_ports_are_forwarded() -> None:
     assert sorted((f["port"], f["localPort"]) for f in CONFIG["portForward"]) == [(8080, 8080), (8081, 8081)]
+
+
+def test_the_kind_profile_builds_with_torchs_cpu_wheels() -> None:
+    profiles = {profile["name"]: profile for profile in CONFIG["profiles"]}
+    build_args = [p["value"] for p in profiles["kind"]["patches"] if p["path"].endswith("/docker/buildArgs")]
+    assert build_args == [{"TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"}]

@@ -12,6 +12,7 @@ from PIL import Image
 
 from predictor.catalogue import write_catalogue
 from tests.support.milvus_server import run_milvus_server
+from tests.support.mlflow_server import MLFLOW_MISSING, mlflow_installed, run_mlflow_server
 from tests.support.predictor_server import RunningServer, run_cli, run_predictor
 
 BACKENDS = ["milvus-lite", "milvus-server"]
@@ -46,6 +47,15 @@ def catalogue(tmp_path_factory) -> Catalogue:
 def milvus_server_uri(tmp_path_factory):
     with run_milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
         yield uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real MLflow tracking server for the session: starting one takes several seconds."""
+    if not mlflow_installed():
+        pytest.skip(MLFLOW_MISSING)
+    with run_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

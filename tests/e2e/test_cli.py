@@ -6,6 +6,8 @@ import re
 import httpx
 import pytest
 
+from predictor.index import versioned_collection
+from predictor.model_package import default_spec
 from tests.support.predictor_server import run_cli, run_predictor
 
 SUBSET = ["chelsea", "coffee", "rocket", "astronaut"]
@@ -63,11 +65,12 @@ def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir
     assert run_cli("export-model", "--out", str(package)).returncode == 0
     manifest = json.loads((package / "model.json").read_text())
     (package / "model.json").write_text(json.dumps({**manifest, "version": "finetuned-2"}))
-    built_by_default = "images__efficientnet_lite0__imagenet_1"
+    default = default_spec().identity
+    built_by_default = versioned_collection("images", default)
     result = run_cli("serve", "--milvus-uri", uri, "--collection", built_by_default, "--model-dir", str(package))
     assert result.returncode == 2
-    assert "was built by model efficientnet-lite0:imagenet-1" in result.stderr
-    assert "runs efficientnet-lite0:finetuned-2" in result.stderr
+    assert f"was built by model {default}" in result.stderr
+    assert f"runs {default.name}:finetuned-2" in result.stderr
 
 
 def test_server_without_an_index_is_live_but_not_ready_and_says_why(tmp_path):

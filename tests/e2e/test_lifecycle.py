@@ -5,10 +5,13 @@ import hashlib
 import json
 import re
 import uuid
+from dataclasses import replace
 
 import httpx
 import pytest
 
+from predictor.index import versioned_collection
+from predictor.model_package import default_spec
 from tests.support.polling import wait_for
 from tests.support.predictor_server import run_cli, run_predictor
 
@@ -57,8 +60,10 @@ def index(uri, alias, *sources, model_dir=None):
 def test_promote_needs_a_complete_index_and_rollback_restores_the_previous_one(lifecycle):
     uri, alias, photos, v2, _ = lifecycle
     index(uri, alias, photos)
-    v1_name, v2_name = f"{alias}__efficientnet_lite0__imagenet_1", f"{alias}__efficientnet_lite0__2"
-    assert collections_table(uri, alias) == {v1_name: (True, "efficientnet-lite0:imagenet-1", 4)}
+    default = default_spec().identity
+    v2_identity = replace(default, version="2")
+    v1_name, v2_name = versioned_collection(alias, default), versioned_collection(alias, v2_identity)
+    assert collections_table(uri, alias) == {v1_name: (True, f"{default.name}:{default.version}", 4)}
 
     index(uri, alias, photos / "chelsea.jpg", photos / "coffee.jpg", model_dir=v2)
     refused = run_cli("promote", "--to", "2", "--milvus-uri", uri, "--collection", alias)
@@ -68,7 +73,7 @@ def test_promote_needs_a_complete_index_and_rollback_restores_the_previous_one(l
     index(uri, alias, photos, model_dir=v2)
     assert "was " + v1_name in ok(run_cli("promote", "--to", "2", "--milvus-uri", uri, "--collection", alias))
     table = collections_table(uri, alias)
-    assert table[v2_name] == (True, "efficientnet-lite0:2", 4) and not table[v1_name][0]
+    assert table[v2_name] == (True, f"{v2_identity.name}:2", 4) and not table[v1_name][0]
 
     ok(run_cli("rollback", "--milvus-uri", uri, "--collection", alias))
     table = collections_table(uri, alias)
@@ -140,13 +145,16 @@ def test_eval_gate_passes_the_shipped_model_and_fails_an_impossible_bar(tmp_path
         "--min-precision",
         "0.9",
         "--min-recall",
-        "0.75",
+        # Copies carry the realistic edits of docs/evaluation.md (2-8% crops, rotation or mirroring, JPEG 50-90),
+        # and the sample's categories are quadrants of one photo each, so a copy competes with its own neighbours.
+        "0.6",
         "--report",
         str(report_path),
     )
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    report = json.loads(report_path.read_text())
-    assert report["mean_precision_at_k"] >= 0.9 and report["near_duplicate_recall_at_1"] >= 0.75
-    assert set(report["precision_at_k"]) >= {"brick", "grass", "moon", "motorcycle"}
+    scores = json.loads(report_path.read_text())["scores"]
+    assert scores["precision_at_5"] >= 0.9 and scores["near_duplicate_recall_at_1"] >= 0.6
+    assert scores["precision_at_1"] >= scores["precision_at_5"] and 0 < scores["map_at_10"] <= 1
+    assert set(scores["precision_at_5_by_category"]) >= {"brick", "grass", "moon", "motorcycle"}
     failed = run_cli("eval", "--labelled", str(labelled), "--min-recall", "1.01", "--report", str(report_path))
     assert failed.returncode == 1 and "FAILED: near-duplicate recall@1" in failed.stderr

@@ -9,6 +9,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from predictor.model_package import default_spec
 from tests.e2e.conftest import near_duplicate
 
 QUERIES = ["chelsea", "coffee", "astronaut", "rocket", "motorcycle_left"]
@@ -92,7 +93,7 @@ def test_embedding_output_only_when_asked_for(server, catalogue):
     tensor.set_data_from_numpy(np.array([catalogue.photos["rocket"].read_bytes()], dtype=np.object_))
     result = client.infer("image-search", [tensor], parameters={"return_embedding": True})
     embedding = result.as_numpy("embedding")
-    assert embedding.shape == (1, 1280) and embedding.dtype == np.float32
+    assert embedding.shape == (1, default_spec().dimension) and embedding.dtype == np.float32
     assert abs(float(np.linalg.norm(embedding)) - 1.0) < 1e-4
     assert result.as_numpy("scores")[0][0] > 0.999, "the catalogue's own photo is its own best match"
 
@@ -144,7 +145,11 @@ def test_each_request_leaves_one_json_log_line_without_image_data(server, catalo
     for request_id, (protocol, images) in expected.items():
         line = logged[request_id]
         assert (line["protocol"], line["images"], line["outcome"]) == (protocol, images, "success")
-        assert line["model"] == "image-search" and line["model_version"] == "imagenet-1" and line["latency_ms"] > 0
+        assert (
+            line["model"] == "image-search"
+            and line["model_version"] == default_spec().version
+            and line["latency_ms"] > 0
+        )
     assert base64.b64encode(photo).decode()[:200] not in server.log()
 
 

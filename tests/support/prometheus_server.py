@@ -6,7 +6,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,7 +86,10 @@ def write_config(
     target_labels: dict[str, str],
     rule_files: list[Path],
     interval_s: int,
+    more_targets: Sequence[tuple[list[str], dict[str, str]]] = (),
 ) -> None:
+    """One scrape job; `targets` carry `target_labels`, and each (targets, labels) in `more_targets` its own labels."""
+    groups = [(targets, target_labels), *more_targets]
     config = {
         "global": {
             "scrape_interval": f"{interval_s}s",
@@ -98,7 +101,7 @@ def write_config(
             {
                 "job_name": job,
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": targets, "labels": target_labels}],
+                "static_configs": [{"targets": group, "labels": labels} for group, labels in groups],
             }
         ],
     }
@@ -115,6 +118,7 @@ def run_prometheus(
     rule_files: list[Path],
     interval_s: int = 1,
     timeout_s: float = 30,
+    more_targets: Sequence[tuple[list[str], dict[str, str]]] = (),
 ) -> Iterator[RunningPrometheus]:
     binary = prometheus_binary()
     if binary is None:
@@ -127,6 +131,7 @@ def run_prometheus(
         target_labels=target_labels,
         rule_files=rule_files,
         interval_s=interval_s,
+        more_targets=more_targets,
     )
     port = free_port()
     log_path = workdir / "prometheus.log"

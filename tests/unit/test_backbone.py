@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from skimage import data
 
 from predictor.architectures.efficientnet_lite import EfficientNetLite0
 from predictor.backbone import Backbone, resolve_device
-from predictor.images import Preprocessing, resize_and_crop
+from predictor.images import ImageLimits, Preprocessing, load_pixels
 from predictor.model_package import default_spec, load_state_dict
 
 
@@ -19,9 +21,13 @@ def backbone() -> Backbone:
 
 
 def pixels_of(*names: str) -> np.ndarray:
-    return np.stack(
-        [resize_and_crop(Image.fromarray(getattr(data, name)()).convert("RGB"), Preprocessing()) for name in names]
-    )
+    return np.stack([load_pixels(png(getattr(data, name)()), ImageLimits(), Preprocessing()) for name in names])
+
+
+def png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB").save(out, format="PNG")
+    return out.getvalue()
 
 
 def test_packaged_weights_load_exactly_with_no_missing_or_extra_tensors():
@@ -153,8 +159,8 @@ def test_large_cpu_batches_run_in_cache_sized_slices_with_the_same_results(backb
 
     pixels = pixels_of(*(["chelsea", "coffee", "astronaut", "rocket", "camera"] * 4))
     seen = []
-    features = backbone._network.features
-    monkeypatch.setattr(backbone._network, "features", lambda x: seen.append(len(x)) or features(x))
+    features = backbone._network.feature_map
+    monkeypatch.setattr(backbone._network, "feature_map", lambda x: seen.append(len(x)) or features(x))
     monkeypatch.setattr(backbone_module, "CPU_SLICE", 64)
     whole = backbone.run(pixels, with_probabilities=True)
     monkeypatch.setattr(backbone_module, "CPU_SLICE", 8)

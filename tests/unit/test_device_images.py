@@ -65,7 +65,7 @@ def test_orientation_matches_pillows_exif_transpose(orientation):
     exif = Image.Exif()
     exif[device_images.EXIF_ORIENTATION] = orientation
     encoded = jpeg(Image.fromarray(data.chelsea()).resize((60, 40)), quality=100, exif=exif)
-    expected = np.asarray(decode_image(encoded, LIMITS))
+    expected = np.asarray(decode_image(encoded, LIMITS).image)
     raw = decode_jpeg(torch.frombuffer(bytearray(encoded), dtype=torch.uint8), mode=ImageReadMode.RGB)
     upright = orient(raw, jpeg_header(encoded, LIMITS).orientation).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(upright, expected)
@@ -83,9 +83,10 @@ def test_device_crops_match_the_cpu_path(chelsea, scale):
 def test_device_and_cpu_crops_embed_alike(chelsea):
     backbone = Backbone(default_spec(), "cpu")
     backbone.load()
+    preprocessing = backbone.spec.preprocessing
     images = [jpeg(chelsea), jpeg(Image.fromarray(data.astronaut()).resize((2048, 2048)))]
-    on_device = prepare_on_device(images, LIMITS, PREPROCESSING, CPU)
-    on_cpu = np.stack([load_pixels(image, LIMITS, PREPROCESSING) for image in images])
+    on_device = prepare_on_device(images, LIMITS, preprocessing, CPU)
+    on_cpu = np.stack([load_pixels(image, LIMITS, preprocessing) for image in images])
     device_embeddings = backbone.run(np.stack([on_device[0], on_device[1]])).embeddings
     cosines = (device_embeddings * backbone.run(on_cpu).embeddings).sum(axis=1)
     assert cosines.min() > 0.99
@@ -134,3 +135,31 @@ def test_nvjpeg_crops_match_the_cpu_path(chelsea):
     assert sorted(on_gpu) == [0, 1]
     for position, image in enumerate(images):
         assert np.abs(on_gpu[position].astype(int) - load_pixels(image, LIMITS, PREPROCESSING)).mean() < 3
+
+
+GEOMETRIES = [
+    Preprocessing(),
+    Preprocessing(mode="letterbox", input_size=260, pad_color=(0, 255, 0)),
+    Preprocessing(mode="resize", input_size=240),
+]
+
+
+@pytest.mark.parametrize("preprocessing", GEOMETRIES, ids=lambda p: p.mode)
+@pytest.mark.parametrize("size", [(451, 300), (300, 451), (2048, 1365)])
+def test_cpu_device_and_indexer_paths_lay_out_an_image_identically(preprocessing, size):
+    """The server's CPU path, its device-decode path and the indexer feed the network the same picture: identical
+    letterbox bars, content within rounding of the resampler."""
+    from predictor.indexing import _Candidate, _try_pixels
+
+    encoded = jpeg(Image.fromarray(data.astronaut()).resize(size), quality=95)
+    server_cpu = pixels_module.prepare_image(encoded, LIMITS, preprocessing).pixels
+    _, indexer = _try_pixels(_Candidate(None, "id", encoded), LIMITS, preprocessing)
+    on_device = prepare_on_device([encoded], LIMITS, preprocessing, CPU)[0]
+    np.testing.assert_array_equal(server_cpu, indexer)
+    assert on_device.shape == server_cpu.shape == (preprocessing.input_size,) * 2 + (3,)
+    padding = (server_cpu == (0, 255, 0)).all(axis=2) if preprocessing.mode == "letterbox" else None
+    if padding is not None:
+        assert padding.any()
+        np.testing.assert_array_equal((on_device == (0, 255, 0)).all(axis=2), padding)
+    content = ~padding if padding is not None else slice(None)
+    assert np.abs(on_device.astype(int) - server_cpu)[content].mean() < 3

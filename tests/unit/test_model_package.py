@@ -53,9 +53,9 @@ def test_weights_that_do_not_match_their_hash_are_refused(exported, tmp_path):
     ("change", "message"),
     [
         ({"architecture": "vgg99"}, "unknown architecture 'vgg99'"),
-        ({"embedding_dim": 512}, "does not match efficientnet-lite0"),
+        ({"embedding_dim": 512}, "embedding_dim 512 does not match"),
         ({"version": ""}, "field 'version' must be a non-empty str"),
-        ({"preprocessing": {"crop_size": 300, "resize_shorter_side": 256}}, "must be >= crop_size"),
+        ({"preprocessing": {"crop_size": 300, "resize_shorter_side": 256}}, "must be >= input_size"),
     ],
 )
 def test_invalid_manifests_are_refused_with_what_to_fix(exported, tmp_path, change, message):
@@ -96,3 +96,77 @@ def test_a_torchvision_resnet_package_loads_and_embeds(tmp_path):
     backbone = Backbone(load_package(package), device="cpu")
     backbone.load()
     assert backbone.run(torch.zeros(2, 224, 224, 3, dtype=torch.uint8).numpy()).embeddings.shape == (2, 512)
+
+
+def test_a_legacy_package_without_a_mode_is_read_as_the_imagenet_centre_crop(exported, tmp_path):
+    package = copy_package(exported, tmp_path / "legacy")
+    manifest = json.loads((package / "model.json").read_text())
+    manifest["preprocessing"] = {"resize_shorter_side": 256, "crop_size": 224}
+    manifest.pop("pooling")
+    (package / "model.json").write_text(json.dumps(manifest))
+    spec = load_package(package)
+    assert (spec.preprocessing.mode, spec.preprocessing.input_size, spec.pooling.kind) == (
+        "center-crop",
+        224,
+        "average",
+    )
+
+
+@pytest.fixture(scope="module")
+def projected(tmp_path_factory):
+    import numpy as np
+
+    from predictor.images import Preprocessing
+    from predictor.model_package import Pooling, bundled_spec
+    from predictor.projection import fit_projection
+    from predictor.projection_fitting import write_projected_package
+
+    spec = bundled_spec(
+        "efficientnet-lite0", preprocessing=Preprocessing("letterbox", 224), pooling=Pooling("gem", 3.0)
+    )
+    features = np.random.default_rng(0).normal(size=(40, 1280))
+    fitted = {"source": "random features", "images": 40}
+    return write_projected_package(spec, fit_projection(features, 16), tmp_path_factory.mktemp("projected"), fitted)
+
+
+def test_a_package_with_a_projection_is_a_new_version_with_its_own_dimension(projected):
+    assert projected.version.startswith("imagenet-1-pca16-") and projected.dimension == 16
+    manifest = json.loads((projected.weights_path.parent / "model.json").read_text())
+    assert manifest["embedding_dim"] == 16 and manifest["pooling"] == {"kind": "gem", "p": 3.0}
+    assert manifest["preprocessing"]["mode"] == "letterbox" and manifest["projection"]["output_dim"] == 16
+    assert manifest["projection"]["fitted_on"] == {"source": "random features", "images": 40}
+    backbone = Backbone(projected, device="cpu")
+    backbone.load()
+    embeddings = backbone.run(torch.zeros(2, 224, 224, 3, dtype=torch.uint8).numpy()).embeddings
+    assert embeddings.shape == (2, 16)
+
+
+def test_the_served_vectors_are_the_raw_features_projected_exactly_as_fitted(projected):
+    from dataclasses import replace
+
+    import numpy as np
+
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    raw = Backbone(replace(projected, projection=None, dimension=1280), device="cpu")
+    served = Backbone(projected, device="cpu")
+    raw.load(), served.load()
+    expected = projected.projection.load().apply(raw.run(pixels).embeddings)
+    np.testing.assert_allclose(served.run(pixels).embeddings, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["projection"].update(sha256="0" * 64), "the projection are corrupt"),
+        (lambda m: m.update(embedding_dim=1280), "does not match its projection's output_dim"),
+        (lambda m: m["projection"].update(input_dim=512), "projection must map the architecture's 1280"),
+        (lambda m: m.update(pooling={"kind": "max"}), "pooling must be one of"),
+    ],
+)
+def test_a_projection_that_does_not_fit_its_package_is_refused(projected, tmp_path, change, message):
+    package = copy_package(projected.weights_path.parent, tmp_path / "bad")
+    manifest = json.loads((package / "model.json").read_text())
+    change(manifest)
+    (package / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidModelPackage, match=message):
+        load_package(package)

@@ -123,14 +123,14 @@ HAS_NATIVE_INT8 = "int8" in precision.native_precisions(CPU)
 
 @pytest.mark.skipif(not HAS_NATIVE_INT8, reason="this CPU has no native int8 (avx512_vnni, avx_vnni or amx_int8)")
 def test_int8_is_really_quantized_and_on_lite0_misses_the_probe_bar(fp32):
-    from predictor.quantization import quantize_features
+    from predictor.quantization import quantize_feature_map
 
     network = fp32._network
     calibration = fp32._input_batches(calibration_pixels(fp32.spec.preprocessing))
-    converted = quantize_features(network, calibration)
+    converted = quantize_feature_map(network, calibration)
     assert sum("quantize_per_tensor" in str(node.target) for node in converted.graph.nodes) > 40
     # The uncompiled graph computes what the compiled int8 kernels compute; `make bench-precision` runs those.
-    int8 = precision.Runner("int8", torch.float32, converted, None)
+    int8 = precision.Runner("int8", torch.float32, lambda x, _: (network.pool(converted(x)), None))
     batches = fp32._input_batches(probe_pixels(fp32.spec.preprocessing))
     cosines = precision.probe_cosines(precision.fp32_runner(network), int8, batches)
     assert 0.9 < cosines.min() < precision.PROBE_MIN_COSINE < cosines.max()

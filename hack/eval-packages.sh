@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Everything `make eval` reads: the test tools' GCompris pictures plus Wesnoth's unit art (about 150 MB, so not part
+# of `make test`). Idempotent.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bash "$here/tools/eval-data.sh"
+
+if [ -d /usr/share/games/wesnoth/1.16/data/core/images/units ]; then
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends wesnoth-1.16-data >/dev/null
+test -d /usr/share/games/wesnoth/1.16/data/core/images/units

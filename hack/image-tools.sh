@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Puts the tools `make image` needs in place: nothing when a Docker engine answers; otherwise podman and runc to build
+# and run, and mmdebstrap for hack/base-image.sh's stand-in base image (Debian packages). A second run does nothing.
+# Not part of `make test`: the image tests skip without podman.
+set -euo pipefail
+
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  echo "image tools: Docker engine present"
+  exit 0
+fi
+
+missing=()
+for tool in podman runc mmdebstrap; do
+  if command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ]; then
+    echo "image tools: $tool present"
+  else
+    missing+=("$tool")
+  fi
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "image tools: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

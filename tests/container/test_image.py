@@ -1,0 +1,284 @@
+"""The built image, run as the chart's CPU pod runs it, indexes the sample catalogue and answers V2 clients.
+
+The container gets the args and env of `helm template -f ci/cpu-values.yaml`, a read-only root with a tmpfs at each
+of the chart's emptyDirs, user and group 1000, every capability dropped and no privilege escalation. The image's own
+`image-search sample-catalogue` and `image-search index` write the catalogue and a milvus-lite file to a mounted
+volume; then the server answers tritonclient over REST and gRPC from the host, and /metrics counts what it served.
+
+Needs podman (or CONTAINER_ENGINE=docker) and the image (`make image`; IMAGE names another tag).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
+
+from tests.container.chart_pod import CHART, ChartPod, engine, engine_env, find_helm, render_pod, run_args
+from tests.container.figures import FIGURES
+
+APP_VERSION = next(
+    line.split(":", 1)[1].strip().strip('"')
+    for line in (CHART / "Chart.yaml").read_text().splitlines()
+    if line.startswith("appVersion:")
+)
+IMAGE = os.environ.get("IMAGE") or f"image-search:{APP_VERSION}"
+READY_TIMEOUT_S = 180
+BUILD_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt",)
+
+
+def container_engine(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [engine(), *args], capture_output=True, text=True, timeout=timeout, env=engine_env(), check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{engine()} {' '.join(args[:3])} ... failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def _skip_reason() -> str | None:
+    if shutil.which(engine()) is None:
+        return f"{engine()} is not installed: `make image` installs podman (or set CONTAINER_ENGINE=docker)"
+    if find_helm() is None:
+        return "helm is not installed: run hack/tools/k8s.sh (make tools)"
+    exists = subprocess.run([engine(), "image", "inspect", IMAGE], capture_output=True, env=engine_env())
+    if exists.returncode != 0:
+        return f"image {IMAGE} is not built: run `make image` (or set IMAGE to a built tag)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+
+@dataclass(frozen=True)
+class Served:
+    pod: ChartPod
+    http: str
+    grpc: str
+    data: Path
+    seconds_to_ready: float
+    name: str
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory) -> ChartPod:
+    data = tmp_path_factory.mktemp("volume")
+    data.chmod(0o777)  # the container's user 1000 writes the catalogue and the milvus-lite file here
+    return render_pod(find_helm(), "cpu").with_milvus_lite(data)
+
+
+@pytest.fixture(scope="module")
+def data_dir(pod) -> Path:
+    return Path(pod.volumes[-1][0])
+
+
+@pytest.fixture(scope="module")
+def indexed(pod, data_dir) -> str:
+    """The image's own CLI writes the sample photos and indexes them into the milvus-lite file on the volume."""
+    container_engine(*run_args(pod, IMAGE, command=("image-search", "sample-catalogue", "--out", "/data/catalogue")))
+    collection = pod.flag("collection")
+    result = container_engine(
+        *run_args(
+            pod,
+            IMAGE,
+            command=(
+                "image-search",
+                "index",
+                "/data/catalogue",
+                "--milvus-uri",
+                pod.milvus_uri(),
+                "--collection",
+                collection,
+            ),
+        )
+    )
+    assert "added 20" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert (data_dir / "milvus.db").exists()
+    return collection
+
+
+def published(name: str, port: int) -> str:
+    out = container_engine("port", name, f"{port}/tcp").stdout.split()
+    return out[0].replace("0.0.0.0", "127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def served(pod, data_dir, indexed) -> Iterator[Served]:
+    name = f"image-search-test-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    container_engine(*run_args(pod, IMAGE, name=name, publish=True))
+    try:
+        http = published(name, pod.ports["http1"])
+        grpc = published(name, pod.ports["h2c"])
+        deadline = started + READY_TIMEOUT_S
+        while True:
+            state = container_engine("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+            assert state == "true", f"the container stopped:\n{container_engine('logs', name).stderr[-4000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{http}{pod.readiness_path}", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, (
+                f"not ready after {READY_TIMEOUT_S}s:\n{container_engine('logs', name).stderr[-4000:]}"
+            )
+            time.sleep(0.1)
+        seconds = time.monotonic() - started
+        size = int(container_engine("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
+        FIGURES.append(f"{IMAGE}: {size / 1e9:.2f} GB; from `{engine()} run` to ready: {seconds:.1f} s")
+        yield Served(pod, http, grpc, data_dir, seconds, name)
+    finally:
+        container_engine("rm", "--force", "--time", "10", name, check=False)
+
+
+def near_duplicate(path: Path) -> bytes:
+    image = Image.open(path).convert("RGB")
+    width, height = image.size
+    image = image.crop((width // 50, height // 50, width - width // 50, height - height // 50))
+    image = image.resize((image.width * 3 // 4, image.height * 3 // 4))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def status_of_pid_1(name: str) -> dict[str, str]:
+    text = container_engine("exec", name, "cat", "/proc/1/status").stdout
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_the_server_runs_as_the_chart_says_and_can_write_only_its_empty_dirs(served):
+    status = status_of_pid_1(served.name)
+    assert status["Uid"].split()[:2] == ["1000", "1000"] and status["Gid"].split()[:2] == ["1000", "1000"]
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+    assert status["NoNewPrivs"].strip() == "1"
+    assert list(served.pod.args[:2]) == ["--http_port=8080", "--grpc_port=8081"]
+    denied = container_engine("exec", served.name, "touch", "/opt/venv/written", check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    for path in served.pod.empty_dirs:
+        container_engine("exec", served.name, "touch", f"{path}/written")
+
+
+@pytest.fixture(scope="module")
+def answers(served) -> dict[str, object]:
+    """One near-duplicate of a sample photo, asked over REST (binary tensors) and over gRPC."""
+    photo = near_duplicate(served.data / "catalogue" / "chelsea.jpg")
+    rest = httpclient.InferenceServerClient(served.http)
+    image = httpclient.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([photo], dtype=np.object_), binary_data=True)
+    by_rest = rest.infer("image-search", [image], parameters={"top_k": 3})
+    rest.close()
+    grpc = grpcclient.InferenceServerClient(served.grpc)
+    image = grpcclient.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([photo], dtype=np.object_))
+    by_grpc = grpc.infer("image-search", [image], parameters={"top_k": 3})
+    grpc.close()
+    return {"rest": by_rest, "grpc": by_grpc}
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_a_sample_photos_near_duplicate_is_found(answers, transport):
+    result = answers[transport]
+    uris = [uri.decode() for uri in result.as_numpy("uris")[0]]
+    assert uris[0] == "/data/catalogue/chelsea.jpg", uris
+    assert result.as_numpy("scores")[0][0] > 0.8
+
+
+def test_metrics_count_what_was_served(served, answers):
+    text = httpx.get(f"http://{served.http}/metrics", timeout=10).text
+    successes = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("image_search_requests_total{")
+        and 'outcome="success"' in line
+        and 'model="image-search"' in line
+    ]
+    assert sum(successes) >= len(answers), text[:2000]
+    assert 'device="cpu"' in text
+
+
+def test_every_module_has_valid_bytecode_so_a_read_only_root_costs_no_compiling(pod):
+    # pip compiles at install time and skips files for other Python versions; a module whose bytecode is missing or
+    # stale would be compiled in memory at every start, because the root filesystem is read-only.
+    script = """
+import importlib.util, json, os, sys
+root = os.path.join(sys.prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+missing, stale, total = [], [], 0
+for directory, _, files in os.walk(root):
+    for name in files:
+        if not name.endswith(".py"):
+            continue
+        total += 1
+        source = os.path.join(directory, name)
+        cached = importlib.util.cache_from_source(source)
+        if not os.path.exists(cached):
+            try:
+                compile(open(source, "rb").read(), source, "exec")
+            except SyntaxError:
+                continue  # written for another Python version; it can never be imported here
+            missing.append(source)
+            continue
+        with open(cached, "rb") as pyc:
+            header = pyc.read(16)
+        flags = int.from_bytes(header[4:8], "little")
+        stat = os.stat(source)
+        if flags == 0 and (int.from_bytes(header[8:12], "little") != int(stat.st_mtime) & 0xFFFFFFFF
+                           or int.from_bytes(header[12:16], "little") != stat.st_size & 0xFFFFFFFF):
+            stale.append(source)
+print(json.dumps({"total": total, "missing": missing[:20], "stale": stale[:20]}))
+"""
+    result = container_engine(*run_args(pod, IMAGE, command=("python", "-c", script)))
+    report = json.loads(result.stdout)
+    assert report["total"] > 10000, report
+    assert report["missing"] == [] and report["stale"] == [], report
+
+
+def same_content_paths(image: str, bundle: Path) -> set[str]:
+    """Paths in `image` whose content is the bundle's (only files of its exact size are hashed)."""
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    script = f"""
+import hashlib, os
+for directory, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(directory, d) not in ("/proc", "/sys", "/dev")]
+    for name in files:
+        path = os.path.join(directory, name)
+        try:
+            if os.path.islink(path) or os.path.getsize(path) != {bundle.stat().st_size}:
+                continue
+            if hashlib.sha256(open(path, "rb").read()).hexdigest() == "{digest}":
+                print(path)
+        except OSError:
+            pass
+"""
+    result = container_engine("run", "--rm", "--entrypoint", "python", image, "-c", script)
+    return set(result.stdout.split())
+
+
+def test_the_build_ca_bundle_is_not_in_the_image_or_its_history():
+    bundle = next((Path(p) for p in BUILD_CA_BUNDLES if Path(p).is_file()), None)
+    if bundle is None:
+        pytest.skip("no system CA bundle here, so the build was given none")
+    (config,) = json.loads(container_engine("image", "inspect", IMAGE).stdout)
+    env = (config.get("Config") or {}).get("Env") or []
+    assert not [item for item in env if item.startswith(("PIP_CERT=", "PIP_CONFIG_FILE="))], env
+    history = container_engine("history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE).stdout
+    assert "BEGIN CERTIFICATE" not in history
+    # The base image brings its own bundle from its ca-certificates package; whatever else holds these bytes
+    # would have come from the build secret.
+    assert same_content_paths(IMAGE, bundle) <= same_content_paths("python:3.11-slim", bundle)
+    assert "/run/secrets/pip-ca" not in same_content_paths(IMAGE, bundle)
