@@ -69,13 +69,13 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index-params",
         default=os.environ.get("IMAGE_SEARCH_INDEX_PARAMS", ""),
-        help="Build parameters of a new collection's index, NAME=INTEGER,... (HNSW: M, efConstruction; IVF_*: "
-        "nlist); unset ones take the measured defaults. Env: IMAGE_SEARCH_INDEX_PARAMS.",
+        help="Build parameters of a new collection's index, NAME=INTEGER,... (IVF_*: nlist, default 1024; HNSW: M, "
+        "efConstruction); unset ones take the measured defaults. Env: IMAGE_SEARCH_INDEX_PARAMS.",
     )
     parser.add_argument(
         "--search-params",
         default=os.environ.get("IMAGE_SEARCH_SEARCH_PARAMS", ""),
-        help="Default search effort, NAME=INTEGER (HNSW: ef, default 64; IVF_*: nprobe, default 32). "
+        help="Default search effort, NAME=INTEGER (IVF_*: nprobe, default 32, at most nlist; HNSW: ef, default 64). "
         "Env: IMAGE_SEARCH_SEARCH_PARAMS.",
     )
 

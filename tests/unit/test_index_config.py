@@ -6,15 +6,11 @@ from predictor.config import add_milvus_arguments, milvus_settings
 from predictor.index_config import IndexConfig, InvalidIndexConfig, for_collection, parse_params
 
 
-def test_the_default_is_hnsw_with_the_measured_parameters():
+def test_the_default_is_ivf_flat_with_the_measured_parameters():
     config = IndexConfig()
-    assert config.index_params() == {
-        "index_type": "HNSW",
-        "metric_type": "COSINE",
-        "params": {"M": 16, "efConstruction": 200},
-    }
-    assert config.search_request(10) == {"metric_type": "COSINE", "params": {"ef": 64}}
-    assert (config.effort_param, config.effort_bounds, config.default_effort) == ("ef", (1, 2048), 64)
+    assert config.index_params() == {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 1024}}
+    assert config.search_request(10) == {"metric_type": "COSINE", "params": {"nprobe": 32}}
+    assert (config.effort_param, config.effort_bounds, config.default_effort) == ("nprobe", (1, 1024), 32)
 
 
 def test_effort_is_bounded_and_hnsw_never_searches_fewer_candidates_than_top_k():
@@ -61,9 +57,12 @@ def test_params_parse_from_flags_or_json_and_bad_text_is_explained():
 def test_a_collection_keeps_the_index_it_was_built_with():
     configured = IndexConfig("HNSW")
     assert for_collection(configured, {"index_type": "HNSW", "M": "16"}) is configured
+    configured = IndexConfig()
     older = for_collection(configured, {"index_type": "IVF_FLAT", "nlist": "512", "metric_type": "COSINE"})
     assert (older.index_type, older.build_params, older.search_params) == ("IVF_FLAT", {"nlist": 512}, {"nprobe": 32})
     assert for_collection(configured, {"index_type": "DISKANN"}).search_request(10)["params"] == {}
+    few_lists = for_collection(IndexConfig(search_params={"nprobe": 64}), {"index_type": "IVF_FLAT", "nlist": "16"})
+    assert few_lists.search_params == {"nprobe": 16} and few_lists.effort_bounds == (1, 16)
 
 
 def test_flags_and_environment_build_the_settings(monkeypatch):
