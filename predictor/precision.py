@@ -118,8 +118,9 @@ def _outside_autocast(forward: Callable[[torch.Tensor], torch.Tensor], device_ty
 
 
 def bf16_runner(network: nn.Module, device: torch.device, grouped_in_fp32: bool = False) -> Runner:
-    """Autocast rather than bf16 weights: convolutions and matmuls run in bf16 while the ops autocast keeps in fp32
-    (pooling reductions, norms, whatever an architecture adds after its convolutions) stay exact.
+    """Autocast rather than bf16 weights: convolutions and matmuls run in bf16 while the weights stay fp32 (the probe
+    and the fall-back need the fp32 network), and the ops autocast keeps at fp32 stay exact. Whatever else an
+    architecture computes runs at its input's precision, and the probe judges the result.
 
     `grouped_in_fp32` keeps grouped (depthwise) convolutions out of bf16. Each output of a depthwise convolution sums
     only 9 or 25 products of one channel, so bf16 rounding of its input is not averaged away: on EfficientNet-Lite0
