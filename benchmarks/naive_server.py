@@ -48,7 +48,7 @@ def create_app(milvus_uri: str, collection: str = "images", device: str = "auto"
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        backbone = Backbone(default_spec(), device)
+        backbone = Backbone(default_spec(), device, "auto")
         backbone.load()
         index = ImageIndex(milvus_uri, collection, backbone.spec.identity)
         index.open_for_search()
