@@ -10,15 +10,17 @@ HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
 .PHONY: run test test-unit test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-gpu \
-	eval eval-served default-projection lint format manifests tools clean image image-test kind-up kind-down kind-e2e
+	eval eval-served default-projection fuzz soak lock audit lint format manifests tools clean image image-test kind-up \
+	kind-e2e kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstalls only when the dependency list changes; the package itself is editable.
-$(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# Reinstalls only when the dependency list changes; the package itself is editable. requirements/test.txt holds every
+# transitive dependency at its exact version (`make lock` writes it).
+$(INSTALLED): pyproject.toml requirements/test.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --constraint requirements/test.txt -e '.[test]'
 	touch $@
 
 install: $(INSTALLED)
@@ -93,6 +95,25 @@ eval-served: $(INSTALLED)
 	hack/eval-packages.sh
 	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
 	hack/eval-served.sh $(EVAL_DATA)
+
+# A long mixed load (good and bad requests, REST and gRPC) on a real server and Milvus: errors, p99 drift, RSS growth.
+SOAK_DURATION_S ?= 600
+SOAK_CONCURRENCY ?= 32
+soak: $(INSTALLED)
+	$(BIN)/python -m benchmarks.soak --duration-s $(SOAK_DURATION_S) --concurrency $(SOAK_CONCURRENCY)
+
+# Every property test marked `fuzz` (tests/unit), with FUZZ_EXAMPLES examples each instead of make test's few.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(INSTALLED)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz tests/unit
+
+# After a change of pins in pyproject.toml and `make install`: the exact transitive set, for the image and for CI.
+lock: $(INSTALLED)
+	$(BIN)/python hack/lock-requirements.py
+
+# pip-audit of every locked package, where a vulnerability database can be reached (it says so when none can).
+audit: $(INSTALLED)
+	hack/audit.sh
 
 manifests: tools
 	hack/render-manifests.sh

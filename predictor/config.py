@@ -4,8 +4,10 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from predictor import environment
 from predictor.images import ImageLimits
 from predictor.index_config import DEFAULT_INDEX_TYPE, INDEX_KINDS, IndexConfig, parse_params
+from predictor.request_size import default_max_request_bytes, largest_image_request_bytes
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
@@ -38,8 +40,25 @@ class ServeSettings:
     limits: ImageLimits
     default_top_k: int = 10
     max_top_k: int = 100
+    # None derives it from `limits`; see request_size.py.
+    max_request_bytes: int | None = None
+    # What happens on SIGTERM; see drain.py.
+    drain_s: float = 0.0
+    shutdown_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.max_request_bytes is None:
+            object.__setattr__(self, "max_request_bytes", default_max_request_bytes(self.limits))
+        one_image = largest_image_request_bytes(self.limits)
+        if self.max_request_bytes < one_image:
+            raise ValueError(
+                f"--max-request-bytes {self.max_request_bytes} cannot hold one image at --max-image-bytes "
+                f"{self.limits.max_bytes} (a base64 request of {one_image} bytes): raise it or lower --max-image-bytes"
+            )
+        if not 0 <= self.drain_s <= 3600:
+            raise ValueError(f"--drain-seconds must be between 0 and 3600, got {self.drain_s}")
+        if not 0 < self.shutdown_grace_s <= 3600:
+            raise ValueError(f"--shutdown-grace-seconds must be above 0 and at most 3600, got {self.shutdown_grace_s}")
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_batch_delay_ms <= 1000:
@@ -49,32 +68,33 @@ class ServeSettings:
 def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--milvus-uri",
-        default=os.environ.get("MILVUS_URI", DEFAULT_MILVUS_URI),
+        default=environment.milvus_uri(DEFAULT_MILVUS_URI),
         help="Milvus to use: a milvus-lite file (path ending in .db) or a server URI such as http://milvus:19530. "
-        "Env: MILVUS_URI. The token, if any, is read from env MILVUS_TOKEN.",
+        f"Env: {environment.MILVUS_URI} ({environment.LEGACY_MILVUS_URI} is accepted too). The token, if any, is "
+        f"read from env {environment.MILVUS_TOKEN}.",
     )
     parser.add_argument(
         "--collection",
-        default=os.environ.get("IMAGE_SEARCH_COLLECTION", DEFAULT_COLLECTION),
+        default=os.environ.get(environment.COLLECTION, DEFAULT_COLLECTION),
         help="Stable alias users search (default images); each model version keeps its vectors in its own "
         "collection <alias>__<model>__<version>. Env: IMAGE_SEARCH_COLLECTION.",
     )
     parser.add_argument(
         "--index-type",
-        default=os.environ.get("IMAGE_SEARCH_INDEX_TYPE", DEFAULT_INDEX_TYPE),
+        default=os.environ.get(environment.INDEX_TYPE, DEFAULT_INDEX_TYPE),
         choices=list(INDEX_KINDS),
         help=f"Vector index of a new collection (default {DEFAULT_INDEX_TYPE}; an existing collection keeps its own). "
         "Env: IMAGE_SEARCH_INDEX_TYPE.",
     )
     parser.add_argument(
         "--index-params",
-        default=os.environ.get("IMAGE_SEARCH_INDEX_PARAMS", ""),
+        default=os.environ.get(environment.INDEX_PARAMS, ""),
         help="Build parameters of a new collection's index, NAME=INTEGER,... (IVF_*: nlist, default 1024; HNSW: M, "
         "efConstruction); unset ones take the measured defaults. Env: IMAGE_SEARCH_INDEX_PARAMS.",
     )
     parser.add_argument(
         "--search-params",
-        default=os.environ.get("IMAGE_SEARCH_SEARCH_PARAMS", ""),
+        default=os.environ.get(environment.SEARCH_PARAMS, ""),
         help="Default search effort, NAME=INTEGER (IVF_*: nprobe, default 32, at most nlist; HNSW: ef, default 64). "
         "Env: IMAGE_SEARCH_SEARCH_PARAMS.",
     )
@@ -83,18 +103,18 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
-        default=os.environ.get("MODEL_DIR") or None,
+        default=os.environ.get(environment.MODEL_DIR) or None,
         help="Model package directory (model.json + weights); KServe mounts storageUri at /mnt/models. "
         "Without it the bundled EfficientNet-Lite0 is used. Env: MODEL_DIR.",
     )
     parser.add_argument(
         "--device",
-        default=os.environ.get("IMAGE_SEARCH_DEVICE", "auto"),
+        default=os.environ.get(environment.DEVICE, "auto"),
         help="auto (CUDA when a GPU is visible), cpu, cuda or cuda:N. Env: IMAGE_SEARCH_DEVICE.",
     )
     parser.add_argument(
         "--precision",
-        default=os.environ.get("IMAGE_SEARCH_PRECISION", "auto"),
+        default=os.environ.get(environment.PRECISION, "auto"),
         help="auto (the fastest the hardware runs natively and the model package allows), fp32, bf16, int8 (CPU) "
         "or fp16 (CUDA). A reduced precision whose embeddings of fixed probe photos fall below cosine 0.995 "
         "against fp32 is replaced by fp32 at load, and the log says why. Env: IMAGE_SEARCH_PRECISION.",
@@ -124,6 +144,27 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-images-per-request", type=int, default=limits.max_images, help="Most images in one request."
     )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="Largest request body (REST) and message (gRPC), refused with 413 / RESOURCE_EXHAUSTED before it is "
+        "read. Default: enough for --max-images-per-request images at --max-image-bytes as base64, capped at 64 MiB "
+        f"but never below one such image ({default_max_request_bytes(limits)} with the default limits).",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="After SIGTERM, keep serving this long with readiness false, so load balancers stop sending first "
+        "(on Kubernetes the chart's preStop pause does this instead).",
+    )
+    parser.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        default=30.0,
+        help="After the drain pause, the longest requests in flight get to finish before the server exits.",
+    )
 
 
 def index_config(args: argparse.Namespace) -> IndexConfig:
@@ -136,7 +177,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
     return MilvusSettings(
-        uri=args.milvus_uri, collection=args.collection, token=os.environ.get("MILVUS_TOKEN"), index=index_config(args)
+        uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token(), index=index_config(args)
     )
 
 
@@ -153,4 +194,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
             max_pixels=args.max_image_pixels,
             max_images=args.max_images_per_request,
         ),
+        max_request_bytes=args.max_request_bytes,
+        drain_s=args.drain_seconds,
+        shutdown_grace_s=args.shutdown_grace_seconds,
     )

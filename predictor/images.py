@@ -22,6 +22,7 @@ _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 # Signatures of the formats we accept, used to tell raw image bytes from base64 text.
 _MAGIC_PREFIXES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 class InvalidImage(ValueError):
@@ -136,12 +137,19 @@ def looks_like_image(data: bytes) -> bool:
     return data.startswith(_MAGIC_PREFIXES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
+def _is_base64_text(data: bytes) -> bool:
+    return not data.translate(None, _BASE64_ALPHABET)
+
+
 def image_bytes_from_wire(element: bytes | str) -> bytes:
-    """One BYTES tensor element or JSON string: raw image bytes pass through, base64 text is decoded."""
-    if isinstance(element, bytes) and looks_like_image(element):
+    """One BYTES tensor element or JSON string: raw image bytes pass through, base64 text is decoded.
+
+    Base64 text can begin like a signature ("BM", "GIF89a"), but a real file has binary bytes after it.
+    """
+    if isinstance(element, bytes) and looks_like_image(element) and not _is_base64_text(element):
         return element
-    text = element.decode("ascii", errors="strict") if isinstance(element, bytes) else element
     try:
+        text = element.decode("ascii", errors="strict") if isinstance(element, bytes) else element
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as error:
         raise InvalidImage(f"not an image file and not valid base64: {error}") from None

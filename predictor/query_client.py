@@ -8,6 +8,10 @@ import numpy as np
 MODEL = "image-search"
 
 
+class QueryFailed(RuntimeError):
+    """The server could not be reached, or refused the query; the message names the server and the reason."""
+
+
 @dataclass(frozen=True)
 class QueryHit:
     id: str
@@ -19,21 +23,54 @@ def _strip_scheme(url: str) -> str:
     return url.split("://", 1)[-1].rstrip("/")
 
 
-def search(url: str, protocol: str, image_paths: list[str], top_k: int) -> list[list[QueryHit]]:
-    images = np.array([Path(path).read_bytes() for path in image_paths], dtype=np.object_)
+def _read_images(image_paths: list[str]) -> np.ndarray:
+    images = []
+    for path in image_paths:
+        try:
+            images.append(Path(path).read_bytes())
+        except OSError as error:
+            raise QueryFailed(f"cannot read {path}: {error.strerror or error}") from None
+    return np.array(images, dtype=np.object_)
+
+
+def _infer(url: str, protocol: str, images: np.ndarray, top_k: int, timeout_s: float):
+    from tritonclient.utils import InferenceServerException
+
     if protocol == "grpc":
         import tritonclient.grpc as client_lib
     else:
         import tritonclient.http as client_lib
-    client = client_lib.InferenceServerClient(_strip_scheme(url))
-    tensor = client_lib.InferInput("image", [len(images)], "BYTES")
-    if protocol == "grpc":
-        tensor.set_data_from_numpy(images)
-        outputs = [client_lib.InferRequestedOutput(name) for name in ("ids", "scores", "uris")]
-    else:
-        tensor.set_data_from_numpy(images, binary_data=True)
-        outputs = [client_lib.InferRequestedOutput(name, binary_data=False) for name in ("ids", "scores", "uris")]
-    result = client.infer(MODEL, [tensor], outputs=outputs, parameters={"top_k": top_k})
+    address = _strip_scheme(url)
+    try:
+        if protocol == "grpc":
+            client = client_lib.InferenceServerClient(address)
+            tensor = client_lib.InferInput("image", [len(images)], "BYTES")
+            tensor.set_data_from_numpy(images)
+            outputs = [client_lib.InferRequestedOutput(name) for name in ("ids", "scores", "uris")]
+            options = {"client_timeout": timeout_s}
+        else:
+            client = client_lib.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
+            tensor = client_lib.InferInput("image", [len(images)], "BYTES")
+            tensor.set_data_from_numpy(images, binary_data=True)
+            outputs = [client_lib.InferRequestedOutput(name, binary_data=False) for name in ("ids", "scores", "uris")]
+            options = {}
+        return client.infer(MODEL, [tensor], outputs=outputs, parameters={"top_k": top_k}, **options)
+    except InferenceServerException as error:
+        status = error.status() or ""
+        if status in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"):
+            raise QueryFailed(f"cannot reach the server at {address} over gRPC: {error.message()}") from None
+        raise QueryFailed(f"the server at {address} refused the query: {error.message() or error}") from None
+    except (OSError, TimeoutError) as error:
+        # tritonclient.http connects through gevent, whose refusals and DNS failures are plain socket errors.
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise QueryFailed(f"cannot reach the server at {address} over HTTP: {reason}") from None
+
+
+def search(
+    url: str, protocol: str, image_paths: list[str], top_k: int, timeout_s: float = 60.0
+) -> list[list[QueryHit]]:
+    images = _read_images(image_paths)
+    result = _infer(url, protocol, images, top_k, timeout_s)
     ids, scores, uris = (result.as_numpy(name) for name in ("ids", "scores", "uris"))
     return [
         [

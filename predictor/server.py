@@ -15,11 +15,13 @@ from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from predictor import __version__
 from predictor.backbone import Backbone
 from predictor.config import ServeSettings
+from predictor.drain import Drain
 from predictor.index import ImageIndex, IndexUnavailable
 from predictor.metrics import set_build_info, start_gpu_metrics
 from predictor.model_package import resolve_spec
 from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
+from predictor.request_size import RequestSizeLimit
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,19 @@ def infer_request_from_binary(body: bytes, json_length: int, model_name: str) ->
 
 
 class ImageDataPlane(DataPlane):
+    def __init__(self, model_registry, drain: Drain | None = None) -> None:  # noqa: ANN001 - KServe's type
+        super().__init__(model_registry=model_registry)
+        self.drain = drain
+
+    def _draining(self) -> bool:
+        return self.drain is not None and self.drain.draining
+
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
         """Like KServe's, but a model that is not ready says why (e.g. its collection is still being indexed)."""
+        # KServe 0.21's inference routes ask model_ready(name, True) before every request, its readiness routes ask
+        # model_ready(name): a draining server still serves, but tells probes it is going away.
+        if self._draining() and not disable_predictor_health_check:
+            raise ModelNotReady(model_name, "the server is shutting down")
         ready = await super().model_ready(model_name, disable_predictor_health_check)
         reason = getattr(self.model_registry.get_model(model_name), "not_ready_reason", None)
         if not ready and reason:
@@ -82,6 +95,8 @@ class ImageDataPlane(DataPlane):
 
     async def ready(self) -> bool:
         """Server readiness is every model's readiness (KServe's default answers True once the port is open)."""
+        if self._draining():
+            return False
         models = self.model_registry.get_models()
         for name in models:
             if not await self.model_registry.is_model_ready(name):
@@ -116,6 +131,18 @@ def build_models(settings: ServeSettings) -> tuple[ImageSearchModel, ImageClassi
     )
 
 
+def follow_request_limit_on_grpc(args: argparse.Namespace, max_request_bytes: int) -> None:
+    """gRPC message limits are --max-request-bytes unless KServe's own flags for them are given.
+
+    KServe 0.21 defaults them to 8 MiB, below the 10 MiB image limit, and its GRPCServer reads them from KServe's
+    module-level parsed arguments.
+    """
+    for option in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
+        explicit = getattr(args, option, kserve_model_server.MAX_GRPC_MESSAGE_LENGTH)
+        value = explicit if explicit != kserve_model_server.MAX_GRPC_MESSAGE_LENGTH else max_request_bytes
+        setattr(kserve_model_server.args, option, value)
+
+
 def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
     search, classifier = build_models(settings)
     # Load before opening ports: a pod whose model is invalid, or whose collection belongs to another model, fails here
@@ -127,6 +154,8 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
         set_build_info(__version__, model.name, backbone.spec.version, str(backbone.device), backbone.precision)
     start_gpu_metrics(str(backbone.device))
     kserve_model_server.app.add_exception_handler(IndexUnavailable, index_unavailable_handler)
+    kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    follow_request_limit_on_grpc(args, settings.max_request_bytes)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -135,8 +164,17 @@ def serve(settings: ServeSettings, args: argparse.Namespace) -> None:
         max_asyncio_workers=args.max_asyncio_workers,
         enable_grpc=args.enable_grpc,
         enable_latency_logging=False,
+        grace_period=settings.shutdown_grace_s,
     )
-    server.dataplane = ImageDataPlane(model_registry=server.registered_models)
+
+    async def stop_grpc() -> None:
+        # KServe keeps its gRPC server private; it exists once start() has run.
+        if server._grpc_server is not None:
+            await server._grpc_server.stop()
+
+    drain = Drain(settings.drain_s, stop_grpc)
+    kserve_model_server.app.router.on_startup.append(drain.install)
+    server.dataplane = ImageDataPlane(model_registry=server.registered_models, drain=drain)
     # KServe registers only models that are ready at start; the search model may still be waiting for its index.
     server.register_model(search)
     server.start([search, classifier])

@@ -1,12 +1,30 @@
-"""Test scopes come from the folder a test lives in, so a test cannot forget its marker."""
+"""Test scopes come from the folder a test lives in, so a test cannot forget its marker.
 
+Property tests marked `fuzz` run a bounded number of examples by default; `make fuzz` selects them all and runs them
+under the `fuzz` Hypothesis profile (HYPOTHESIS_PROFILE=fuzz, FUZZ_EXAMPLES examples per test).
+"""
+
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 SCOPES = {"unit", "e2e", "chart", "container", "kind"}
 # Folders whose tests load tritonclient's gRPC stubs: they cannot share a process with the KServe-importing ones.
 CLIENT_SCOPES = {"e2e", "container", "kind"}
+
+# A deadline per example is how "nothing hangs" is checked; it is generous because the machine may be shared.
+settings.register_profile("default", max_examples=60, deadline=timedelta(seconds=3), derandomize=True, database=None)
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")), deadline=timedelta(seconds=5)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fuzz: property tests of parsers on untrusted input; `make fuzz` runs them long")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,16 +16,17 @@ def _index(args: argparse.Namespace) -> int:
     from predictor.model_package import resolve_spec
 
     if args.batch_size < 1:
-        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.shard_count < 1 or not 0 <= args.shard_index < args.shard_count:
-        raise SystemExit(f"--shard-index must be in [0, --shard-count); got {args.shard_index} of {args.shard_count}")
+        raise ValueError(f"--shard-index must be in [0, --shard-count); got {args.shard_index} of {args.shard_count}")
     milvus = milvus_settings(args)
     spec = resolve_spec(args.model_dir)
     paths = [p for p in discover(args.sources) if in_shard(p, args.shard_index, args.shard_count)]
     backbone = Backbone(spec, args.device, args.precision)
-    backbone.load()
+    # Milvus before the network: an unreachable or foreign collection is reported before seconds of model loading.
     index = ImageIndex(milvus.uri, milvus.collection, spec.identity, milvus.token, milvus.index)
     index.ensure_collection()
+    backbone.load()
     with tqdm(total=len(paths), unit="img", desc=f"indexing into {milvus.collection}", file=sys.stderr) as bar:
         report = index_paths(paths, backbone, index, batch_size=args.batch_size, progress=bar.update)
     for path, reason in report.failed:
@@ -56,6 +57,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def register(add_command, for_serving: bool) -> None:
+    from predictor import environment
     from predictor.config import add_milvus_arguments, add_model_arguments
 
     index = add_command("index", help="Embed image files and add them to the Milvus collection.")
@@ -66,7 +68,7 @@ def register(add_command, for_serving: bool) -> None:
     index.add_argument(
         "--shard-index",
         type=int,
-        default=int(os.environ.get("JOB_COMPLETION_INDEX", 0)),
+        default=os.environ.get(environment.SHARD_INDEX, "0"),
         help="This worker's shard, 0-based (Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX).",
     )
     index.add_argument("--shard-count", type=int, default=1, help="How many shards split the sources.")

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from predictor import __version__
+from predictor import __version__, environment
 from predictor.cli import (
     catalogue_commands,
     evaluation_commands,
@@ -18,6 +18,7 @@ from predictor.cli import (
     rollout_commands,
     serve_commands,
 )
+from predictor.cli.errors import USER_ERROR, report
 
 # Each module's `register(add_command)` adds its subcommands; the order here is the order of `--help`.
 COMMAND_MODULES = (
@@ -35,17 +36,24 @@ COMMAND_MODULES = (
 AddCommand = Callable[..., argparse.ArgumentParser]
 
 
+class CommandParser(argparse.ArgumentParser):
+    """Reports a bad flag in one line that says where help is, instead of argparse's usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _logging_options() -> argparse.ArgumentParser:
-    options = argparse.ArgumentParser(add_help=False)
+    options = CommandParser(add_help=False)
     options.add_argument(
         "--log-level",
-        default=os.environ.get("LOG_LEVEL", "INFO"),
+        default=os.environ.get(environment.LOG_LEVEL, "INFO"),
         help="DEBUG, INFO, WARNING or ERROR. Env: LOG_LEVEL.",
     )
     options.add_argument(
         "--log-format",
         choices=["json", "text"],
-        default=os.environ.get("LOG_FORMAT"),
+        default=os.environ.get(environment.LOG_FORMAT),
         help="json (one object per line) or text; default json for serve, text otherwise. Env: LOG_FORMAT.",
     )
     return options
@@ -53,7 +61,7 @@ def _logging_options() -> argparse.ArgumentParser:
 
 def build_parser(for_serving: bool = True) -> argparse.ArgumentParser:
     """`for_serving=False` leaves out KServe's flags: importing KServe clashes with the tritonclient `query` uses."""
-    parser = argparse.ArgumentParser(prog="image-search", description="Image similarity search on KServe and Milvus.")
+    parser = CommandParser(prog="image-search", description="Image similarity search on KServe and Milvus.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     logging_options = _logging_options()
     subcommands = parser.add_subparsers(dest="command", required=True)
@@ -71,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(for_serving="serve" in argv).parse_args(argv)
     from predictor.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_format or ("json" if args.command == "serve" else "text"))
+    try:
+        configure_logging(args.log_level, args.log_format or ("json" if args.command == "serve" else "text"))
+    except ValueError as error:
+        return report(args.command, error)
     # Libraries that narrate their own start-up at INFO drown what the user asked for.
     for noisy in ("faiss", "faiss.loader", "milvus_lite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -80,7 +91,5 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("grpc._server").addFilter(lambda record: "Method not implemented" not in record.getMessage())
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        # Configuration and start-up problems: say what to change, without a traceback.
-        print(f"image-search {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure becomes one line, see errors.py
+        return report(args.command, error)

@@ -7,7 +7,8 @@ from pathlib import Path
 def _query(args: argparse.Namespace) -> int:
     from predictor.query_client import print_table, search
 
-    for path, hits in zip(args.images, search(args.url, args.transport, args.images, args.top_k), strict=True):
+    results = search(args.url, args.transport, args.images, args.top_k, args.timeout_s)
+    for path, hits in zip(args.images, results, strict=True):
         print_table(path, hits)
     return 0
 
@@ -37,6 +38,7 @@ def register(add_command, for_serving: bool) -> None:
     query.add_argument("--url", default="http://localhost:8080", help="Server: http://host:8080 or host:8081 for gRPC.")
     query.add_argument("--transport", choices=["http", "grpc"], default="http", help="V2 transport to use.")
     query.add_argument("--top-k", type=int, default=5, help="How many similar images to list per query image.")
+    query.add_argument("--timeout-s", type=float, default=60.0, help="Give up on the server after this many seconds.")
     query.set_defaults(handler=_query)
 
     example = add_command("query-example", help="Print a ready-to-paste query against a local server.")

@@ -8,7 +8,7 @@ def _serve(args: argparse.Namespace) -> int:
     from predictor.server import serve
 
     if args.workers != 1:
-        raise SystemExit("--workers must be 1: one process per pod (scale with replicas); torch and CUDA don't fork")
+        raise ValueError("--workers must be 1: one process per pod (scale with replicas); torch and CUDA don't fork")
     serve(serve_settings(args), args)
     return 0
 

@@ -1,7 +1,7 @@
 """The arguments the chart renders are ones the predictor's own command line accepts."""
 
 import pytest
-from chart_helpers import SCENARIOS, of_kind, one, predictors, server_container
+from chart_helpers import SCENARIOS, env, of_kind, one, predictors, server_container
 
 cli = pytest.importorskip("predictor.cli", reason="the predictor package is not installed")
 
@@ -50,3 +50,19 @@ def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predic
                 {"nprobe": 48},
             )
             assert args.precision == "auto"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_milvus_uri_reaches_the_server_under_a_name_pymilvus_does_not_read(render, monkeypatch, scenario: str) -> None:
+    # pymilvus parses MILVUS_URI when it is imported and refuses a milvus-lite path; the chart must not depend on the
+    # server's shield against that.
+    docs = render(scenario)
+    workloads = [c for _, p in predictors(one(docs, "InferenceService")) for c in [server_container(p)]]
+    workloads += [c for job in of_kind(docs, "Job") for c in job["spec"]["template"]["spec"]["containers"]]
+    for container in workloads:
+        variables = env(container)
+        assert "MILVUS_URI" not in variables, container["name"]
+        uri = variables["IMAGE_SEARCH_MILVUS_URI"]["value"]
+        monkeypatch.setenv("IMAGE_SEARCH_MILVUS_URI", uri)
+        args = cli.build_parser(for_serving=False).parse_args(["collections"])
+        assert args.milvus_uri == uri

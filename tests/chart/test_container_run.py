@@ -3,7 +3,7 @@
 import pytest
 from chart_helpers import env, one, server_container
 
-from tests.container.chart_pod import quantity_bytes, run_args, server_pod
+from tests.container.chart_pod import MILVUS_URI_VARIABLE, quantity_bytes, run_args, server_pod
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def test_milvus_lite_on_a_volume_replaces_the_milvus_server_and_nothing_else(ren
     pod = chart.with_milvus_lite(tmp_path)
     assert pod.milvus_uri() == "/data/milvus.db"
     assert pod.volumes == ((str(tmp_path), "/data"),)
-    assert {k: v for k, v in pod.env.items() if k != "MILVUS_URI"} == {
-        k: v for k, v in chart.env.items() if k != "MILVUS_URI"
+    assert {k: v for k, v in pod.env.items() if k != MILVUS_URI_VARIABLE} == {
+        k: v for k, v in chart.env.items() if k != MILVUS_URI_VARIABLE
     }
     assert [a for a in pod.args if not a.startswith("--milvus-uri=")] == list(chart.args)
 

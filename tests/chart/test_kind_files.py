@@ -19,7 +19,7 @@ def test_milvus_is_where_the_chart_looks_for_it_by_default(render):
     service = next(d for d in yaml.safe_load_all((KIND / "milvus.yaml").read_text()) if d["kind"] == "Service")
     isvc = one(render("cpu"), "InferenceService")
     (container,) = isvc["spec"]["predictor"]["containers"]
-    uri = next(item["value"] for item in container["env"] if item["name"] == "MILVUS_URI")
+    uri = next(item["value"] for item in container["env"] if item["name"] == "IMAGE_SEARCH_MILVUS_URI")
     assert uri == f"http://{service['metadata']['name']}.search:{service['spec']['ports'][0]['port']}"
 
 

@@ -1,7 +1,7 @@
 """Every pod of every scenario meets the restricted Pod Security profile and runs without an API token."""
 
 import pytest
-from chart_helpers import SCENARIOS, containers, env, of_kind, one, pod_specs, server_container
+from chart_helpers import SCENARIOS, containers, env, of_kind, one, pod_specs, predictors, server_container
 
 
 def all_pods(docs: list[dict]) -> list[tuple[str, dict]]:
@@ -70,7 +70,7 @@ def test_network_policy_admits_only_serving_ports_to_predictor_pods(render, scen
     policy = one(docs, "NetworkPolicy")
     isvc = one(docs, "InferenceService")
     pod_labels = isvc["spec"]["predictor"]["labels"]
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     (rule,) = policy["spec"]["ingress"]
     ports = {port["port"] for port in rule["ports"]}
@@ -82,3 +82,78 @@ def test_network_policy_admits_only_serving_ports_to_predictor_pods(render, scen
 
 def test_network_policy_can_be_switched_off(render) -> None:
     assert not of_kind(render("cpu", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+def network_policy(docs: list[dict]) -> dict:
+    return one(docs, "NetworkPolicy")["spec"]
+
+
+def egress_by_port(policy: dict) -> dict[int, list[dict]]:
+    rules: dict[int, list[dict]] = {}
+    for rule in policy["egress"]:
+        assert rule.get("to"), f"an egress rule without peers admits every destination: {rule}"
+        for port in rule["ports"]:
+            rules.setdefault(port["port"], []).extend(rule["to"])
+    return rules
+
+
+def namespace_peer(name: str) -> dict:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+MILVUS_PODS = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "milvus"}}}
+KUBE_DNS = {**namespace_peer("kube-system"), "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_network_policy_lets_predictors_reach_only_dns_milvus_and_their_model_store(render, scenario: str) -> None:
+    docs = render(scenario)
+    policy = network_policy(docs)
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    isvc = one(docs, "InferenceService")
+    # KServe's storage initializer downloads the package named by STORAGE_URI; a pvc:// one is mounted instead.
+    storage = [env(server_container(p)).get("STORAGE_URI", {}).get("value", "") for _, p in predictors(isvc)]
+    downloads = any(uri and not uri.startswith("pvc://") for uri in storage)
+    rules = egress_by_port(policy)
+    assert set(rules) == ({53, 19530, 443} if downloads else {53, 19530}), scenario
+    assert rules[53] == [KUBE_DNS, KUBE_DNS]  # UDP and TCP
+    assert all(peer.get("podSelector") == MILVUS_PODS["podSelector"] for peer in rules[19530])
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("", {**namespace_peer("search"), **MILVUS_PODS}),
+        ("http://milvus.vectors:19530", {**namespace_peer("vectors"), **MILVUS_PODS}),
+        ("http://milvus-proxy.vectors.svc.cluster.local:19530", {**namespace_peer("vectors"), **MILVUS_PODS}),
+        ("http://milvus:19530", MILVUS_PODS),
+        ("http://10.20.30.40:19531", {"ipBlock": {"cidr": "10.20.30.40/32"}}),
+    ],
+)
+def test_milvus_egress_follows_the_milvus_uri(render, uri: str, expected: dict) -> None:
+    rules = egress_by_port(network_policy(render("cpu", f"milvus.uri={uri}")))
+    port = int(uri.rsplit(":", 1)[1]) if uri.count(":") == 2 else 19530
+    assert rules[port] == [expected]
+
+
+def test_milvus_egress_peers_can_be_given(render) -> None:
+    peers = "networkPolicy.egress.milvus[0].ipBlock.cidr=192.0.2.0/24"
+    rules = egress_by_port(network_policy(render("cpu", "milvus.uri=https://milvus.example.com", peers)))
+    assert rules[443] == [{"ipBlock": {"cidr": "192.0.2.0/24"}}]
+
+
+def test_a_pvc_model_package_needs_no_model_store_egress(render) -> None:
+    rules = egress_by_port(network_policy(render("cpu", "model.storageUri=pvc://models/lite0")))
+    assert 443 not in rules
+
+
+def test_network_policy_admits_exactly_the_peers_in_values(render) -> None:
+    gateway = "networkPolicy.extraFrom[0].podSelector.matchLabels.app=gateway"
+    docs = render("cpu", "networkPolicy.sameNamespace=false", "networkPolicy.allowedNamespaces={ingress}", gateway)
+    (rule,) = network_policy(docs)["ingress"]
+    assert rule["from"] == [namespace_peer("ingress"), {"podSelector": {"matchLabels": {"app": "gateway"}}}]
+
+
+def test_egress_restriction_can_be_switched_off(render) -> None:
+    policy = network_policy(render("cpu", "networkPolicy.egress.enabled=false"))
+    assert policy["policyTypes"] == ["Ingress"] and "egress" not in policy

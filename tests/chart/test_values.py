@@ -87,6 +87,8 @@ def test_schema_rejects_an_unknown_key(render, setting: str) -> None:
         (["autoscaling.scaleMetric=gpu"], "scaleMetric"),
         (["model.storageUri=ftp://models/1"], "storageUri"),
         (["milvus.tokenSecret=hunter2"], "tokenSecret"),
+        (["predictor.maxRequestBytes=0"], "maxRequestBytes"),
+        (["networkPolicy.egress.dns=null"], "dns"),
     ],
 )
 def test_schema_rejects_values_of_the_wrong_shape(render, settings: list[str], reason: str) -> None:
@@ -107,6 +109,17 @@ def test_schema_rejects_values_of_the_wrong_shape(render, settings: list[str], r
         (["indexing.enabled=true"], "needs a source"),
         (["requestLogger.enabled=true"], "needs requestLogger.url"),
         (["indexing.enabled=true", "indexing.source.uri=s3://a", "indexing.source.pvc.claimName=b"], "choose one"),
+        (["predictor.drain.preStopSeconds=20"], "exceed predictor.terminationGracePeriodSeconds (30)"),
+        (["predictor.terminationGracePeriodSeconds=20"], "raise terminationGracePeriodSeconds or shorten the drain"),
+        (
+            ["deploymentMode=Knative", "autoscaling.minReplicas=0", "predictor.drain.shutdownGraceSeconds=90"],
+            "exceeds predictor.timeoutSeconds (60)",
+        ),
+        (
+            ["networkPolicy.sameNamespace=false", "networkPolicy.allowedNamespaces=null"],
+            "networkPolicy admits no one",
+        ),
+        (["milvus.uri=https://in03.api.zillizcloud.com"], "not a Service of the cluster"),
     ],
 )
 def test_values_that_cannot_work_are_refused_with_what_to_change(render, settings: list[str], reason: str) -> None:

@@ -21,9 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "image-search"
 CONTAINERS_CONF = REPO / "hack" / "podman" / "containers.conf"
 SERVER_CONTAINER = "kserve-container"
-# pymilvus reads MILVUS_URI when it is imported and fails on a milvus-lite path, so until the server takes a file
-# path from that variable the test hands the file over as the flag the variable stands for.
-MILVUS_URI_FROM_ENV = False
+# Where the chart passes the Milvus URI; the server takes a milvus-lite file path from it as well.
+MILVUS_URI_VARIABLE = "IMAGE_SEARCH_MILVUS_URI"
 
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -61,17 +60,12 @@ class ChartPod:
     def with_milvus_lite(self, host_dir: Path, container_dir: str = "/data") -> ChartPod:
         """The same pod with a milvus-lite file on a volume in place of the chart's Milvus server."""
         uri = f"{container_dir}/milvus.db"
-        env = dict(self.env)
+        env = {**self.env, MILVUS_URI_VARIABLE: uri}
         args = tuple(arg for arg in self.args if not arg.startswith("--milvus-uri="))
-        if MILVUS_URI_FROM_ENV:
-            env["MILVUS_URI"] = uri
-        else:
-            env.pop("MILVUS_URI", None)
-            args += (f"--milvus-uri={uri}",)
         return replace(self, args=args, env=env, volumes=(*self.volumes, (str(host_dir), container_dir)))
 
     def milvus_uri(self) -> str:
-        return self.flag("milvus-uri") or self.env["MILVUS_URI"]
+        return self.flag("milvus-uri") or self.env[MILVUS_URI_VARIABLE]
 
 
 def server_pod(inference_service: dict) -> ChartPod:

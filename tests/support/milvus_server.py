@@ -34,7 +34,14 @@ from pathlib import Path
 import yaml
 from pymilvus import MilvusClient
 
-__all__ = ["MilvusServerError", "kill_milvus_server", "milvus_server_pids", "run_milvus_server"]
+__all__ = [
+    "DEFAULT_ROOT_TOKEN",
+    "MilvusServerError",
+    "kill_milvus_server",
+    "milvus_server_pids",
+    "paused_milvus_server",
+    "run_milvus_server",
+]
 
 # Options of milvus-server that name a listening port (milvus/data/config.yaml.template).
 _PORT_OPTIONS = (
@@ -52,6 +59,8 @@ _PORT_OPTIONS = (
 _START_ATTEMPTS = 3
 _POLL_INTERVAL_S = 0.25
 _SESSION_TTL_S = 10
+# Milvus's built-in administrator, before anyone changes its password.
+DEFAULT_ROOT_TOKEN = "root:Milvus"
 
 _running: dict[str, int] = {}  # uri -> process group id
 
@@ -61,8 +70,12 @@ class MilvusServerError(RuntimeError):
 
 
 @contextlib.contextmanager
-def run_milvus_server(workdir: Path, *, timeout: float = 120.0, stop_grace: float = 10.0) -> Iterator[str]:
+def run_milvus_server(
+    workdir: Path, *, timeout: float = 120.0, stop_grace: float = 10.0, authentication: bool = False
+) -> Iterator[str]:
     """Run a Milvus server with its data under `workdir` (reused if it exists) and yield its `http://` URI.
+
+    With `authentication`, every client needs a token: `DEFAULT_ROOT_TOKEN` until the test changes root's password.
 
     Ports are picked fresh for every start, so a restart on the same `workdir` keeps the data but changes the URI.
     Raises `MilvusServerError` with the server's log tail if it is not serving within `timeout` seconds. On exit the
@@ -73,7 +86,7 @@ def run_milvus_server(workdir: Path, *, timeout: float = 120.0, stop_grace: floa
     deadline = time.monotonic() + timeout
     failures: list[str] = []
     for _attempt in range(_START_ATTEMPTS):
-        proc, uri, failure = _start_once(workdir, deadline)
+        proc, uri, failure = _start_once(workdir, deadline, authentication)
         if uri is not None:
             break
         failures.append(failure)
@@ -94,6 +107,22 @@ def run_milvus_server(workdir: Path, *, timeout: float = 120.0, stop_grace: floa
         proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def paused_milvus_server(uri: str) -> Iterator[None]:
+    """SIGSTOP every process of the server at `uri` for the block, SIGCONT after: a Milvus that is slow, not gone.
+
+    Connections stay open and requests are accepted by the kernel, but nothing answers until the block ends.
+    """
+    pgid = _running.get(uri)
+    if pgid is None:
+        raise MilvusServerError(f"no server started by this module is running at {uri}")
+    _signal_group(pgid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        _signal_group(pgid, signal.SIGCONT)
+
+
 def kill_milvus_server(uri: str) -> None:
     """SIGKILL the server started by `run_milvus_server` at `uri` and wait until its processes are gone."""
     pgid = _running.get(uri)
@@ -108,7 +137,9 @@ def milvus_server_pids(uri: str) -> list[int]:
     return [] if pgid is None else _live_group_members(pgid)
 
 
-def _start_once(workdir: Path, deadline: float) -> tuple[subprocess.Popen[bytes], str | None, str]:
+def _start_once(
+    workdir: Path, deadline: float, authentication: bool
+) -> tuple[subprocess.Popen[bytes], str | None, str]:
     data_dir = workdir / "milvus"
     config_file = data_dir / "configs" / "milvus.yaml"
     # Leftovers from an earlier start would report stale ports or a binary that is not running.
@@ -135,6 +166,8 @@ def _start_once(workdir: Path, deadline: float) -> tuple[subprocess.Popen[bytes]
     # A hard-killed server leaves its coordinator sessions in etcd, and a restart waits for them to expire (about a
     # minute with the default 30 s TTL).
     command += ["--extra-config", f"common.session.ttl={_SESSION_TTL_S}"]
+    if authentication:
+        command += ["--authorization-enabled", "true"]
     for option, port in wanted.items():
         command += ["--" + option.replace("_", "-"), str(port)]
     log_path = workdir / "milvus-server.log"
@@ -170,7 +203,7 @@ def _start_once(workdir: Path, deadline: float) -> tuple[subprocess.Popen[bytes]
                 failure = f"etcd port {wanted['etcd_port']} was taken before milvus-server could use it"
                 break
             uri = f"http://127.0.0.1:{actual['proxy_port']}"
-        if uri is not None and _answers(uri):
+        if uri is not None and _answers(uri, DEFAULT_ROOT_TOKEN if authentication else ""):
             return proc, uri, ""
         if time.monotonic() > deadline:
             failure = f"not serving {uri or '(no port chosen yet)'} by the deadline"
@@ -224,9 +257,9 @@ def _configured_ports(config_file: Path) -> dict[str, int] | None:
         return None
 
 
-def _answers(uri: str) -> bool:
+def _answers(uri: str, token: str) -> bool:
     try:
-        client = MilvusClient(uri=uri, timeout=5, dedicated=True)
+        client = MilvusClient(uri=uri, token=token, timeout=5, dedicated=True)
     except Exception:  # noqa: BLE001 - any failure just means "not yet"
         return False
     try:

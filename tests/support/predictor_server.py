@@ -73,27 +73,22 @@ def wait_until(
 
 @contextlib.contextmanager
 def run_predictor(
-    milvus_uri: str,
+    milvus_uri: str | None,
     workdir: Path,
     *extra_args: str,
     env: dict[str, str] | None = None,
     timeout_s: float = 180,
     wait_for: str = "/v2/health/ready",
 ) -> Iterator[RunningServer]:
-    """Yields once `wait_for` answers 200: readiness by default, `/v2/health/live` for a server expected unready."""
+    """Yields once `wait_for` answers 200: readiness by default, `/v2/health/live` for a server expected unready.
+
+    `milvus_uri=None` passes no `--milvus-uri`, for a server configured by its environment.
+    """
     http_port, grpc_port = free_port(), free_port()
     log_path = workdir / f"predictor-{http_port}.log"
-    command = [
-        *CLI,
-        "serve",
-        "--http_port",
-        str(http_port),
-        "--grpc_port",
-        str(grpc_port),
-        "--milvus-uri",
-        milvus_uri,
-        *extra_args,
-    ]
+    command = [*CLI, "serve", "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+    command += ["--milvus-uri", milvus_uri] if milvus_uri is not None else []
+    command += extra_args
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, **(env or {})}

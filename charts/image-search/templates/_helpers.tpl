@@ -152,7 +152,7 @@ Environment that points every cache at the writable emptyDir, since the root fil
 
 {{/* Milvus connection environment; the token only ever comes from an existing Secret. */}}
 {{- define "image-search.milvusEnv" -}}
-- name: MILVUS_URI
+- name: IMAGE_SEARCH_MILVUS_URI
   value: {{ include "image-search.milvusUri" . | quote }}
 {{- with .Values.milvus.tokenSecret.name }}
 - name: MILVUS_TOKEN
@@ -201,4 +201,51 @@ securityContext:
   {{- include "image-search.containerSecurityContext" . | nindent 2 }}
 volumeMounts:
   {{- include "image-search.writableVolumeMounts" . | nindent 2 }}
+{{- end }}
+
+{{/* The port of milvus.uri: the one it names, else 443 for https and Milvus's 19530 otherwise. */}}
+{{- define "image-search.milvusPort" -}}
+{{- $uri := include "image-search.milvusUri" . }}
+{{- $port := regexFind ":[0-9]+" (regexReplaceAll "^[a-zA-Z]+://" $uri "") | trimPrefix ":" }}
+{{- if $port }}{{ $port }}{{ else if hasPrefix "https://" $uri }}443{{ else }}19530{{ end }}
+{{- end }}
+
+{{/*
+NetworkPolicy peers of Milvus: networkPolicy.egress.milvus, or derived from the host of milvus.uri. A cluster
+Service name (milvus, milvus.NAMESPACE, milvus.NAMESPACE.svc...) selects the Milvus chart's pods in that namespace;
+an IP address becomes an ipBlock; any other host is outside the cluster and must be given explicitly.
+*/}}
+{{- define "image-search.milvusPeers" -}}
+{{- $np := .Values.networkPolicy }}
+{{- if $np.egress.milvus }}
+{{- toYaml $np.egress.milvus }}
+{{- else }}
+{{- $uri := include "image-search.milvusUri" . }}
+{{- $host := regexReplaceAll "^(?:[a-zA-Z]+://)?([^:/]+).*$" $uri "${1}" }}
+{{- $labels := splitList "." $host }}
+{{- if regexMatch "^[0-9.]+$" $host }}
+- ipBlock:
+    cidr: {{ $host }}/32
+{{- else if eq (len $labels) 1 }}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/name: milvus
+{{- else if or (eq (len $labels) 2) (eq (index $labels 2) "svc") }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ index $labels 1 }}
+  podSelector:
+    matchLabels:
+      app.kubernetes.io/name: milvus
+{{- else }}
+{{- fail (printf "milvus.uri names %s, which is not a Service of the cluster: set networkPolicy.egress.milvus to its peers (for example an ipBlock), or networkPolicy.egress.enabled=false" $host) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when a predictor downloads its model package with KServe's storage initializer (any storageUri but pvc://). */}}
+{{- define "image-search.downloadsModel" -}}
+{{- $uris := list .Values.model.storageUri }}
+{{- if .Values.canary.enabled }}{{ $uris = append $uris .Values.canary.storageUri }}{{ end }}
+{{- range $uris }}{{ if and . (not (hasPrefix "pvc://" .)) }}true{{ end }}{{ end }}
 {{- end }}

@@ -85,6 +85,10 @@ containers:
       {{- include "image-search.indexArgs" $root | nindent 6 }}
       - --max-batch-size={{ $values.predictor.maxBatchSize }}
       - --max-batch-delay-ms={{ $values.predictor.maxBatchDelayMs }}
+      {{- with $values.predictor.maxRequestBytes }}
+      - --max-request-bytes={{ int64 . }}
+      {{- end }}
+      - --shutdown-grace-seconds={{ $values.predictor.drain.shutdownGraceSeconds }}
       {{- if .storageUri }}
       - --model-dir=/mnt/models
       {{- end }}
@@ -114,6 +118,19 @@ containers:
         containerPort: 8081
         protocol: TCP
       {{- end }}
+    {{- if and (not $knative) $values.predictor.drain.preStopSeconds }}
+    {{- /* Knative refuses lifecycle hooks; its queue-proxy holds the pod until requests have drained. */}}
+    lifecycle:
+      preStop:
+        # Kubernetes removes a stopping pod from its endpoints while this runs, and sends SIGTERM after it, so
+        # requests routed just before the update are still answered. python is in every image of this server;
+        # the built-in sleep action needs Kubernetes 1.30.
+        exec:
+          command:
+            - python
+            - -c
+            - import time; time.sleep({{ $values.predictor.drain.preStopSeconds }})
+    {{- end }}
     {{- if not $knative }}
     {{- /* Knative holds traffic until the readiness probe passes, which covers the model load. */}}
     startupProbe:

@@ -37,6 +37,16 @@ Rules that span several values and so cannot live in values.schema.json. Each me
 {{- fail "canary.name equals model.predictorName: give the canary predictor its own name" }}
 {{- end }}
 {{- end }}
+{{- $drain := $v.predictor.drain }}
+{{- if and (not $knative) (gt (add $drain.preStopSeconds $drain.shutdownGraceSeconds) (int $v.predictor.terminationGracePeriodSeconds)) }}
+{{- fail (printf "predictor.drain.preStopSeconds (%v) + predictor.drain.shutdownGraceSeconds (%v) exceed predictor.terminationGracePeriodSeconds (%v): Kubernetes kills the pod before requests in flight finish; raise terminationGracePeriodSeconds or shorten the drain" $drain.preStopSeconds $drain.shutdownGraceSeconds $v.predictor.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- if and $knative (gt (int $drain.shutdownGraceSeconds) (int $v.predictor.timeoutSeconds)) }}
+{{- fail (printf "predictor.drain.shutdownGraceSeconds (%v) exceeds predictor.timeoutSeconds (%v), which Knative gives a stopping pod: lower it or raise timeoutSeconds" $drain.shutdownGraceSeconds $v.predictor.timeoutSeconds) }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled (not $v.networkPolicy.sameNamespace) (not $v.networkPolicy.allowedNamespaces) (not $v.networkPolicy.extraFrom) }}
+{{- fail "networkPolicy admits no one: set networkPolicy.sameNamespace, allowedNamespaces or extraFrom (or disable the policy)" }}
+{{- end }}
 {{- if and $v.requestLogger.enabled (not $v.requestLogger.url) }}
 {{- fail "requestLogger.enabled needs requestLogger.url: the sink that receives the request and response events" }}
 {{- end }}

@@ -1,0 +1,98 @@
+"""Every CLI error a user can cause is one clear line on stderr and a non-zero exit, never a traceback."""
+
+import subprocess
+
+import pytest
+
+from tests.support.predictor_server import free_port, run_cli
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, f"exit {result.returncode}:\n{result.stderr[-3000:]}"
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr + result.stdout
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def nothing_listening() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+def test_query_of_a_missing_image_file(tmp_path):
+    assert_one_line_error(run_cli("query", str(tmp_path / "nope.jpg")), "cannot read", "nope.jpg")
+
+
+def test_query_of_a_directory(tmp_path):
+    assert_one_line_error(run_cli("query", str(tmp_path)), "cannot read", str(tmp_path))
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_query_of_a_server_that_is_not_running(catalogue, transport):
+    address = nothing_listening()
+    result = run_cli("query", str(catalogue.photos["coffee"]), "--url", address, "--transport", transport)
+    assert_one_line_error(result, "cannot reach the server", address)
+
+
+def test_query_of_a_host_that_does_not_exist(catalogue):
+    result = run_cli("query", str(catalogue.photos["coffee"]), "--url", "http://no-such-host.invalid:8080")
+    assert_one_line_error(result, "cannot reach the server", "no-such-host.invalid")
+
+
+def test_bad_flag_value_names_the_flag_and_where_help_is(catalogue):
+    result = run_cli("query", str(catalogue.photos["coffee"]), "--top-k", "ten")
+    assert_one_line_error(result, "--top-k", "invalid int value", "--help")
+
+
+def test_unknown_subcommand():
+    assert_one_line_error(run_cli("serach"), "invalid choice", "'serach'")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "command", "expected"),
+    [
+        ("LOG_LEVEL", "LOUD", ["collections"], "unknown log level 'LOUD'"),
+        ("JOB_COMPLETION_INDEX", "three", ["index", "."], "--shard-index: invalid int value: 'three'"),
+        ("IMAGE_SEARCH_DEVICE", "tpu", ["serve"], "device must be one of"),
+    ],
+)
+def test_bad_environment_value(tmp_path, variable, value, command, expected):
+    result = run_cli(*command, "--milvus-uri", str(tmp_path / "m.db"), env={variable: value})
+    assert_one_line_error(result, expected)
+
+
+def test_index_of_a_path_that_does_not_exist(tmp_path):
+    result = run_cli("index", str(tmp_path / "missing"), "--milvus-uri", str(tmp_path / "m.db"))
+    assert_one_line_error(result, "does not exist", "missing")
+
+
+def test_model_dir_that_is_not_a_model_package(tmp_path, catalogue):
+    result = run_cli(
+        "index", str(catalogue.photos["coffee"]), "--model-dir", str(tmp_path), "--milvus-uri", str(tmp_path / "m.db")
+    )
+    assert_one_line_error(result, "is not a model package")
+
+
+def test_milvus_that_does_not_answer(tmp_path, catalogue):
+    uri = f"http://{nothing_listening()}"
+    for command in (["collections"], ["index", str(catalogue.photos["coffee"])]):
+        assert_one_line_error(run_cli(*command, "--milvus-uri", uri), "Milvus", uri)
+
+
+def test_unknown_collection(tmp_path):
+    uri = str(tmp_path / "m.db")
+    assert_one_line_error(
+        run_cli("delete", "--id", "x", "--collection", "nope", "--milvus-uri", uri), "nope__", "does not exist"
+    )
+    assert_one_line_error(run_cli("promote", "--to", "9", "--milvus-uri", uri), "no collection", "'9'")
+    assert_one_line_error(run_cli("rollback", "--milvus-uri", uri), "nothing to roll back")
+
+
+@pytest.mark.parametrize("milvus_uri", ["milvus-lite"], indirect=True)
+def test_query_the_server_refuses(server, tmp_path):
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("a shopping list, not a photo")
+    for transport, url in (("http", server.http_url), ("grpc", server.grpc_address)):
+        result = run_cli("query", str(not_an_image), "--url", url, "--transport", transport)
+        assert_one_line_error(result, "refused the query", "image 0")

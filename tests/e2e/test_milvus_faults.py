@@ -1,0 +1,171 @@
+"""A Milvus server that wants a token, then stalls, then dies: the token is read from the environment and never shows
+up anywhere, liveness answers throughout a stall, and every error on the way is clean.
+
+The tests share one Milvus server and run in file order: the last ones kill it.
+"""
+
+import base64
+import secrets
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from pymilvus import MilvusClient
+from tritonclient.utils import InferenceServerException
+
+from tests.support.milvus_server import DEFAULT_ROOT_TOKEN, kill_milvus_server, paused_milvus_server, run_milvus_server
+from tests.support.polling import wait_for
+from tests.support.predictor_server import RunningServer, free_port, run_cli, run_predictor
+
+SECRET = f"Tok-{secrets.token_hex(12)}"
+TOKEN = f"root:{SECRET}"
+LIVENESS_BUDGET_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def secured_milvus(tmp_path_factory, catalogue):
+    with run_milvus_server(tmp_path_factory.mktemp("secured-milvus"), authentication=True) as uri:
+        client = MilvusClient(uri=uri, token=DEFAULT_ROOT_TOKEN)
+        client.update_password("root", DEFAULT_ROOT_TOKEN.split(":", 1)[1], SECRET)
+        client.close()
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def photo(catalogue) -> bytes:
+    return catalogue.photos["coffee"].read_bytes()
+
+
+@pytest.fixture(scope="module")
+def outputs() -> list[str]:
+    """Every response body and command output the tests see, scanned for secrets at the end."""
+    return []
+
+
+def v1(image: bytes) -> dict:
+    return {"instances": [{"image": {"b64": base64.b64encode(image).decode()}}]}
+
+
+def test_milvus_token_comes_from_the_environment(secured_milvus, catalogue, outputs):
+    photos = [str(catalogue.photos[name]) for name in ("coffee", "chelsea", "rocket")]
+    indexed = run_cli("index", *photos, "--milvus-uri", secured_milvus, env={"MILVUS_TOKEN": TOKEN})
+    assert indexed.returncode == 0, indexed.stderr
+    for token in ("root:wrong-password", ""):
+        refused = run_cli("collections", "--milvus-uri", secured_milvus, env={"MILVUS_TOKEN": token})
+        outputs += [refused.stdout, refused.stderr]
+        assert refused.returncode == 2 and "cannot connect to Milvus" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def server(secured_milvus, tmp_path_factory) -> RunningServer:
+    with run_predictor(secured_milvus, tmp_path_factory.mktemp("predictor"), env={"MILVUS_TOKEN": TOKEN}) as running:
+        yield running
+
+
+def test_liveness_answers_within_a_second_while_milvus_is_stalled(server, secured_milvus, photo, outputs):
+    search = f"{server.http_url}/v1/models/image-search:predict"
+    assert httpx.post(search, json=v1(photo), timeout=60).status_code == 200
+    pending: dict = {}
+
+    def search_while_stalled() -> None:
+        response = httpx.post(search, json=v1(photo), timeout=300)
+        pending.update(status=response.status_code, body=response.text)
+
+    with paused_milvus_server(secured_milvus):
+        searcher = threading.Thread(target=search_while_stalled)
+        searcher.start()
+        latencies = []
+        with httpx.Client(timeout=5) as client:
+            for _ in range(10):
+                started = time.monotonic()
+                assert client.get(f"{server.http_url}/v2/health/live").status_code == 200
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.2)  # the probe period, not a synchronisation
+        assert searcher.is_alive(), f"the search did not wait for the stalled Milvus: {pending}"
+    print(f"\nliveness while Milvus was stalled: slowest of {len(latencies)} answers {max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < LIVENESS_BUDGET_S
+    searcher.join(timeout=300)
+    outputs.append(pending.get("body", ""))
+    # Its own timeout comes later; here it must end once Milvus is back, and the server must carry on.
+    assert pending["status"] in (200, 503), pending
+    assert httpx.post(search, json=v1(photo), timeout=120).status_code == 200
+
+
+BAD_REQUESTS = {
+    "truncated image": lambda photo: v1(photo[: len(photo) // 2]),
+    "not an image": lambda photo: v1(b"GIF89a" + photo[100:2000]),
+    "bad base64": lambda photo: {"instances": [{"image": {"b64": base64.b64encode(photo).decode()[:5001]}}]},
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_errors_carry_no_image_data(server, photo, outputs, case):
+    response = httpx.post(f"{server.http_url}/v1/models/image-search:predict", json=BAD_REQUESTS[case](photo))
+    outputs.append(response.text)
+    assert response.status_code == 400, response.text
+
+
+def test_bad_image_over_grpc_carries_no_image_data(server, photo, outputs):
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([photo[: len(photo) // 2]], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("image-search", [tensor])
+    outputs.append(str(refused.value))
+
+
+def test_milvus_down_with_a_token_set(server, secured_milvus, photo, outputs):
+    kill_milvus_server(secured_milvus)
+    search = httpx.post(f"{server.http_url}/v1/models/image-search:predict", json=v1(photo), timeout=120)
+    outputs.append(search.text)
+    assert search.status_code == 503, search.text
+
+    def not_ready() -> bool:
+        response = httpx.get(f"{server.http_url}/v2/models/image-search/ready", timeout=30)
+        outputs.append(response.text)
+        return response.status_code == 503
+
+    wait_for(not_ready, timeout_s=60, what="readiness turning false")
+    cli = run_cli("collections", "--milvus-uri", secured_milvus, env={"MILVUS_TOKEN": TOKEN})
+    outputs += [cli.stdout, cli.stderr]
+    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_a_server_that_cannot_reach_milvus_at_start_stays_live_and_says_why(tmp_path, outputs):
+    dead = f"http://127.0.0.1:{free_port()}"
+    with run_predictor(dead, tmp_path, env={"MILVUS_TOKEN": TOKEN}, wait_for="/v2/health/live") as unreachable:
+        response = httpx.get(f"{unreachable.http_url}/v2/models/image-search/ready", timeout=30)
+        assert response.status_code == 503 and dead in response.json()["error"]
+        outputs += [response.text, unreachable.log()]
+
+
+def test_a_bad_model_package_fails_the_start_cleanly(tmp_path, outputs):
+    package = tmp_path / "broken"
+    assert run_cli("export-model", "--out", str(package)).returncode == 0
+    (package / "model.json").write_text('{"name": "x"')
+    result = run_cli(
+        "serve", "--milvus-uri", str(tmp_path / "m.db"), "--model-dir", str(package), env={"MILVUS_TOKEN": TOKEN}
+    )
+    outputs += [result.stdout, result.stderr]
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
+def test_no_token_image_bytes_or_base64_in_any_log_line_or_error(server, photo, outputs):
+    texts = [*outputs, server.log()]
+    assert len(texts) > 10, "the error cases above did not run"
+    encoded = base64.b64encode(photo).decode()
+    needles = {
+        "the Milvus token": SECRET,
+        "base64 of the photo": encoded[1000:1064],
+        "base64 of the photo's start": encoded[:64],
+        "the photo's bytes": repr(photo[200:232])[2:-1],
+    }
+    for what, needle in needles.items():
+        leaks = [text for text in texts if needle in text]
+        assert not leaks, (
+            f"{what} appears in {len(leaks)} outputs, e.g. ...{leaks[0][max(0, leaks[0].find(needle) - 200) :][:400]}"
+        )
