@@ -65,13 +65,17 @@ def describe_server_work(before: dict[str, float], after: dict[str, float]) -> s
     parts = []
     if (batch := mean("batch")) is not None:
         parts.append(f"mean batch {batch:.1f}")
+    images = after.get("batch_sum", 0.0) - before.get("batch_sum", 0.0)
+    searches = after.get("search_count", 0.0) - before.get("search_count", 0.0)
+    if images:
+        parts.append(f"{searches / images:.2f} Milvus searches per image")
     for stage in ("decode", "preprocess", "embed", "search"):
         if (seconds := mean(stage)) is not None:
             parts.append(f"{stage} {seconds * 1000:.1f} ms")
     return ", ".join(parts)
 
 
-def _row(
+def measure_row(
     group: str,
     name: str,
     factory: SenderFactory,
@@ -126,10 +130,10 @@ def measure_server(
         for transport, factory in factories.items():
             for concurrency in concurrency_levels:
                 name = f"server {transport}, c={concurrency}"
-                rows.append(_row("server", name, factory, variants, concurrency, 1, timing, server.http_url))
+                rows.append(measure_row("server", name, factory, variants, concurrency, 1, timing, server.http_url))
         batch = BATCH_REQUEST_IMAGES
         rows.append(
-            _row(
+            measure_row(
                 "server-batch",
                 f"server REST binary, {batch} img/request, c=2",
                 lambda: rest_sender(server.http_url, images, batch),
@@ -183,6 +187,6 @@ def measure_naive(
 ) -> list[Row]:
     with run_naive_server(milvus_uri, workdir, device) as url:
         return [
-            _row("naive", f"naive FastAPI, c={c}", lambda: naive_sender(url, images), len(images), c, 1, timing)
+            measure_row("naive", f"naive FastAPI, c={c}", lambda: naive_sender(url, images), len(images), c, 1, timing)
             for c in concurrency_levels
         ]

@@ -22,7 +22,9 @@ from pydantic import BaseModel
 from predictor.backbone import Backbone
 from predictor.images import ImageLimits, InvalidImage, load_pixels
 from predictor.index import ImageIndex
+from predictor.milvus import MilvusAccess
 from predictor.model_package import default_spec
+from predictor.search_options import SearchOptions
 
 LIMITS = ImageLimits()
 
@@ -50,8 +52,7 @@ def create_app(milvus_uri: str, collection: str = "images", device: str = "auto"
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         backbone = Backbone(default_spec(), device, "auto")
         backbone.load()
-        index = ImageIndex(milvus_uri, collection, backbone.spec.identity)
-        index.open_for_search()
+        index = ImageIndex.open_for_search(MilvusAccess(milvus_uri), collection, backbone.spec.identity)
         state.update(backbone=backbone, index=index)
         yield
         index.close()
@@ -71,7 +72,7 @@ def create_app(milvus_uri: str, collection: str = "images", device: str = "auto"
         except (binascii.Error, InvalidImage) as error:
             raise HTTPException(status_code=400, detail=str(error)) from None
         embedding = state["backbone"].run(pixels[np.newaxis]).embeddings
-        hits = state["index"].search(embedding, payload.top_k)[0]
+        hits = state["index"].search(embedding, SearchOptions(top_k=payload.top_k))[0][: payload.top_k]
         return SearchResponse(
             matches=[Match(id=hit.id, score=hit.score, uri=hit.uri) for hit in hits],
             latency_ms=(time.perf_counter() - started) * 1000,

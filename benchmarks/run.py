@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import e2e, inprocess, report, scale, search
+from benchmarks import e2e, inprocess, report, scale, search, versus
 from benchmarks import precision as precision_bench
 from benchmarks.stats import Row
 from benchmarks.workload import build_workload
@@ -106,6 +106,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scale-engines", default="lite,server", help="scale: lite, server or both (default: both).")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the JSON record and the chart go.")
+    parser.add_argument(
+        "--versus",
+        metavar="REF",
+        help="Also compare this tree's server with the one at commit REF (gRPC, c=1 and c=32, alternating rounds).",
+    )
     parser.add_argument(
         "--server-arg",
         action="append",
@@ -205,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(scale_table)
             print("\n" + scale_table, flush=True)
 
+        if args.versus:
+            phase(f"6. before and after: the server at {args.versus} against this tree's")
+            rows += versus.measure(args.versus, (1, 32), 1 if args.quick else 3, timing)
+
     took = time.perf_counter() - started
     rows = [row for row in rows if row.group != "scan"] + [row for row in rows if row.group == "scan"]
     report.add_ratios(rows)
@@ -212,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + report.table(rows))
     for extra in tables:
         print("\n" + extra)
+    if args.versus:
+        print("\nBefore and after (medians of alternating rounds)")
+        for line in versus.summary([row for row in rows if row.group.startswith("versus-")]):
+            print(f"  {line}")
     print("\nTargets")
     for target in found:
         print(f"  [{'holds' if target.holds else 'MISSED'}] {target.name}: {target.measured}, wanted {target.wanted}")

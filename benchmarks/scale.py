@@ -33,7 +33,7 @@ MEMORY_SIZE = 50_000
 MEMORY_DIMENSIONS = (1280, 512, 2048, 256)
 COLLECTION = "scale_bench"
 
-# (index type, build parameters, search settings); the defaults of predictor.index_config are among them.
+# (index type, build parameters, search settings); the defaults of predictor.vector_index are among them.
 LITE_INDEXES = (
     ("FLAT", {}, ({},)),
     ("IVF_FLAT", {"nlist": 1024}, ({"nprobe": 8}, {"nprobe": 32}, {"nprobe": 128})),
@@ -137,7 +137,7 @@ def measure_index(
 
 
 def run_engine(uri: str, vectors: np.ndarray, queries: np.ndarray, indexes, log=print) -> list[dict]:
-    from predictor.index_config import IndexConfig
+    from predictor.vector_index import VectorIndex
 
     client = _client(uri)
     took = fill(client, vectors)
@@ -152,9 +152,9 @@ def run_engine(uri: str, vectors: np.ndarray, queries: np.ndarray, indexes, log=
             results.append({"index": index_type, "build": build, "error": str(error)[:300]})
             log(f"    {index_type}: refused ({str(error)[:120]})")
             continue
-        default = IndexConfig()
+        default = VectorIndex()
         settings = [(search, "Bounded") for search in searches]
-        if (index_type, build) == (default.index_type, default.build_params):
+        if (index_type, build) == (default.index_type, default.params):
             settings.append((default.search_params, "Strong"))
         for search, consistency in settings:
             measured = measure_index(client, queries, search, consistency)
@@ -199,10 +199,10 @@ def memory_per_million(workdir: Path, real: np.ndarray, count: int = MEMORY_SIZE
     and then gains less than the new collection needs. 1280-d are the real vectors, 256-d their PCA projection;
     512-d and 2048-d are random unit vectors, since memory depends on the count and the dimension, not on the values.
     """
-    from predictor.index_config import IndexConfig
+    from predictor.vector_index import VectorIndex
     from tests.support.milvus_server import milvus_server_pids, run_milvus_server
 
-    config = IndexConfig()
+    config = VectorIndex()
     rng = np.random.default_rng(0)
     results = []
     for dimension in MEMORY_DIMENSIONS:
@@ -220,7 +220,7 @@ def memory_per_million(workdir: Path, real: np.ndarray, count: int = MEMORY_SIZE
             time.sleep(5)
             before = rss_bytes(milvus_server_pids(uri))
             fill(client, vectors, COLLECTION)
-            build_index(client, config.index_type, config.build_params, len(vectors), COLLECTION)
+            build_index(client, config.index_type, config.params, len(vectors), COLLECTION)
             time.sleep(5)
             after = rss_bytes(milvus_server_pids(uri))
             client.close()
@@ -253,16 +253,16 @@ def _lite_in_own_process(workdir: Path, cache: Path, index_types: tuple[str, ...
 
 
 def to_rows(engine: str, results: list[dict], size: int) -> list[Row]:
-    from predictor.index_config import IndexConfig
+    from predictor.vector_index import VectorIndex
 
-    default = IndexConfig()
+    default = VectorIndex()
     rows = []
     for entry in results:
         if "error" in entry:
             continue
         search = ",".join(f"{k}={v}" for k, v in entry["search"].items())
         is_default = entry["index"] == default.index_type and entry["search"] == default.search_params
-        is_default &= entry["build"] == default.build_params and entry["consistency"] == "Bounded"
+        is_default &= entry["build"] == default.params and entry["consistency"] == "Bounded"
         if entry["consistency"] != "Bounded":
             search += f" {entry['consistency']}"
         row = Row(

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.stats import Row
+from predictor.identity import ModelIdentity
 from predictor.index import ImageIndex, IndexRow
-from predictor.model_package import ModelIdentity
+from predictor.milvus import MilvusAccess
+from predictor.search_options import DEFAULT_NAMESPACE, SearchOptions
 
 SIZES = (10_000, 100_000)
 TOP_K = 10
@@ -29,6 +31,7 @@ BATCH_QUERIES = 32
 QUERIES = 200
 RECALL_QUERIES = 50
 COLLECTION = "search_bench"
+OPTIONS = SearchOptions(top_k=TOP_K)
 
 
 def random_unit_vectors(count: int, dimension: int, rng: np.random.Generator) -> np.ndarray:
@@ -60,22 +63,22 @@ def exact_top_k(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
     return top[np.argsort(-scores[top])]
 
 
-def _index(uri: str, dimension: int) -> ImageIndex:
-    return ImageIndex(uri, COLLECTION, ModelIdentity("random-unit-vectors", "1", dimension))
+def _identity(dimension: int) -> ModelIdentity:
+    return ModelIdentity("random-unit-vectors", "1", dimension)
 
 
 def insert(uri: str, dimension: int, total: int, start: int, end: int, seed: int) -> None:
     """Add rows [start, end) of the seeded collection and wait until Milvus has indexed all of them."""
     vectors, _ = vectors_and_queries(total, dimension, seed)
-    writer = _index(uri, dimension)
+    writer = ImageIndex.for_model(MilvusAccess(uri), COLLECTION, _identity(dimension))
     writer.ensure_collection()
     for first in range(start, end, INSERT_CHUNK):
         last = min(first + INSERT_CHUNK, end)
-        writer.upsert(IndexRow(str(i), vectors[i], f"random/{i}", {}) for i in range(first, last))
-    writer.client.flush(writer.collection)
+        writer.upsert(DEFAULT_NAMESPACE, [IndexRow(str(i), vectors[i], f"random/{i}", {}) for i in range(first, last)])
+    writer.access.call("flush", "flush", writer.collection)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        description = writer.client.describe_index(writer.collection, "vector")
+        description = writer.access.call("describe_index", "describe_index", writer.collection, "vector")
         if description.get("indexed_rows", 0) >= end and not description.get("pending_index_rows", 0):
             break
         time.sleep(0.5)
@@ -87,18 +90,17 @@ def insert(uri: str, dimension: int, total: int, start: int, end: int, seed: int
 def milvus_latencies(uri: str, dimension: int, total: int, size: int, seed: int) -> dict:
     """Per-query latency one query per call and many per call, and recall against exact search."""
     vectors, queries = vectors_and_queries(total, dimension, seed)
-    reader = _index(uri, dimension)
-    reader.open_for_search()
-    reader.search(queries[:1], TOP_K)
+    reader = ImageIndex.open_for_search(MilvusAccess(uri), COLLECTION, _identity(dimension))
+    reader.search(queries[:1], OPTIONS)
     checked = queries[:RECALL_QUERIES]
-    found = [reader.search(query[np.newaxis], TOP_K)[0] for query in checked]
+    found = [reader.search(query[np.newaxis], OPTIONS)[0][:TOP_K] for query in checked]
     truth = [set(exact_top_k(vectors[:size], query, TOP_K).tolist()) for query in checked]
     recall = float(
         np.mean([len({int(h.id) for h in hits} & best) / TOP_K for hits, best in zip(found, truth, strict=True)])
     )
     batch = queries[:BATCH_QUERIES]
-    single = timed_calls(lambda i: reader.search(queries[i % len(queries)][np.newaxis], TOP_K))
-    batched = timed_calls(lambda i: reader.search(batch, TOP_K), min_calls=5, min_s=2.0)
+    single = timed_calls(lambda i: reader.search(queries[i % len(queries)][np.newaxis], OPTIONS))
+    batched = timed_calls(lambda i: reader.search(batch, OPTIONS), min_calls=5, min_s=2.0)
     reader.close()
     return {"single": single, "batched": batched, "recall": recall}
 

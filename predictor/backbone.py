@@ -164,16 +164,13 @@ class Backbone:
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="device")
 
     @property
-    def loaded(self) -> bool:
-        return self._network is not None
-
-    @property
     def dimension(self) -> int:
         return self.spec.dimension
 
     @property
     def precision(self) -> str:
-        """The precision the network runs at once loaded (the planned one before)."""
+        """The precision the network runs at once loaded (the planned one before), as evaluations and the build-info
+        metric record it."""
         return self._runner.name if self._runner is not None else self.planned_precision
 
     def load(self) -> None:

@@ -61,15 +61,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
         return await future
 
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
-
     async def _collect(self) -> list[_Pending]:
         first = await self._queue.get()
         batch = [first]

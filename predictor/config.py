@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from predictor import environment
 from predictor.images import ImageLimits
-from predictor.index_config import DEFAULT_INDEX_TYPE, INDEX_KINDS, IndexConfig, parse_params
 from predictor.request_size import default_max_request_bytes, largest_image_request_bytes
+from predictor.vector_index import DEFAULT_INDEX_TYPE, INDEX_KINDS, VectorIndex, parse_params
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
@@ -18,7 +18,7 @@ class MilvusSettings:
     uri: str
     collection: str
     token: str | None = None
-    index: IndexConfig = field(default_factory=IndexConfig)
+    index: VectorIndex = field(default_factory=VectorIndex)
 
     def __post_init__(self) -> None:
         if not self.uri:
@@ -34,10 +34,10 @@ class ServeSettings:
     milvus: MilvusSettings
     model_dir: str | None
     device: str
-    precision: str
     max_batch_size: int
     max_batch_delay_ms: float
     limits: ImageLimits
+    precision: str = "auto"
     default_top_k: int = 10
     max_top_k: int = 100
     # None derives it from `limits`; see request_size.py.
@@ -167,8 +167,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def index_config(args: argparse.Namespace) -> IndexConfig:
-    return IndexConfig(
+def vector_index(args: argparse.Namespace) -> VectorIndex:
+    return VectorIndex(
         args.index_type,
         parse_params(args.index_params, "--index-params"),
         parse_params(args.search_params, "--search-params"),
@@ -177,7 +177,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
     return MilvusSettings(
-        uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token(), index=index_config(args)
+        uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token(), index=vector_index(args)
     )
 
 

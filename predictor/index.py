@@ -1,34 +1,32 @@
-"""The Milvus side: collection schema, the model identity a collection belongs to, search, upsert, delete.
+"""One model's collection: its identity, namespaces, search, reads by id, upsert, delete and metadata updates.
 
-The same code talks to an embedded milvus-lite file (a path ending in `.db`) or a Milvus server (`http://host:19530`).
-Every call blocks, so the serving path runs them in worker threads.
+Built on the access layer (milvus.py), which owns the connection and turns every Milvus failure into a typed error;
+the row layout (namespaced or legacy) is collection_schema.py's.
 """
 
-import json
 import logging
 import re
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
 
+from predictor.collection_schema import (
+    IDENTITY_PROPERTY,
+    Layout,
+    create_collection,
+    identity_from_property,
+    layout_of,
+)
 from predictor.identity import ModelIdentity
-from predictor.index_config import IndexConfig, for_collection
+from predictor.milvus import MilvusAccess, quoted
+from predictor.search_options import SearchOptions
+from predictor.vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)
 
-ID_MAX_LENGTH = 512
-URI_MAX_LENGTH = 2048
-IDENTITY_PROPERTY = "image_search.model"
-OUTPUT_FIELDS = ["uri", "metadata"]
-COLLECTION_NOT_LOADED = 101
-
-
-class IndexUnavailable(RuntimeError):
-    """Milvus cannot be reached or answered with a server-side error."""
+# Rows per get/query/upsert call when reading or rewriting rows by id.
+CHUNK = 256
 
 
 class IndexMismatch(RuntimeError):
@@ -55,17 +53,20 @@ class IndexRow:
     metadata: dict
 
 
-def is_local_file(uri: str) -> bool:
-    return "://" not in uri
+@dataclass(frozen=True)
+class StoredImage:
+    id: str
+    namespace: str
+    uri: str
+    metadata: dict
 
 
-def connect(uri: str, token: str | None = None) -> MilvusClient:
-    if is_local_file(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return MilvusClient(uri=uri, token=token or "")
-    except MilvusException as error:
-        raise IndexUnavailable(f"cannot connect to Milvus at {uri}: {error}") from None
+@dataclass(frozen=True)
+class IndexSummary:
+    collection: str
+    model: ModelIdentity | None
+    images: int
+    namespaced: bool
 
 
 def versioned_collection(base: str, identity: ModelIdentity) -> str:
@@ -77,21 +78,9 @@ def versioned_collection(base: str, identity: ModelIdentity) -> str:
     return f"{base}__{slug(identity.name)}__{slug(identity.version)}"
 
 
-def quoted(text: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return json.dumps(text)
-
-
-def identity_to_property(identity: ModelIdentity) -> str:
-    return json.dumps({"name": identity.name, "version": identity.version, "dimension": identity.dimension})
-
-
-def identity_from_property(text: str | None) -> ModelIdentity | None:
-    try:
-        recorded = json.loads(text or "")
-        return ModelIdentity(str(recorded["name"]), str(recorded["version"]), int(recorded["dimension"]))
-    except (ValueError, KeyError, TypeError):
-        return None
+def _chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class ImageIndex:
@@ -103,92 +92,116 @@ class ImageIndex:
 
     def __init__(
         self,
-        uri: str,
+        access: MilvusAccess,
+        collection: str,
+        identity: ModelIdentity,
+        base: str | None = None,
+        *,
+        vector_index: VectorIndex | None = None,
+    ) -> None:
+        """`vector_index` is the index a new collection gets and searches start from (an existing collection's own
+        index wins once it is opened)."""
+        if not collection:
+            raise ValueError("collection name must not be empty")
+        self.access = access
+        self.collection = collection
+        self.identity = identity
+        self.base = base or collection
+        self.vector_index = vector_index or VectorIndex()
+        self._layout: Layout | None = None
+
+    @classmethod
+    def for_model(
+        cls,
+        access: MilvusAccess,
         base: str,
         identity: ModelIdentity,
-        token: str | None = None,
-        index_config: IndexConfig | None = None,
-    ) -> None:
+        *,
+        vector_index: VectorIndex | None = None,
+    ) -> "ImageIndex":
+        """The collection this model indexes into (and searches, unless `base` names a collection of its own)."""
         if not base:
             raise ValueError("collection name must not be empty")
-        self.index_config = index_config or IndexConfig()
-        self.uri = uri
-        self.base = base
-        self.collection = versioned_collection(base, identity)
-        self.identity = identity
-        self._token = token
-        self._client: MilvusClient | None = None
-        self._lock = threading.Lock()
+        return cls(access, versioned_collection(base, identity), identity, base, vector_index=vector_index)
+
+    @classmethod
+    def open_for_search(
+        cls,
+        access: MilvusAccess,
+        base: str,
+        identity: ModelIdentity,
+        *,
+        vector_index: VectorIndex | None = None,
+    ) -> "ImageIndex":
+        """This model's collection, checked and loaded; never another model's, so a canary can't read stable's vectors.
+
+        `base` may also name a concrete collection (not an alias) when the model's own collection does not exist.
+        Missing or empty is `IndexNotReady` (an indexing job may still be building it); a collection that another
+        model built is `IndexMismatch`, which no amount of waiting will fix. Searches use the index the collection
+        really has, whatever `vector_index` says.
+        """
+        index = cls.for_model(access, base, identity, vector_index=vector_index)
+        if not index.exists():
+            if base not in access.aliases() and access.has_collection(base):
+                index = cls(access, base, identity, base, vector_index=vector_index)
+            else:
+                raise IndexNotReady(
+                    f"collection {index.collection} for model {identity} does not exist at {access.uri} yet; "
+                    f"index images first: image-search index SOURCE --milvus-uri {access.uri} "
+                    f"--collection {base} [--model-dir DIR]"
+                )
+        index.check_identity()
+        index.load()
+        index.vector_index = index.vector_index.of_collection(access.describe_index(index.collection))
+        if index.count() == 0:
+            raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
+        return index
 
     @property
-    def client(self) -> MilvusClient:
-        with self._lock:
-            if self._client is None:
-                self._client = connect(self.uri, self._token)
-            return self._client
+    def uri(self) -> str:
+        return self.access.uri
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self._layout = layout_of(self.access.describe(self.collection))
+        return self._layout
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self.access.close()
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MilvusException as error:
-            if error.code != COLLECTION_NOT_LOADED:
-                raise IndexUnavailable(f"Milvus {what} on {self.collection!r} failed: {error}") from None
-        # Collections come back released after a Milvus restart or when a file is reopened: load, then try again.
-        try:
-            self.client.load_collection(self.collection)
-            return fn(*args, **kwargs)
-        except MilvusException as error:
-            raise IndexUnavailable(f"Milvus {what} on {self.collection!r} failed: {error}") from None
+    def exists(self) -> bool:
+        return self.access.has_collection(self.collection)
 
-    def recorded_identity(self) -> ModelIdentity | None:
-        return self._identity_of(self.collection)
-
-    def exists(self, name: str | None = None) -> bool:
-        return bool(self._call("has_collection", self.client.has_collection, name or self.collection))
+    def load(self) -> None:
+        self.access.load(self.collection)
 
     def ensure_collection(self) -> None:
         """Create this model's collection if missing, and make the stable alias point at it if it points nowhere."""
         if not self.exists():
-            self._create()
+            partition_key = self.access.partition_key_works()
+            self._layout = create_collection(
+                self.access,
+                self.collection,
+                self.identity,
+                partition_key=partition_key,
+                vector_index=self.vector_index,
+            )
+            logger.info(
+                "created collection %s for %s (namespace partition key: %s; index %s)",
+                self.collection,
+                self.identity,
+                partition_key,
+                self.vector_index.describe(),
+            )
         self.check_identity()
-        self._call("load", self.client.load_collection, self.collection)
-        aliases = self._call("list_aliases", self.client.list_aliases)
-        if self.base not in aliases.get("aliases", []) and not self.exists(self.base):
-            self._call("create_alias", self.client.create_alias, self.collection, self.base)
+        self.load()
+        if self.base not in self.access.aliases() and not self.access.has_collection(self.base):
+            self.access.create_alias(self.collection, self.base)
             logger.info("alias %s -> %s", self.base, self.collection)
 
-    def open_for_search(self) -> None:
-        """Find and load this model's collection; never another model's, so a canary can't read stable's vectors.
-
-        Missing or empty is `IndexNotReady` (an indexing job may still be building it); a concrete collection named
-        with --collection that another model built is `IndexMismatch`, which no amount of waiting will fix.
-        """
-        if not self.exists():
-            aliases = self._call("list_aliases", self.client.list_aliases).get("aliases", [])
-            if self.base not in aliases and self.exists(self.base):
-                self.collection = self.base
-            else:
-                raise IndexNotReady(
-                    f"collection {self.collection} for model {self.identity} does not exist at {self.uri} yet; "
-                    f"index images first: image-search index SOURCE --milvus-uri {self.uri} "
-                    f"--collection {self.base} [--model-dir DIR]"
-                )
-        self.check_identity()
-        self._call("load", self.client.load_collection, self.collection)
-        index = self._call("describe_index", self.client.describe_index, self.collection, "vector")
-        self.index_config = for_collection(self.index_config, index)
-        if self.count() == 0:
-            raise IndexNotReady(f"collection {self.collection} for model {self.identity} is empty; index images first")
-
-    def _identity_of(self, name: str) -> ModelIdentity | None:
-        description = self._call("describe", self.client.describe_collection, name)
-        return identity_from_property(description.get("properties", {}).get(IDENTITY_PROPERTY))
+    def recorded_identity(self) -> ModelIdentity | None:
+        return identity_from_property(self.access.properties(self.collection).get(IDENTITY_PROPERTY))
 
     def check_identity(self) -> None:
         recorded = self.recorded_identity()
@@ -199,106 +212,168 @@ class ImageIndex:
                 "or index into another collection (--collection)."
             )
 
-    def _create(self) -> None:
-        schema = MilvusClient.create_schema(auto_id=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.identity.dimension)
-        schema.add_field("uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
-        schema.add_field("metadata", DataType.JSON)
-        index_params = MilvusClient.prepare_index_params()
-        index_params.add_index(field_name="vector", **self.index_config.index_params())
-        self._call(
-            "create_collection",
-            self.client.create_collection,
-            collection_name=self.collection,
-            schema=schema,
-            index_params=index_params,
-            consistency_level="Strong",
-            properties={IDENTITY_PROPERTY: identity_to_property(self.identity)},
-        )
-        logger.info(
-            "created collection %s for %s, index %s", self.collection, self.identity, self.index_config.describe()
-        )
+    def check_writable(self, namespace: str) -> None:
+        if not self.layout.holds(namespace):
+            raise ValueError(
+                f"collection {self.collection} was made before namespaces and holds only the default namespace; "
+                f"index namespace {namespace!r} into a new collection (--collection NAME)"
+            )
 
-    def count(self) -> int:
-        result = self._call("count", self.client.query, self.collection, filter="", output_fields=["count(*)"])
-        return int(result[0]["count(*)"])
+    def count(self, namespace: str | None = None) -> int:
+        """Rows in the collection, or in one namespace of it."""
+        if namespace is None:
+            return self.access.count(self.collection)
+        if not self.layout.holds(namespace):
+            return 0
+        return self.access.count(self.collection, self.layout.scope(namespace))
+
+    def summary(self) -> IndexSummary:
+        """What this collection is: its name, the model that built it and how many images it holds."""
+        return IndexSummary(self.collection, self.recorded_identity(), self.count(), self.layout.namespaced)
 
     def ping(self) -> bool:
         try:
             return self.exists()
-        except IndexUnavailable:
+        except RuntimeError:
             return False
 
-    def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
+    def search(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
+        """Up to `options.window` hits per query vector, best first, from `options.namespace` only."""
         if len(vectors) == 0:
             return []
-        results = self._call(
+        if not self.layout.holds(options.namespace):
+            return [[] for _ in vectors]
+        results = self.access.call(
             "search",
-            self.client.search,
+            "search",
             self.collection,
             data=[vector.tolist() for vector in vectors],
-            limit=top_k,
+            limit=options.window,
+            filter=self.layout.scope(options.namespace, options.filter),
             anns_field="vector",
-            search_params=self.index_config.search_request(top_k),
-            output_fields=OUTPUT_FIELDS,
+            search_params=self._search_params(options),
+            output_fields=self.layout.output_fields,
+            collection=self.collection,
         )
-        return [
-            [
-                Hit(
-                    id=str(hit["id"]),
-                    score=float(hit["distance"]),
-                    uri=str(hit["entity"].get("uri", "")),
-                    metadata=hit["entity"].get("metadata") or {},
-                )
-                for hit in hits
-            ]
-            for hits in results
-        ]
+        return [[self._hit(hit) for hit in hits] for hits in results]
 
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        rows = self._call("get", self.client.get, self.collection, ids=list(ids), output_fields=["id"])
-        return {str(row["id"]) for row in rows}
+    def _search_params(self, options: SearchOptions) -> dict:
+        """The index's search parameters for a search of `options.window` hits."""
+        return self.vector_index.search_request(options.window)
 
-    def upsert(self, rows: Iterable[IndexRow]) -> int:
-        data = [
-            {"id": row.id, "vector": row.vector.tolist(), "uri": row.uri[:URI_MAX_LENGTH], "metadata": row.metadata}
-            for row in rows
-        ]
+    @staticmethod
+    def _hit(hit: dict) -> Hit:
+        entity = hit["entity"]
+        return Hit(
+            id=str(entity.get("id", hit["id"])),
+            score=float(hit["distance"]),
+            uri=str(entity.get("uri", "")),
+            metadata=entity.get("metadata") or {},
+        )
+
+    def _rows(self, namespace: str, ids: Sequence[str], fields: list[str]) -> list[dict]:
+        if not ids or not self.layout.holds(namespace):
+            return []
+        found = []
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            keys = [self.layout.key(namespace, image_id) for image_id in chunk]
+            found += self.access.call(
+                "get", "get", self.collection, ids=keys, output_fields=fields, collection=self.collection
+            )
+        return found
+
+    def vectors_of(self, namespace: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of these ids in `namespace`; ids it does not hold are absent from the answer."""
+        rows = self._rows(namespace, ids, ["id", "vector"])
+        return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
+
+    def get(self, namespace: str, image_id: str) -> StoredImage | None:
+        """One image's row (without its vector), or None when `namespace` does not hold it."""
+        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"])
+        if not rows:
+            return None
+        row = rows[0]
+        return StoredImage(str(row["id"]), namespace, str(row.get("uri", "")), row.get("metadata") or {})
+
+    def existing_ids(self, namespace: str, ids: Sequence[str]) -> set[str]:
+        return {str(row["id"]) for row in self._rows(namespace, ids, ["id"])}
+
+    def upsert(self, namespace: str, rows: Iterable[IndexRow]) -> int:
+        self.check_writable(namespace)
+        data = [self.layout.row(namespace, row.id, row.vector.tolist(), row.uri, row.metadata) for row in rows]
         if not data:
             return 0
-        self._call("upsert", self.client.upsert, self.collection, data=data)
+        self.access.call("upsert", "upsert", self.collection, data=data, collection=self.collection)
         return len(data)
 
-    def delete(self, ids: Sequence[str]) -> int:
-        if not ids:
-            return 0
-        present = self.existing_ids(ids)
-        if present:
-            self._call("delete", self.client.delete, self.collection, ids=sorted(present))
+    def delete(self, namespace: str, ids: Sequence[str]) -> int:
+        present = sorted(self.existing_ids(namespace, ids))
+        for chunk in _chunks(present):
+            keys = [self.layout.key(namespace, image_id) for image_id in chunk]
+            self.access.call("delete", "delete", self.collection, ids=keys, collection=self.collection)
         return len(present)
 
-    def ids_by_uri(self, uris: Sequence[str]) -> dict[str, set[str]]:
-        """Ids currently stored for each of these source paths."""
+    def update_metadata(self, namespace: str, updates: dict[str, dict]) -> tuple[int, list[str]]:
+        """Merge fields into stored rows' metadata without re-embedding (a field set to None is removed).
+
+        Returns how many rows changed and the ids `namespace` does not hold.
+        """
+        rows = self._rows(namespace, list(updates), ["id", "vector", "uri", "metadata"])
+        rewritten = []
+        for row in rows:
+            stored = row.get("metadata") or {}
+            metadata = dict(stored)
+            for name, value in updates[str(row["id"])].items():
+                if value is None:
+                    metadata.pop(name, None)
+                else:
+                    metadata[name] = value
+            if metadata != stored:
+                rewritten.append(
+                    self.layout.row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata)
+                )
+        for chunk in _chunks(rewritten):
+            self.access.call("upsert", "upsert", self.collection, data=list(chunk), collection=self.collection)
+        found = {str(row["id"]) for row in rows}
+        return len(rewritten), [image_id for image_id in updates if image_id not in found]
+
+    def _query_ids(self, namespace: str, expression: str) -> list[dict]:
+        if not self.layout.holds(namespace):
+            return []
+        return self.access.call(
+            "query",
+            "query",
+            self.collection,
+            filter=self.layout.scope(namespace, expression),
+            output_fields=["id", "uri"],
+            collection=self.collection,
+        )
+
+    def ids_by_uri(self, namespace: str, uris: Sequence[str]) -> dict[str, set[str]]:
+        """Ids currently stored in `namespace` for each of these source paths."""
         if not uris:
             return {}
-        expression = f"uri in [{', '.join(quoted(uri) for uri in uris)}]"
-        rows = self._call("query", self.client.query, self.collection, filter=expression, output_fields=["id", "uri"])
         found: dict[str, set[str]] = {}
-        for row in rows:
+        for row in self._query_ids(namespace, f"uri in [{', '.join(quoted(uri) for uri in uris)}]"):
             found.setdefault(str(row["uri"]), set()).add(str(row["id"]))
         return found
 
-    def ids_under(self, prefix: str) -> list[str]:
-        """Ids of every row whose source path is `prefix` or lies under it."""
+    def ids_under(self, namespace: str, prefix: str) -> list[str]:
+        """Ids in `namespace` of every row whose source path is `prefix` or lies under it."""
         expression = f"uri == {quoted(prefix)} or uri like {quoted(prefix.rstrip('/') + '/%')}"
-        rows = self._call("query", self.client.query, self.collection, filter=expression, output_fields=["id"])
-        return [str(row["id"]) for row in rows]
+        return [str(row["id"]) for row in self._query_ids(namespace, expression)]
 
     def sample_vectors(self, limit: int = 2048) -> np.ndarray:
-        rows = self._call("query", self.client.query, self.collection, filter="", output_fields=["vector"], limit=limit)
+        """Up to `limit` stored vectors from any namespace, for the drift score's reference centroid."""
+        rows = self.access.call(
+            "query",
+            "query",
+            self.collection,
+            filter="",
+            output_fields=["vector"],
+            limit=limit,
+            collection=self.collection,
+        )
         if not rows:
             return np.zeros((0, self.identity.dimension), dtype=np.float32)
         return np.asarray([row["vector"] for row in rows], dtype=np.float32)

@@ -1,7 +1,8 @@
 """Building an index: find image files, skip what is already indexed, embed in batches, upsert.
 
-Idempotent by construction: a row's id is its file's content SHA-256, so a re-run or a restarted shard finds its
-earlier work in Milvus and adds nothing twice. Unreadable files are reported and skipped; rows already written stay.
+Idempotent by construction: a row's id is its file's content SHA-256 (or the id a manifest gives it), and rows are keyed
+per namespace, so a re-run or a restarted shard finds its earlier work in Milvus and adds nothing twice. Unreadable
+files are reported and skipped; rows already written stay.
 """
 
 import hashlib
@@ -16,6 +17,8 @@ import numpy as np
 from predictor.backbone import Backbone
 from predictor.images import ImageLimits, InvalidImage, load_pixels
 from predictor.index import ImageIndex, IndexRow
+from predictor.manifests import Manifest, ManifestRow
+from predictor.search_options import DEFAULT_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
@@ -27,32 +30,59 @@ class IndexReport:
     added: int = 0
     skipped: int = 0
     replaced: int = 0
+    metadata_updated: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    unmatched: list[ManifestRow] = field(default_factory=list)
+    matched_rows: set[int] = field(default_factory=set)
 
     def summary(self) -> str:
         text = f"added {self.added}, skipped {self.skipped}, failed {len(self.failed)}"
-        return f"{text}, replaced {self.replaced}" if self.replaced else text
+        if self.replaced:
+            text += f", replaced {self.replaced}"
+        if self.metadata_updated:
+            text += f", metadata updated {self.metadata_updated}"
+        if self.unmatched:
+            text += f"; {len(self.unmatched)} manifest rows matched no file"
+        return text
 
 
-def discover(sources: Iterable[str]) -> list[Path]:
-    """Image files under directories (recursively) and listed in text manifests (one path per line, # comments)."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class FoundImage:
+    """An image file, and the name it has under the SOURCE it was found by (what a manifest's `path` refers to)."""
+
+    path: Path
+    name: str
+
+
+def discover_images(sources: Iterable[str]) -> list[FoundImage]:
+    """Image files under directories (recursively) and listed in text files (one path per line, # comments)."""
+    found: list[FoundImage] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend(
+                FoundImage(p.resolve(), p.relative_to(path).as_posix())
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
         elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            found.append(path)
+            found.append(FoundImage(path.resolve(), path.name))
         elif path.is_file():
             for line in path.read_text().splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     entry = Path(line)
-                    found.append(entry if entry.is_absolute() else path.parent / entry)
+                    found.append(FoundImage((entry if entry.is_absolute() else path.parent / entry).resolve(), line))
         else:
             raise FileNotFoundError(f"source {source} does not exist")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    unique: dict[Path, FoundImage] = {}
+    for image in found:
+        unique.setdefault(image.path, image)
+    return list(unique.values())
+
+
+def discover(sources: Iterable[str]) -> list[Path]:
+    return [image.path for image in discover_images(sources)]
 
 
 def in_shard(path: Path, shard_index: int, shard_count: int) -> bool:
@@ -67,9 +97,11 @@ def content_id(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class _Candidate:
-    path: Path
+    image: FoundImage
     id: str
     data: bytes
+    metadata: dict = field(default_factory=dict)
+    manifest_fields: dict | None = None
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -77,54 +109,84 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def index_paths(
-    paths: list[Path],
+def _candidate(image: FoundImage, data: bytes, manifest: Manifest | None, used: set[int]) -> _Candidate:
+    sha = content_id(data)
+    row = manifest.for_image([image.name, str(image.path)], sha) if manifest else None
+    metadata = {"filename": image.path.name}
+    if row is None:
+        return _Candidate(image, sha, data, metadata, None)
+    used.add(row.line)
+    fields = {name: value for name, value in row.fields.items() if value is not None}
+    image_id = row.id if row.path is not None and row.id is not None else sha
+    return _Candidate(image, image_id, data, {**metadata, **fields}, fields)
+
+
+def index_images(
+    images: list[FoundImage],
     backbone: Backbone,
     index: ImageIndex,
+    namespace: str = DEFAULT_NAMESPACE,
+    manifest: Manifest | None = None,
     batch_size: int = 32,
     limits: ImageLimits | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IndexReport:
+    """Embed and upsert `images` into `namespace`; manifest rows add their fields (to rows already there too)."""
     limits = limits or ImageLimits()
+    index.check_writable(namespace)
     report = IndexReport()
     preprocessing = backbone.spec.preprocessing
+    used_rows: set[int] = set()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode") as pool:
-        for batch_paths in _batches(paths, batch_size):
+        for batch in _batches(images, batch_size):
             candidates = []
-            for path in batch_paths:
+            for image in batch:
                 try:
-                    data = path.read_bytes()
+                    data = image.path.read_bytes()
                 except OSError as error:
-                    report.failed.append((str(path), f"unreadable: {error.strerror or error}"))
+                    report.failed.append((str(image.path), f"unreadable: {error.strerror or error}"))
                     continue
-                candidates.append(_Candidate(path, content_id(data), data))
-            existing = index.existing_ids([c.id for c in candidates])
-            fresh = {}
+                candidates.append(_candidate(image, data, manifest, used_rows))
+            existing = index.existing_ids(namespace, [c.id for c in candidates])
+            fresh: dict[str, _Candidate] = {}
+            updates: dict[str, dict] = {}
             for candidate in candidates:
                 if candidate.id in existing or candidate.id in fresh:
                     report.skipped += 1
+                    if candidate.manifest_fields:
+                        updates[candidate.id] = candidate.manifest_fields
                 else:
                     fresh[candidate.id] = candidate
+            report.metadata_updated += index.update_metadata(namespace, updates)[0] if updates else 0
             decoded = list(pool.map(lambda c: _try_pixels(c, limits, preprocessing), fresh.values()))
             good = [(c, pixels) for c, pixels in decoded if isinstance(pixels, np.ndarray)]
-            report.failed.extend((str(c.path), str(error)) for c, error in decoded if not isinstance(error, np.ndarray))
+            report.failed.extend(
+                (str(c.image.path), str(error)) for c, error in decoded if not isinstance(error, np.ndarray)
+            )
             if good:
                 embeddings = backbone.run(np.stack([pixels for _, pixels in good])).embeddings
                 rows = [
-                    IndexRow(c.id, vector, str(c.path), {"filename": c.path.name})
+                    IndexRow(c.id, vector, str(c.image.path), c.metadata)
                     for (c, _), vector in zip(good, embeddings, strict=True)
                 ]
-                report.added += index.upsert(rows)
+                report.added += index.upsert(namespace, rows)
                 # A file whose content changed keeps its path but gets a new id: drop the old vector, after the new
                 # one is safely written, so an interrupted run never leaves the file unsearchable.
-                stored = index.ids_by_uri([str(c.path) for c, _ in good])
-                stale = [old for c, _ in good for old in stored.get(str(c.path), ()) if old != c.id]
-                report.replaced += index.delete(stale)
+                stored = index.ids_by_uri(namespace, [str(c.image.path) for c, _ in good])
+                stale = [old for c, _ in good for old in stored.get(str(c.image.path), ()) if old != c.id]
+                report.replaced += index.delete(namespace, stale)
             if progress:
-                progress(len(batch_paths))
+                progress(len(batch))
+    report.matched_rows = used_rows
     for path, reason in report.failed:
         logger.warning("skipped %s: %s", path, reason)
     return report
+
+
+def unmatched_rows(manifest: Manifest, matched: set[int], everything: list[FoundImage]) -> list[ManifestRow]:
+    """Rows that name no image: not matched in this run, and (for path rows) naming no file of any shard."""
+    names = {name for image in everything for name in (image.name, str(image.path))}
+    return [row for row in manifest.rows if row.line not in matched and (row.path is None or row.path not in names)]
 
 
 def _try_pixels(candidate: _Candidate, limits: ImageLimits, preprocessing) -> tuple[_Candidate, object]:

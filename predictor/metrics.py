@@ -19,7 +19,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from contextvars import ContextVar
 from types import TracebackType
 
 import numpy as np
@@ -136,9 +135,6 @@ GPU_MEMORY_TOTAL = Gauge(
     ["device"],
 )
 
-# Lets count_error() inside a request know the request will count its own failure, so one error is counted once.
-_current_request: ContextVar[RequestTracker | None] = ContextVar("image_search_current_request", default=None)
-
 
 def set_build_info(version: str, model_name: str, model_version: str, device: str, precision: str) -> None:
     """Export ``image_search_build_info`` = 1 for one served model."""
@@ -180,14 +176,12 @@ class RequestTracker:
     ``TimeoutError``, ``internal`` otherwise). A failed request also counts once in ``image_search_errors_total``.
     """
 
-    __slots__ = ("_metrics", "_start", "_reason", "_counted", "_token")
+    __slots__ = ("_metrics", "_start", "_reason")
 
     def __init__(self, metrics: ServingMetrics) -> None:
         self._metrics = metrics
         self._start = 0.0
         self._reason: str | None = None
-        self._counted: set[str] | None = None
-        self._token = None
 
     @property
     def outcome(self) -> str:
@@ -199,14 +193,8 @@ class RequestTracker:
         if self._reason is None:
             self._reason = reason
 
-    def _note_counted(self, reason: str) -> None:
-        if self._counted is None:
-            self._counted = set()
-        self._counted.add(reason)
-
     def __enter__(self) -> RequestTracker:
         self._metrics._inflight.inc()
-        self._token = _current_request.set(self)
         self._start = time.perf_counter()
         return self
 
@@ -220,9 +208,8 @@ class RequestTracker:
         outcome = self.outcome
         metrics._request_seconds[outcome].observe(elapsed)
         metrics._requests[outcome].inc()
-        if self._reason is not None and (self._counted is None or self._reason not in self._counted):
+        if self._reason is not None:
             metrics._errors[self._reason].inc()
-        _current_request.reset(self._token)
         metrics._inflight.dec()
 
 
@@ -329,22 +316,6 @@ class ServingMetrics:
     def request(self) -> RequestTracker:
         """Track one request: ``with metrics.request() as tracker: ...; tracker.fail("bad_input")``."""
         return RequestTracker(self)
-
-    def count_error(self, reason: str) -> None:
-        """Count an error that is not (only) a request's outcome, e.g. a Milvus call that failed and was retried.
-
-        Inside a request's ``with`` block, an error counted here is not counted again when the request fails with the
-        same reason.
-        """
-        try:
-            counter = self._errors[reason]
-        except KeyError:
-            _check(reason, ERROR_REASONS, "error reason")
-            raise
-        counter.inc()
-        current = _current_request.get()
-        if current is not None and current._metrics is self:
-            current._note_counted(reason)
 
     def count_images(self, n: int) -> None:
         """Count images embedded."""

@@ -351,6 +351,23 @@ def load_package(directory: Path) -> ModelSpec:
     )
 
 
+def package_files(spec: ModelSpec) -> tuple[Path, ...]:
+    """Every file of a package that `load_package` read: model.json first, then each file it references (the weights,
+    the projection when there is one). Whatever copies or uploads a package takes the list from here, so a new kind
+    of file in model.json is never left behind."""
+    directory = spec.weights_path.parent
+    manifest = directory / MANIFEST_NAME
+    if not manifest.is_file():
+        raise InvalidModelPackage(
+            f"{spec.identity} is not a package on disk: {directory} has no {MANIFEST_NAME} (export-model writes one)"
+        )
+    referenced = [spec.weights_path]
+    if spec.projection is not None:
+        referenced.append(spec.projection.path)
+    # load_package refuses a referenced file outside the package directory, so every file sits next to model.json.
+    return (manifest, *referenced)
+
+
 def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
     import torch
 
@@ -375,12 +392,13 @@ def build_network(spec: ModelSpec) -> "nn.Module":
 
 
 def manifest_of(spec: ModelSpec, weights_sha256: str) -> dict:
+    """model.json as the loader understands `spec`: every field explicit, defaults included, files by name."""
     manifest = {
         "name": spec.name,
         "version": spec.version,
         "architecture": spec.architecture,
         "embedding_dim": spec.dimension,
-        "weights": WEIGHTS_NAME,
+        "weights": spec.weights_path.name,
         "weights_sha256": weights_sha256,
         "preprocessing": {**spec.preprocessing.to_json(), "mean": list(spec.mean), "std": list(spec.std)},
         "pooling": spec.pooling.to_json(),
@@ -408,7 +426,7 @@ def export_package(spec: ModelSpec, out_dir: Path) -> Path:
         if spec.projection.path.resolve() != target.resolve():
             shutil.copyfile(spec.projection.path, target)
         spec = replace(spec, projection=replace(spec.projection, path=target))
-    manifest = manifest_of(spec, file_sha256(weights_path))
+    manifest = manifest_of(replace(spec, weights_path=weights_path), file_sha256(weights_path))
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
 

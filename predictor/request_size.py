@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from predictor.errors import RequestTooLarge
 from predictor.images import ImageLimits
 
 Scope = MutableMapping[str, Any]
@@ -98,7 +99,8 @@ class RequestSizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send, what: str) -> None:
-        await self._respond(send, 413, f"{what} the limit of {self.max_bytes} bytes per request (--max-request-bytes)")
+        message = f"{what} the limit of {self.max_bytes} bytes per request (--max-request-bytes)"
+        await self._respond(send, RequestTooLarge.status.http, message)
 
     @staticmethod
     async def _respond(send: Send, status: int, error: str) -> None:

@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from predictor.cli.tracking_options import add_tracking_arguments, track_evaluation
+from predictor.cli.tracking_options import add_tracking_arguments, check_tracking_arguments, track_evaluation
 
 
 def _eval_set(args: argparse.Namespace, directory: str, scratch: Path):
@@ -55,6 +55,7 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
 
         scores = evaluate_served(args.url, eval_set)
         model = f"{spec.identity} served at {args.url}"
+        conditions = {"mode": "served"}
     else:
         from predictor.backbone import Backbone
         from predictor.evaluation import backbone_embedder, evaluate
@@ -63,6 +64,7 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
         backbone.load()
         scores = evaluate(backbone_embedder(backbone), eval_set)
         model = str(spec.identity)
+        conditions = {"mode": "in-process", "device": str(backbone.device), "precision": backbone.precision}
     report = EvalReport(model=model, spec=spec.describe(), scores=scores)
     print(report.table())
     write_json(asdict(report), Path(args.report))
@@ -70,11 +72,12 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
     failures = gate_failures(scores, args.min_precision, args.min_recall)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
-    tracked = track_evaluation(args, Path(args.report), gate_passed=not failures)
+    tracked = track_evaluation(args, Path(args.report), not failures, conditions)
     return 1 if failures else tracked
 
 
 def _eval(args: argparse.Namespace) -> int:
+    check_tracking_arguments(args)
     with tempfile.TemporaryDirectory() as scratch:
         return _compare(args, Path(scratch)) if args.compare else _single(args, Path(scratch))
 

@@ -3,13 +3,19 @@
 import argparse
 
 
-def _collections(args: argparse.Namespace) -> int:
+def _access(args: argparse.Namespace):  # noqa: ANN202 - lazy imports keep the CLI fast
     from predictor.config import milvus_settings
-    from predictor.index import connect
-    from predictor.lifecycle import list_collections
+    from predictor.milvus import MilvusAccess
 
     milvus = milvus_settings(args)
-    infos = list_collections(connect(milvus.uri, milvus.token), milvus.collection)
+    return MilvusAccess(milvus.uri, milvus.token), milvus
+
+
+def _collections(args: argparse.Namespace) -> int:
+    from predictor.lifecycle import list_collections
+
+    access, milvus = _access(args)
+    infos = list_collections(access, milvus.collection)
     if not infos:
         print(f"no collections for alias {milvus.collection!r} at {milvus.uri}")
         return 0
@@ -24,25 +30,20 @@ def _collections(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from predictor.config import milvus_settings
-    from predictor.index import connect
     from predictor.lifecycle import find_version, promote
 
-    milvus = milvus_settings(args)
-    client = connect(milvus.uri, milvus.token)
-    target = find_version(client, milvus.collection, args.to, args.model_name)
-    previous = promote(client, milvus.collection, target, force=args.force)
+    access, milvus = _access(args)
+    target = find_version(access, milvus.collection, args.to, args.model_name)
+    previous = promote(access, milvus.collection, target, force=args.force)
     print(f"{milvus.collection} -> {target.name} ({target.rows} images); was {previous or 'nothing'}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from predictor.config import milvus_settings
-    from predictor.index import connect
     from predictor.lifecycle import rollback
 
-    milvus = milvus_settings(args)
-    current, previous = rollback(connect(milvus.uri, milvus.token), milvus.collection)
+    access, milvus = _access(args)
+    current, previous = rollback(access, milvus.collection)
     print(f"{milvus.collection} -> {previous}; was {current}")
     return 0
 

@@ -12,6 +12,7 @@ from predictor.cli import (
     evaluation_commands,
     index_commands,
     lifecycle_commands,
+    metadata_commands,
     projection_commands,
     query_commands,
     registry_commands,
@@ -24,6 +25,7 @@ from predictor.cli.errors import USER_ERROR, report
 COMMAND_MODULES = (
     serve_commands,
     index_commands,
+    metadata_commands,
     query_commands,
     catalogue_commands,
     lifecycle_commands,

@@ -5,11 +5,12 @@ import argparse
 
 def _serve(args: argparse.Namespace) -> int:
     from predictor.config import serve_settings
+    from predictor.search_options import search_settings
     from predictor.server import serve
 
     if args.workers != 1:
         raise ValueError("--workers must be 1: one process per pod (scale with replicas); torch and CUDA don't fork")
-    serve(serve_settings(args), args)
+    serve(serve_settings(args), search_settings(args), args)
     return 0
 
 
@@ -23,6 +24,7 @@ def _kserve_server_parser() -> list[argparse.ArgumentParser]:
 
 def register(add_command, for_serving: bool) -> None:
     from predictor.config import add_serving_arguments
+    from predictor.search_options import add_search_arguments
 
     serve = add_command(
         "serve",
@@ -30,4 +32,5 @@ def register(add_command, for_serving: bool) -> None:
         help="Start the KServe model server (REST and gRPC).",
     )
     add_serving_arguments(serve)
+    add_search_arguments(serve)
     serve.set_defaults(handler=_serve)

@@ -4,29 +4,25 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 DEFAULT_EXPERIMENT = "image-search"
-# Options of `eval` that say where things are rather than how the model was scored.
-_NOT_PARAMS = {
-    "command",
-    "handler",
-    "log_level",
-    "log_format",
-    "mlflow_uri",
-    "experiment",
-    "report",
-    "labelled",
-    "model_dir",
-    "near_duplicates",
-}
+# Options of `eval` that bear on its figures or on whether it passed. Everything else says where things are (the
+# eval set is logged by content hash, the package by its fields) or how long an option comparison takes.
+SCORING_OPTIONS = ("min_precision", "min_recall")
+COMPARE_REFUSED = (
+    "--compare does not log to MLflow: it scores built-in options, none of which is a package that could be "
+    "registered; export the option you choose as a package and run `image-search eval --model-dir PKG --mlflow-uri "
+    "URI` on it, or drop --mlflow-uri"
+)
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mlflow-uri",
         help="Log the evaluation as one run on this MLflow tracking server (needs the mlflow extra). Without it "
-        "nothing is logged. A failure to log keeps the report and exits non-zero.",
+        "nothing is logged. A failure to log keeps the report and exits non-zero. Not with --compare.",
     )
     parser.add_argument(
         "--experiment",
@@ -36,14 +32,28 @@ def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def track_evaluation(args: argparse.Namespace, report_path: Path, gate_passed: bool) -> int:
+def check_tracking_arguments(args: argparse.Namespace) -> None:
+    """Refuse what cannot be tracked before any image is scored, rather than after minutes of work."""
+    if args.mlflow_uri and getattr(args, "compare", False):
+        raise ValueError(COMPARE_REFUSED)
+
+
+def logged_options(args: argparse.Namespace, conditions: Mapping[str, object]) -> dict[str, object]:
+    """The `eval.` params: the scoring options as given, then the conditions the figures were measured under."""
+    options = {name: getattr(args, name) for name in SCORING_OPTIONS if getattr(args, name, None) is not None}
+    return {**options, **conditions}
+
+
+def track_evaluation(
+    args: argparse.Namespace, report_path: Path, gate_passed: bool, conditions: Mapping[str, object]
+) -> int:
     """0 when nothing was asked or the run was logged; 2, with one line on stderr, when logging failed."""
     if not args.mlflow_uri:
         return 0
     from predictor.tracking.client import TrackingError, connect
 
     try:
-        run = _log(args, report_path, gate_passed, connect(args.mlflow_uri))
+        run = _log(args, report_path, gate_passed, conditions, connect(args.mlflow_uri))
     except (TrackingError, ValueError, OSError) as error:
         print(
             f"image-search eval: error: MLflow logging failed: {error}; the report is kept at {report_path}",
@@ -54,11 +64,11 @@ def track_evaluation(args: argparse.Namespace, report_path: Path, gate_passed: b
     return 0
 
 
-def _log(args: argparse.Namespace, report_path: Path, gate_passed: bool, client):
+def _log(args: argparse.Namespace, report_path: Path, gate_passed: bool, conditions: Mapping[str, object], client):
     from predictor.tracking.eval_runs import log_evaluation
     from predictor.tracking.eval_set import fingerprint
 
-    options = {key: value for key, value in vars(args).items() if key not in _NOT_PARAMS}
+    options = logged_options(args, conditions)
     near_duplicates = getattr(args, "near_duplicates", None)
     eval_set = fingerprint(Path(args.labelled), Path(near_duplicates) if near_duplicates else None)
 

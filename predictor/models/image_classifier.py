@@ -1,23 +1,17 @@
 """KServe model `image-classifier`: ImageNet-1k labels above a confidence threshold, with a latency breakdown."""
 
-import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from kserve import Model
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from torchvision.models import EfficientNet_B0_Weights
 
-from predictor.backbone import Backbone
-from predictor.batching import MicroBatcher
-from predictor.config import ServeSettings
-from predictor.metrics import ServingMetrics
+from predictor.errors import InvalidRequest
+from predictor.kserve_compat import request_parameters
 from predictor.models import protocol
-from predictor.models.pixels import PreparedImage, prepare_images
-from predictor.models.tracking import tracked
+from predictor.models.base import ImageModel
+from predictor.models.pixels import PreparedImage
 
 # torchvision ships the ImageNet-1k class names with every ImageNet weights enum; no download involved.
 IMAGENET_LABELS: list[str] = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
@@ -33,12 +27,20 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class ClassifyRequest:
+    v2: InferRequest | None
+    images: list[bytes]
+    thresholds: list[float]
+    top_k: int
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
 class ClassifyResult:
-    request: InferRequest | None
+    request: ClassifyRequest
     prepared: list[PreparedImage]
     predictions: list[list[tuple[str, float]]]
     inference_s: list[float]
-    outputs: list[str]
 
 
 def labels_above(probabilities: np.ndarray, threshold: float, top_k: int) -> list[tuple[str, float]]:
@@ -46,30 +48,14 @@ def labels_above(probabilities: np.ndarray, threshold: float, top_k: int) -> lis
     return [(IMAGENET_LABELS[i], float(probabilities[i])) for i in order if probabilities[i] >= threshold]
 
 
-class ImageClassifierModel(Model):
-    def __init__(self, name: str, backbone: Backbone, settings: ServeSettings) -> None:
-        super().__init__(name)
-        self.backbone = backbone
-        self.settings = settings
-        self.metrics = ServingMetrics(name, backbone.spec.version)
-        self._batcher: MicroBatcher | None = None
-
+class ImageClassifierModel(ImageModel):
     def load(self) -> bool:
         self.backbone.load()
-        self._batcher = MicroBatcher(
-            self._classify,
-            max_batch_size=self.settings.max_batch_size,
-            max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
-            executor=self.backbone.executor,
-            on_batch=self.metrics.observe_batch,
-        )
+        self.start_batcher(self._classify)
         self.ready = True
         return self.ready
 
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return [{"name": protocol.IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}]
-
-    def get_output_types(self) -> list[dict[str, Any]]:
+    def get_output_types(self) -> list[dict]:
         return [
             {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
             {"name": "confidences", "datatype": "FP32", "shape": [-1, -1]},
@@ -77,59 +63,52 @@ class ImageClassifierModel(Model):
 
     def _classify(self, pixels: list[np.ndarray]) -> list[Classification]:
         started = time.perf_counter()
-        with self.metrics.stage("embed"):
-            probabilities = self.backbone.run(np.stack(pixels), with_probabilities=True).probabilities
+        probabilities = self.backbone.run(np.stack(pixels), with_probabilities=True).probabilities
         elapsed = time.perf_counter() - started
+        self.metrics.observe_stage("embed", elapsed)
         return [Classification(row, elapsed) for row in probabilities]
 
-    def _parse(self, payload: dict | InferRequest) -> tuple[list[bytes], list[float], int, list[str]]:
+    def images_in(self, parsed: ClassifyRequest) -> int:
+        return len(parsed.images)
+
+    async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> ClassifyRequest:
         max_images = self.settings.limits.max_images
         if isinstance(payload, InferRequest):
-            parameters = protocol.request_parameters(payload)
-            images = protocol.images_from_v2(payload, max_images)
+            parameters = request_parameters(payload)
+            _, tensor = protocol.v2_inputs(payload, [protocol.IMAGE_INPUT])
+            images = protocol.images_from_tensor(tensor, max_images)
             threshold = protocol.float_parameter(parameters, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0)
             top_k = protocol.int_parameter(parameters, "top_k", DEFAULT_TOP_K, 1, len(IMAGENET_LABELS))
             outputs = protocol.requested_output_names(payload, OUTPUTS, OUTPUTS)
-            return images, [threshold] * len(images), top_k, outputs
+            return ClassifyRequest(payload, images, [threshold] * len(images), top_k, outputs)
         instances = protocol.v1_instances(payload, max_images)
         parameters = protocol.v1_parameters(payload)
         top_k = protocol.int_parameter(parameters, "top_k", DEFAULT_TOP_K, 1, len(IMAGENET_LABELS))
         images, thresholds = [], []
         for position, instance in enumerate(instances):
             if not isinstance(instance, dict) or "image_base64" not in instance:
-                raise InvalidInput(
+                raise InvalidRequest(
                     f'instance {position}: expected {{"image_base64": "...", "confidence_threshold": x}}'
                 )
             images.append(protocol.image_from_v1_value(instance["image_base64"], position))
             thresholds.append(protocol.float_parameter(instance, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0))
-        return images, thresholds, top_k, OUTPUTS
+        return ClassifyRequest(None, images, thresholds, top_k, OUTPUTS)
 
-    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> ClassifyResult:
-        with tracked(self.metrics, self.name, self.backbone.spec.version, payload, headers) as tracker:
-            images, thresholds, top_k, outputs = self._parse(payload)
-            tracker.images = len(images)
-            prepared = await prepare_images(
-                images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
-            )
-            classifications = await asyncio.gather(*(self._batcher.submit(image.pixels) for image in prepared))
-            self.metrics.count_images(len(classifications))
+    async def predict(self, request: ClassifyRequest, headers: dict[str, str] | None = None) -> ClassifyResult:
+        prepared, classifications = await self.run_on_device(request.images)
         predictions = [
-            labels_above(result.probabilities, threshold, top_k)
-            for result, threshold in zip(classifications, thresholds, strict=True)
+            labels_above(result.probabilities, threshold, request.top_k)
+            for result, threshold in zip(classifications, request.thresholds, strict=True)
         ]
-        return ClassifyResult(
-            payload if isinstance(payload, InferRequest) else None,
-            prepared,
-            predictions,
-            [result.inference_s for result in classifications],
-            outputs,
-        )
+        return ClassifyResult(request, prepared, predictions, [result.inference_s for result in classifications])
 
     async def postprocess(
         self, result: ClassifyResult, headers: dict[str, str] | None = None, response_headers: dict | None = None
     ) -> dict | InferResponse:
-        if result.request is None:
+        request = result.request
+        if request.v2 is None:
             return {
+                "model_version": self.version,
                 "predictions": [
                     {
                         "predictions": [{"label": label, "confidence": confidence} for label, confidence in labels],
@@ -142,11 +121,11 @@ class ImageClassifierModel(Model):
                     for labels, image, inference_s in zip(
                         result.predictions, result.prepared, result.inference_s, strict=True
                     )
-                ]
+                ],
             }
         width = max((len(labels) for labels in result.predictions), default=0)
         tensors = {
             "labels": lambda: protocol.text_tensor([[label for label, _ in row] for row in result.predictions], width),
             "confidences": lambda: protocol.number_tensor([[c for _, c in row] for row in result.predictions], width),
         }
-        return protocol.v2_response(self.name, result.request, result.outputs, tensors)
+        return protocol.v2_response(self.name, self.version, request.v2, request.outputs, tensors)

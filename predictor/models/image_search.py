@@ -1,60 +1,59 @@
-"""KServe model `image-search`: images in, the most similar catalogue images out (V1 and V2, REST and gRPC)."""
+"""KServe model `image-search`: images, embeddings or ids in, the most similar catalogue images out.
+
+Only the embedding runs on the device thread, batched across requests; Milvus searches run in a pool of their own
+(search_pool.py), grouped by equal search options, so the next forward pass overlaps this batch's searches.
+"""
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.backbone import Backbone
-from predictor.batching import MicroBatcher
 from predictor.config import ServeSettings
-from predictor.index import Hit, ImageIndex, IndexMismatch, IndexNotReady, IndexUnavailable
-from predictor.metrics import ServingMetrics, set_index_rows
-from predictor.models import protocol
-from predictor.models.pixels import prepare_images
-from predictor.models.tracking import tracked
+from predictor.errors import IndexUnavailable, ModelUnavailable, UnknownId
+from predictor.index import Hit, ImageIndex, IndexMismatch, IndexNotReady
+from predictor.metrics import set_index_rows
+from predictor.models.base import ImageModel
+from predictor.models.search_protocol import (
+    EMBEDDING,
+    ID,
+    IMAGE,
+    SearchRequest,
+    SearchResult,
+    page_of,
+    parse_search_request,
+    response,
+)
+from predictor.search_options import DEFAULT_NAMESPACE, MAX_RESULT_WINDOW, SearchOptions, SearchSettings
+from predictor.search_pool import SearchPool
 
 logger = logging.getLogger(__name__)
 
-SEARCH_OUTPUTS = ["ids", "scores", "uris"]
-ALL_OUTPUTS = SEARCH_OUTPUTS + ["embedding"]
 HEALTH_TTL_S = 2.0
 INDEX_ROWS_TTL_S = 30.0
 
 
-@dataclass(frozen=True)
-class SearchItem:
-    pixels: np.ndarray
-    top_k: int
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    embedding: np.ndarray
-    hits: list[Hit]
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    request: InferRequest | None
-    outcomes: list[SearchOutcome]
-    top_k: int
-    outputs: list[str]
-
-
-class ImageSearchModel(Model):
-    def __init__(self, name: str, backbone: Backbone, index: ImageIndex, settings: ServeSettings) -> None:
-        super().__init__(name)
-        self.backbone = backbone
-        self.index = index
-        self.settings = settings
-        self.metrics = ServingMetrics(name, backbone.spec.version)
-        self._batcher: MicroBatcher[SearchItem, SearchOutcome] | None = None
+class ImageSearchModel(ImageModel):
+    def __init__(
+        self,
+        name: str,
+        backbone: Backbone,
+        open_index: Callable[[], ImageIndex],
+        settings: ServeSettings,
+        search: SearchSettings,
+    ) -> None:
+        """`open_index` finds, checks and loads this model's collection (`ImageIndex.open_for_search`), raising
+        `IndexNotReady`, `IndexMismatch` or `IndexUnavailable` when it cannot."""
+        super().__init__(name, backbone, settings)
+        self.open_index = open_index
+        self.search_settings = search
+        self.index: ImageIndex | None = None
+        self._pool: SearchPool[SearchOptions] | None = None
         self._healthy_until = 0.0
         self._healthy = False
         self._rows_counted_at = 0.0
@@ -68,13 +67,8 @@ class ImageSearchModel(Model):
         """
         self.backbone.load()
         self.backbone.warm_up()
-        self._batcher = MicroBatcher(
-            self._embed_and_search,
-            max_batch_size=self.settings.max_batch_size,
-            max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
-            executor=self.backbone.executor,
-            on_batch=self.metrics.observe_batch,
-        )
+        self.start_batcher(self._embed)
+        self._pool = SearchPool(self._search, self.search_settings.search_workers)
         self._open_index(mismatch_is_fatal=True)
         return self.ready
 
@@ -83,25 +77,24 @@ class ImageSearchModel(Model):
 
     def _open_index(self, mismatch_is_fatal: bool = False) -> None:
         try:
-            self.index.open_for_search()
+            index = self.open_index()
         except IndexMismatch as error:
             if mismatch_is_fatal:
                 raise
-            self.ready = False
-            self.not_ready_reason = str(error)
+            self.ready, self.not_ready_reason = False, str(error)
             return
         except (IndexNotReady, IndexUnavailable) as error:
-            self.ready = False
-            self.not_ready_reason = str(error)
+            self.ready, self.not_ready_reason = False, str(error)
             logger.warning("%s is not ready: %s", self.name, error)
             return
+        self.index = index
         self._refresh_index_rows()
-        sample = self.index.sample_vectors()
+        sample = index.sample_vectors()
         if len(sample):
             self.metrics.set_reference_centroid(sample.mean(axis=0))
         self.not_ready_reason = None
         self.ready = True
-        logger.info("%s searches %s (%s)", self.name, self.index.collection, self.index.identity)
+        logger.info("%s searches %s (%s)", self.name, index.collection, index.identity)
 
     async def healthy(self) -> bool:
         """Ready only while this model's collection is searchable; checked at most every couple of seconds."""
@@ -131,80 +124,82 @@ class ImageSearchModel(Model):
             pass
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return [{"name": protocol.IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}]
+        return [
+            *super().get_input_types(),
+            {"name": EMBEDDING, "datatype": "FP32", "shape": [-1, self.backbone.dimension]},
+            {"name": ID, "datatype": "BYTES", "shape": [-1]},
+        ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [
             {"name": "ids", "datatype": "BYTES", "shape": [-1, -1]},
             {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
             {"name": "uris", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "metadata", "datatype": "BYTES", "shape": [-1, -1]},
             {"name": "embedding", "datatype": "FP32", "shape": [-1, self.backbone.dimension]},
         ]
 
-    def _embed_and_search(self, items: list[SearchItem]) -> list[SearchOutcome]:
-        """Runs in the device thread: one forward pass and one Milvus search for the whole batch."""
+    def metadata_parameters(self) -> dict[str, Any]:
+        """What the model metadata (REST) declares beyond the tensors: one query input per request, the options."""
+        serve = self.settings
+        return {
+            "inputs": "send exactly one of image, embedding, id",
+            "optional_outputs": ["metadata (return_metadata: true)", "embedding (return_embedding: true)"],
+            "top_k": {"type": "integer", "default": serve.default_top_k, "minimum": 1, "maximum": serve.max_top_k},
+            "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum_with_top_k": MAX_RESULT_WINDOW},
+            "min_score": {"type": "number", "minimum": -1.0, "maximum": 1.0},
+            "filter": {"type": "string", "example": 'metadata["category"] == "birds" and metadata["price"] < 20'},
+            "namespace": {"type": "string", "default": DEFAULT_NAMESPACE},
+            "return_metadata": {"type": "boolean", "default": False},
+            "return_embedding": {"type": "boolean", "default": False},
+        }
+
+    def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """Runs in the device thread: one forward pass for the whole batch, nothing else."""
         with self.metrics.stage("embed"):
-            embeddings = self.backbone.run(np.stack([item.pixels for item in items])).embeddings
+            return self.backbone.run(np.stack(pixels)).embeddings
+
+    def _search(self, options: SearchOptions, vectors: np.ndarray) -> list[list[Hit]]:
+        """Runs in a search worker: one Milvus search for every query waiting with these options."""
+        if self.index is None:
+            raise ModelUnavailable(f"{self.name} is not ready: {self.not_ready_reason}")
         with self.metrics.stage("search"):
-            hits = self.index.search(embeddings, max(item.top_k for item in items))
-        return [
-            SearchOutcome(embedding, item_hits[: item.top_k])
-            for item, embedding, item_hits in zip(items, embeddings, hits, strict=True)
-        ]
+            return self.index.search(vectors, options)
 
-    def _parse(self, payload: dict | InferRequest) -> tuple[list[bytes], int, list[str]]:
-        settings = self.settings
-        if isinstance(payload, InferRequest):
-            parameters = protocol.request_parameters(payload)
-            images = protocol.images_from_v2(payload, settings.limits.max_images)
-            default_outputs = ALL_OUTPUTS if protocol.bool_parameter(parameters, "return_embedding") else SEARCH_OUTPUTS
-            outputs = protocol.requested_output_names(payload, ALL_OUTPUTS, default_outputs)
-        else:
-            instances = protocol.v1_instances(payload, settings.limits.max_images)
-            parameters = protocol.v1_parameters(payload)
-            images = [
-                protocol.image_from_v1_value(instance.get("image") if isinstance(instance, dict) else instance, i)
-                for i, instance in enumerate(instances)
-            ]
-            outputs = SEARCH_OUTPUTS
-        top_k = protocol.int_parameter(parameters, "top_k", settings.default_top_k, 1, settings.max_top_k)
-        return images, top_k, outputs
+    def images_in(self, parsed: SearchRequest) -> int:
+        return len(parsed.queries.images)
 
-    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchResult:
-        with tracked(self.metrics, self.name, self.backbone.spec.version, payload, headers) as tracker:
-            images, top_k, outputs = self._parse(payload)
-            tracker.images = len(images)
-            prepared = await prepare_images(
-                images, self.settings.limits, self.backbone.spec.preprocessing, self.metrics, self.backbone.device
-            )
-            try:
-                outcomes = await asyncio.gather(
-                    *(self._batcher.submit(SearchItem(image.pixels, top_k)) for image in prepared)
-                )
-            except IndexUnavailable:
-                self._healthy_until = 0.0  # re-check Milvus on the next readiness probe, not in two seconds
-                raise
-            self.metrics.count_images(len(outcomes))
-            self.metrics.observe_top1([outcome.hits[0].score for outcome in outcomes if outcome.hits])
-            self.metrics.observe_queries(np.stack([outcome.embedding for outcome in outcomes]))
-        return SearchResult(payload if isinstance(payload, InferRequest) else None, outcomes, top_k, outputs)
+    async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchRequest:
+        return parse_search_request(payload, headers, self.settings, self.search_settings, self.backbone.dimension)
+
+    async def _query_vectors(self, request: SearchRequest) -> np.ndarray:
+        queries = request.queries
+        if queries.kind == IMAGE:
+            _, embeddings = await self.run_on_device(queries.images)
+            return np.stack(embeddings)
+        if queries.kind == EMBEDDING:
+            return queries.embeddings
+        stored = await asyncio.to_thread(self.index.vectors_of, request.options.namespace, queries.ids)
+        missing = [image_id for image_id in queries.ids if image_id not in stored]
+        if missing:
+            raise UnknownId(f"id {missing[0]!r} is not in namespace {request.options.namespace!r}")
+        return np.stack([stored[image_id] for image_id in queries.ids])
+
+    async def predict(self, request: SearchRequest, headers: dict[str, str] | None = None) -> SearchResult:
+        try:
+            vectors = await self._query_vectors(request)
+            rows = await self._pool.search(request.options, vectors)
+        except IndexUnavailable:
+            self._healthy_until = 0.0  # re-check Milvus on the next readiness probe, not in two seconds
+            raise
+        own_ids = request.queries.ids if request.queries.kind == ID else [None] * len(rows)
+        hits = [page_of(row, request.options, own) for row, own in zip(rows, own_ids, strict=True)]
+        if request.queries.kind != ID:
+            self.metrics.observe_top1([row[0].score for row in rows if row])
+            self.metrics.observe_queries(vectors)
+        return SearchResult(request, hits, vectors)
 
     async def postprocess(
         self, result: SearchResult, headers: dict[str, str] | None = None, response_headers: dict | None = None
     ) -> dict | InferResponse:
-        if result.request is None:
-            return {
-                "predictions": [
-                    [{"id": h.id, "score": h.score, "uri": h.uri, "metadata": h.metadata} for h in outcome.hits]
-                    for outcome in result.outcomes
-                ]
-            }
-        width = max((len(outcome.hits) for outcome in result.outcomes), default=0)
-        hits = [outcome.hits for outcome in result.outcomes]
-        tensors = {
-            "ids": lambda: protocol.text_tensor([[h.id for h in row] for row in hits], width),
-            "scores": lambda: protocol.number_tensor([[h.score for h in row] for row in hits], width),
-            "uris": lambda: protocol.text_tensor([[h.uri for h in row] for row in hits], width),
-            "embedding": lambda: np.stack([outcome.embedding for outcome in result.outcomes]).astype(np.float32),
-        }
-        return protocol.v2_response(self.name, result.request, result.outputs, tensors)
+        return response(self.name, self.version, result)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from kserve.errors import InvalidInput
 
 from predictor.device_images import prepare_on_device, wants_device_decode
+from predictor.errors import InvalidRequest
 from predictor.images import ImageLimits, InvalidImage, Preprocessing, decode_image, preprocess
 from predictor.metrics import ServingMetrics
 
@@ -91,7 +91,7 @@ async def prepare_images(
             try:
                 prepared = await loop.run_in_executor(decode_executor(), prepare_image, data, limits, preprocessing)
             except InvalidImage as error:
-                raise InvalidInput(f"image {position}: {error}") from None
+                raise InvalidRequest(f"image {position}: {error}") from None
         metrics.observe_stage("decode", prepared.decode_s)
         metrics.observe_stage("preprocess", prepared.preprocess_s)
         return prepared

@@ -1,6 +1,7 @@
 """One served request, observed: metrics while it runs, one structured log line when it ends.
 
-Errors a client causes (`InvalidInput`) and Milvus outages are classified here, once for every model.
+Errors are classified here, once for every model: a `ServiceError` counts under its status's reason, KServe's own
+`InvalidInput` as bad input, anything else as internal.
 """
 
 import contextlib
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
-from predictor.index import IndexUnavailable
+from predictor.errors import ServiceError
 from predictor.logs import log_request
 from predictor.metrics import RequestTracker, ServingMetrics
 
@@ -21,9 +22,6 @@ from predictor.metrics import RequestTracker, ServingMetrics
 class TrackedRequest:
     tracker: RequestTracker
     images: int = 0
-
-    def fail(self, reason: str) -> None:
-        self.tracker.fail(reason)
 
 
 def _protocol(payload: object) -> str:
@@ -51,11 +49,11 @@ def tracked(
             request = TrackedRequest(tracker)
             try:
                 yield request
+            except ServiceError as error:
+                tracker.fail(error.status.reason)
+                raise
             except InvalidInput:
                 tracker.fail("bad_input")
-                raise
-            except IndexUnavailable:
-                tracker.fail("milvus_unavailable")
                 raise
     finally:
         outcome = request.tracker.outcome if request else "internal"

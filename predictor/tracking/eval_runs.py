@@ -1,4 +1,13 @@
-"""Log one evaluation as one MLflow run: the package's params, the eval set, the report's metrics, both files."""
+"""Log one evaluation as one MLflow run: the package's params, the eval set, the report's metrics, both files.
+
+Params, in four groups:
+- `model.`: the package as the loader reads it (`model_package.manifest_of`), every field explicit, so a package
+  written before a field existed (say, preprocessing `mode`) still records the value it is served with;
+- `eval_set.`: the set's content hash and size;
+- `eval.`: how it was scored: the gate's bars, and in process the device and the numeric precision the network ran
+  at, or `served` when a running server answered;
+- `report.`: the report's own non-measures (its model line, image and copy counts).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
-from predictor.model_package import MANIFEST_NAME
+from predictor.model_package import MANIFEST_NAME, load_package, manifest_of
 from predictor.tracking.client import TrackingError, mlflow_errors
 from predictor.tracking.eval_set import EvalSet
 from predictor.tracking.run_fields import UntrackableReport, flat_params, split_report
@@ -26,6 +35,8 @@ PACKAGE_TAG = "image_search.package_sha256"
 MODEL_TAG = "image_search.model"
 EVAL_SET_TAG = "image_search.eval_set_sha256"
 GATE_TAG = "image_search.gate"
+# The report's description of the model: the `model.` params hold the same fields, from the package itself.
+_REPORT_DUPLICATES = ("spec",)
 # MLflow's per-request limits on log_batch.
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
@@ -47,14 +58,17 @@ def log_evaluation(
     options: Mapping[str, object],
     gate_passed: bool,
 ) -> LoggedRun:
-    """Everything is checked before the run is created, so a report MLflow cannot take leaves no half-logged run."""
+    """Everything is checked before the run is created, so a report MLflow cannot take leaves no half-logged run.
+    `options` are the eval's settings that bear on its figures, logged as `eval.` params."""
     report = json.loads(report_path.read_text())
+    report = {key: value for key, value in report.items() if key not in _REPORT_DUPLICATES}
     manifest = json.loads((package_dir / MANIFEST_NAME).read_text())
+    spec = load_package(package_dir)
     try:
         fields = split_report(report, eval_set.categories)
         metrics = fields.metrics
         params = {
-            **flat_params("model", manifest),
+            **flat_params("model", manifest_of(spec, str(spec.weights_sha256))),
             **eval_set.params(),
             **flat_params("eval", dict(options)),
             **fields.params,
@@ -62,8 +76,8 @@ def log_evaluation(
     except UntrackableReport as error:
         raise TrackingError(str(error)) from None
     tags = {
-        MODEL_TAG: f"{manifest.get('name')}:{manifest.get('version')}",
-        WEIGHTS_TAG: str(manifest.get("weights_sha256")),
+        MODEL_TAG: f"{spec.name}:{spec.version}",
+        WEIGHTS_TAG: str(spec.weights_sha256),
         PACKAGE_TAG: package_sha256(manifest),
         EVAL_SET_TAG: eval_set.sha256,
         GATE_TAG: "passed" if gate_passed else "failed",

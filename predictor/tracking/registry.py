@@ -1,9 +1,13 @@
-"""Model packages as versions in the MLflow Model Registry: register (idempotent by weights hash), move aliases,
-look a version up, and fetch its package back with the same hash check the server applies at load."""
+"""Model packages as versions in the MLflow Model Registry: register (idempotent by package hash), move aliases,
+look a version up, and fetch its package back with the same hash checks the server applies at load.
+
+A version's artifacts are exactly the package's files (`model_package.package_files`): model.json, the weights and
+whatever else model.json references, such as a projection."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -13,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from predictor.model_package import MANIFEST_NAME, InvalidModelPackage, ModelSpec, load_package
+from predictor.model_package import MANIFEST_NAME, InvalidModelPackage, ModelSpec, load_package, package_files
 from predictor.tracking.client import TrackingError, mlflow_errors
 from predictor.tracking.eval_runs import GATE_TAG, PACKAGE_TAG, experiment_id_for, package_sha256
 from predictor.tracking.storage_uri import ModelReference
@@ -61,17 +65,20 @@ def register_package(
     client: MlflowClient, name: str, package_dir: Path, experiment: str, run_id: str | None = None
 ) -> tuple[RegisteredVersion, bool]:
     """The version holding this package, and whether this call created it. The package is checked first: one whose
-    weights do not match model.json's hash is refused before anything is uploaded."""
+    weights or projection do not match model.json's hashes is refused before anything is uploaded."""
     spec = load_package(package_dir)
+    files = package_files(spec)
     digest = package_sha256(json.loads((package_dir / MANIFEST_NAME).read_text()))
     uri = client.tracking_uri
     with mlflow_errors(uri, f"registering {package_dir} as {name}"):
         existing = _versions_of_package(client, name, digest)
         if existing:
-            return _describe(client, existing[0]), False
+            registered = _describe(client, existing[0])
+            _require_complete(client, registered, files)
+            return registered, False
         run = _evaluation_run(client, spec, digest, experiment, run_id)
         _ensure_registered_model(client, name)
-        for path in (package_dir / MANIFEST_NAME, spec.weights_path):
+        for path in files:
             client.log_artifact(run.info.run_id, str(path), PACKAGE_ARTIFACT)
         version = client.create_model_version(
             name,
@@ -87,6 +94,23 @@ def register_package(
             description=f"model package {spec.identity}, evaluated in run {run.info.run_id}",
         )
         return _describe(client, version), True
+
+
+def _require_complete(client: MlflowClient, registered: RegisteredVersion, files: tuple[Path, ...]) -> None:
+    """A version found by hash must hold every file of the package; one that lacks some cannot be served, and saying
+    "already registered" would hide that."""
+    import mlflow.artifacts
+
+    stored = {
+        Path(entry.path).name
+        for entry in mlflow.artifacts.list_artifacts(artifact_uri=registered.location, tracking_uri=client.tracking_uri)
+    }
+    missing = [path.name for path in files if path.name not in stored]
+    if missing:
+        raise TrackingError(
+            f"{registered.uri} holds this package's model.json but not {', '.join(missing)}, so it cannot be served; "
+            f"delete that version in MLflow and register the package again"
+        )
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -161,13 +185,15 @@ def lookup(client: MlflowClient, reference: ModelReference) -> RegisteredVersion
 
 
 def download_package(client: MlflowClient, registered: RegisteredVersion, destination: Path) -> ModelSpec:
-    """Copy the version's package into `destination` only once it passes the hash checks, so a tampered artifact
-    never lands where a server would load it."""
+    """Copy the version's package into `destination` only once every file has passed its check: the weights and the
+    projection against model.json's hashes, model.json against the hash it was registered with. A refused package
+    leaves nothing in `destination`, so a tampered artifact never lands where a server would load it."""
     import mlflow.artifacts
 
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise TrackingError(f"--download {destination} must be an empty or new directory")
     destination.parent.mkdir(parents=True, exist_ok=True)
+    # Next to the destination, so that the checked package moves into place with one rename on the same filesystem.
     staging = Path(tempfile.mkdtemp(prefix=".image-search-download-", dir=destination.parent))
     try:
         with mlflow_errors(client.tracking_uri, f"downloading {registered.uri} from {registered.location}"):
@@ -177,7 +203,7 @@ def download_package(client: MlflowClient, registered: RegisteredVersion, destin
                 )
             )
         try:
-            load_package(local)
+            spec = load_package(local)
         except InvalidModelPackage as error:
             reason = str(error).replace(str(local), registered.location)
             raise TrackingError(f"{registered.uri} is refused: {reason}") from None
@@ -187,12 +213,39 @@ def download_package(client: MlflowClient, registered: RegisteredVersion, destin
                 f"{registered.uri} is refused: its model.json is package {digest[:12]}…, but the version was "
                 f"registered as {registered.package_sha256[:12]}…: the artifact changed after registration"
             )
-        destination.mkdir(parents=True, exist_ok=True)
+        # Only what the package consists of: a stray file in the store was never checked, so it is not served.
+        wanted = {path.name for path in package_files(spec)}
         for path in local.iterdir():
-            shutil.move(str(path), destination / path.name)
+            if path.name in wanted:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        _move_into(local, destination)
         return load_package(destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into(checked: Path, destination: Path) -> None:
+    """One rename where it can (it takes the place of a new or empty directory); file by file where the destination
+    is a mount point, such as a volume mounted at /mnt/models, removing what it moved if a move fails."""
+    try:
+        os.replace(checked, destination)
+        return
+    except OSError:
+        pass
+    destination.mkdir(exist_ok=True)
+    moved = []
+    try:
+        for path in checked.iterdir():
+            moved.append(destination / path.name)
+            shutil.move(str(path), moved[-1])
+    except OSError:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:

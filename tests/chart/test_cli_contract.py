@@ -34,7 +34,7 @@ def test_index_accepts_the_indexing_job_arguments(render, parser) -> None:
 
 
 def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predictor(render, parser) -> None:
-    from predictor.config import index_config
+    from predictor.config import vector_index
 
     objects = render("indexing-job")
     (job,) = of_kind(objects, "Job")
@@ -43,8 +43,8 @@ def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predic
     for _, predictor in predictors(one(objects, "InferenceService")):
         serve_args = parser.parse_args(["serve", *server_container(predictor)["args"]])
         for args in (job_args, serve_args):
-            config = index_config(args)
-            assert (config.index_type, config.build_params, config.search_params) == (
+            config = vector_index(args)
+            assert (config.index_type, config.params, config.search_params) == (
                 "IVF_FLAT",
                 {"nlist": 2048},
                 {"nprobe": 48},

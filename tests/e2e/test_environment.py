@@ -4,6 +4,7 @@ The variables are those of the README's configuration table and the chart's pred
 Milvus token, which needs a Milvus server with authentication, is tested in test_milvus_faults.py.
 """
 
+import base64
 import json
 import re
 
@@ -47,6 +48,7 @@ def environment(tmp_path_factory) -> dict[str, str]:
         "IMAGE_SEARCH_DEVICE": "cpu",
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "text",
+        "IMAGE_SEARCH_NAMESPACE_HEADER": "x-tenant",
     }
 
 
@@ -76,6 +78,14 @@ def test_index_and_serve_configured_by_environment_alone(tmp_path, catalogue, en
         result = run_cli("query", str(photos / "coffee.jpg"), "--url", server.http_url, "--top-k", "1")
         assert result.returncode == 0, result.stderr
         assert result.stdout.rstrip().endswith("coffee.jpg")
+        photo = {"image": {"b64": base64.b64encode((photos / "coffee.jpg").read_bytes()).decode()}}
+        elsewhere = httpx.post(
+            f"{server.http_url}/v1/models/image-search:predict",
+            json={"instances": [photo]},
+            headers={"X-Tenant": "nobody"},
+            timeout=60,
+        )
+        assert elsewhere.json()["predictions"] == [[]], "IMAGE_SEARCH_NAMESPACE_HEADER names the namespace header"
         log = server.log()
     assert log.strip(), "the server logged nothing at all"
     assert not re.search(r"\bINFO\b", log), "LOG_LEVEL=WARNING still let INFO lines through"

@@ -37,3 +37,29 @@ def test_search_while_milvus_is_down_is_unavailable_not_a_crash(server_without_m
     response = httpx.post(f"{server_without_milvus.http_url}/v1/models/image-search:predict", json=body, timeout=120)
     assert response.status_code == 503, response.text
     assert server_without_milvus.process.poll() is None
+
+
+def test_search_while_milvus_is_down_is_unavailable_with_the_reason_on_v2_rest_and_grpc(
+    server_without_milvus, catalogue
+):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    photo = np.array([catalogue.photos["coffee"].read_bytes()], dtype=np.object_)
+    rest = httpclient.InferenceServerClient(server_without_milvus.http_url.removeprefix("http://"), network_timeout=120)
+    rest_tensor = httpclient.InferInput("image", [1], "BYTES")
+    rest_tensor.set_data_from_numpy(photo, binary_data=True)
+    grpc = grpcclient.InferenceServerClient(server_without_milvus.grpc_address)
+    grpc_tensor = grpcclient.InferInput("image", [1], "BYTES")
+    grpc_tensor.set_data_from_numpy(photo)
+    for call, status in (
+        (lambda: rest.infer("image-search", [rest_tensor]), "503"),
+        (lambda: grpc.infer("image-search", [grpc_tensor], client_timeout=120), "StatusCode.UNAVAILABLE"),
+    ):
+        with pytest.raises(InferenceServerException) as refused:
+            call()
+        assert refused.value.status() == status
+        assert "Milvus" in refused.value.message(), "the reason travels with the status"
+    assert server_without_milvus.process.poll() is None

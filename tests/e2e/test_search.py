@@ -105,15 +105,23 @@ def test_default_top_k_is_ten(server, catalogue):
     assert client.infer("image-search", [tensor]).as_numpy("ids").shape == (1, 10)
 
 
-def test_model_metadata_declares_inputs_and_outputs(server):
+def test_model_metadata_declares_inputs_outputs_and_parameters(server):
     metadata = httpx.get(f"{server.http_url}/v2/models/image-search").json()
-    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert metadata["inputs"] == [
+        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        {"name": "embedding", "datatype": "FP32", "shape": [-1, 1280]},
+        {"name": "id", "datatype": "BYTES", "shape": [-1]},
+    ]
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {
         "ids": "BYTES",
         "scores": "FP32",
         "uris": "BYTES",
+        "metadata": "BYTES",
         "embedding": "FP32",
     }
+    assert metadata["versions"] == [default_spec().version]
+    assert metadata["parameters"]["inputs"] == "send exactly one of image, embedding, id"
+    assert set(metadata["parameters"]) >= {"top_k", "offset", "min_score", "filter", "namespace", "return_metadata"}
 
 
 def test_health_endpoints_report_live_and_ready(server):

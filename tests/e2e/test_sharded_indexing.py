@@ -83,7 +83,8 @@ def test_killed_shard_rerun_gives_the_same_index_as_one_process(many_photos, mil
 
     def victim_is_midway() -> bool:
         try:
-            present = len(client.get(collection, ids=sorted(victim_ids), output_fields=["id"]))
+            wanted = ", ".join(f'"{image_id}"' for image_id in sorted(victim_ids))
+            present = len(client.query(collection, filter=f"id in [{wanted}]", output_fields=["id"]))
         except MilvusException:
             return False  # not created, or not loaded, yet
         return 0 < present < len(victim_ids)

@@ -38,9 +38,12 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess:
+    """`image-search ARGS`; `cwd` is the source tree whose `predictor` runs (another checkout, for benchmarks)."""
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env={**os.environ, **(env or {})}
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})}
     )
 
 
@@ -79,10 +82,12 @@ def run_predictor(
     env: dict[str, str] | None = None,
     timeout_s: float = 180,
     wait_for: str = "/v2/health/ready",
+    cwd: Path = REPO_ROOT,
 ) -> Iterator[RunningServer]:
     """Yields once `wait_for` answers 200: readiness by default, `/v2/health/live` for a server expected unready.
 
-    `milvus_uri=None` passes no `--milvus-uri`, for a server configured by its environment.
+    `milvus_uri=None` passes no `--milvus-uri`, for a server configured by its environment. `cwd` is the source tree
+    whose `predictor` serves (another checkout, for benchmarks).
     """
     http_port, grpc_port = free_port(), free_port()
     log_path = workdir / f"predictor-{http_port}.log"
@@ -91,7 +96,7 @@ def run_predictor(
     command += extra_args
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, **(env or {})}
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
         )
     url = f"http://127.0.0.1:{http_port}"
     try:

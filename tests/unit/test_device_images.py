@@ -6,13 +6,13 @@ import io
 import numpy as np
 import pytest
 import torch
-from kserve.errors import InvalidInput
 from PIL import Image
 from skimage import data
 
 from predictor import device_images
 from predictor.backbone import Backbone
 from predictor.device_images import JpegHeader, jpeg_header, orient, prepare_on_device, wants_device_decode
+from predictor.errors import InvalidRequest
 from predictor.images import ImageLimits, Preprocessing, decode_image, load_pixels
 from predictor.metrics import ServingMetrics
 from predictor.model_package import default_spec
@@ -124,7 +124,7 @@ def test_requests_keep_their_order_and_errors_when_the_device_decodes(monkeypatc
     expected = [load_pixels(image, LIMITS, PREPROCESSING) for image in images]
     for got, want in zip(prepared, expected, strict=True):
         assert np.abs(got.pixels.astype(int) - want).mean() < 3
-    with pytest.raises(InvalidInput, match="image 1: "):
+    with pytest.raises(InvalidRequest, match="image 1: "):
         asyncio.run(pixels_module.prepare_images([small, b"\xff\xd8\xffjunk"], LIMITS, PREPROCESSING, metrics, CPU))
 
 

@@ -71,7 +71,6 @@ def test_a_request_is_in_flight_inside_the_block_and_counted_as_success_after(se
 
 def test_a_failed_request_counts_under_its_first_reason_and_as_one_error(serving, model):
     with serving.request() as tracker:
-        serving.count_error("bad_input")
         tracker.fail("bad_input")
         tracker.fail("internal")
     samples = scrape()
@@ -79,15 +78,6 @@ def test_a_failed_request_counts_under_its_first_reason_and_as_one_error(serving
     assert value(samples, "image_search_requests_total", **model, outcome="success") == 0
     assert value(samples, "image_search_errors_total", **model, reason="bad_input") == 1
     assert value(samples, "image_search_errors_total", **model, reason="internal") == 0
-
-
-def test_an_error_counted_outside_a_request_is_counted_once(serving, model):
-    serving.count_error("milvus_unavailable")
-    with serving.request():
-        serving.count_error("milvus_unavailable")
-    samples = scrape()
-    assert value(samples, "image_search_errors_total", **model, reason="milvus_unavailable") == 2
-    assert value(samples, "image_search_requests_total", **model, outcome="success") == 1
 
 
 @pytest.mark.parametrize(("error", "outcome"), [(TimeoutError, "timeout"), (RuntimeError, "internal")])
@@ -118,7 +108,6 @@ def test_stages_are_timed_by_context_and_by_value(serving, model):
     [
         lambda s: s.stage("resize"),
         lambda s: s.observe_stage("resize", 1.0),
-        lambda s: s.count_error("oops"),
         lambda s: s.request().fail("oops"),
         lambda s: s.count_images(-1),
     ],

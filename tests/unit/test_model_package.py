@@ -12,7 +12,10 @@ from predictor.model_package import (
     default_spec,
     export_package,
     file_sha256,
+    legacy_spec,
     load_package,
+    manifest_of,
+    package_files,
     resolve_spec,
 )
 
@@ -170,3 +173,27 @@ def test_a_projection_that_does_not_fit_its_package_is_refused(projected, tmp_pa
     (package / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidModelPackage, match=message):
         load_package(package)
+
+
+def test_a_package_consists_of_model_json_and_every_file_it_references(exported, projected, tmp_path):
+    files = package_files(load_package(exported))
+    assert files[0] == exported / "model.json"
+    assert sorted(path.name for path in files) == sorted(path.name for path in exported.iterdir())
+    assert "projection.safetensors" in {path.name for path in files}
+    fitted = projected.weights_path.parent
+    assert {path.name for path in package_files(load_package(fitted))} == {path.name for path in fitted.iterdir()}
+    plain = export_package(legacy_spec(), tmp_path / "plain")
+    assert [path.name for path in package_files(load_package(plain))] == ["model.json", "weights.safetensors"]
+    with pytest.raises(InvalidModelPackage, match="is not a package on disk"):
+        package_files(default_spec())
+
+
+def test_the_loaders_manifest_is_model_json_with_every_default_explicit(exported, tmp_path):
+    spec = load_package(exported)
+    assert manifest_of(spec, spec.weights_sha256) == json.loads((exported / "model.json").read_text())
+    package = copy_package(exported, tmp_path / "legacy")
+    manifest = json.loads((package / "model.json").read_text())
+    manifest["preprocessing"] = {"resize_shorter_side": 256, "crop_size": 224}
+    (package / "model.json").write_text(json.dumps(manifest))
+    legacy = load_package(package)
+    assert manifest_of(legacy, legacy.weights_sha256)["preprocessing"]["mode"] == "center-crop"

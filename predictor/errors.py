@@ -1,0 +1,90 @@
+"""Every typed error a request can hit, and the status it gets on every transport.
+
+One table: each error class carries its `Status` (HTTP status, gRPC status code name, metrics reason), and
+`predictor/kserve_compat.py` turns it into the answer of REST V1, REST V2 and gRPC alike. To add an error, subclass
+`ServiceError` with a `status`, for example::
+
+    class RequestTimedOut(ServiceError):
+        status = Status(504, "DEADLINE_EXCEEDED", "timeout")
+
+This module imports nothing of KServe or gRPC, so the Milvus access layer and the CLI can raise these too.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = [
+    "BAD_INPUT",
+    "IndexUnavailable",
+    "InvalidRequest",
+    "ModelUnavailable",
+    "ModelVersionNotFound",
+    "RequestTooLarge",
+    "ServiceError",
+    "Status",
+    "UnknownId",
+]
+
+
+@dataclass(frozen=True)
+class Status:
+    """What one kind of failure is called on each transport.
+
+    `grpc` is the name of a `grpc.StatusCode` member; `reason` is the `reason` label of `image_search_errors_total`
+    (one of `predictor.metrics.ERROR_REASONS`) under which a request that fails this way is counted.
+    """
+
+    http: int
+    grpc: str
+    reason: str
+
+
+BAD_INPUT = Status(400, "INVALID_ARGUMENT", "bad_input")
+
+
+class ServiceError(RuntimeError):
+    """An error with a meaning a client can act on. A RuntimeError, so the CLI's one-line error report covers it."""
+
+    status: ClassVar[Status] = Status(500, "INTERNAL", "internal")
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ServiceError):
+    """The request itself is wrong (a bad image, parameter, input or filter); the message names the problem."""
+
+    status = BAD_INPUT
+
+
+class UnknownId(InvalidRequest):
+    """A more-like-this query named an id that the namespace does not hold. A 400 like any other bad input: the
+    request cannot succeed as sent, and a 404 on `/infer` would read as "no such model" to clients and gateways."""
+
+
+class ModelVersionNotFound(ServiceError):
+    """A client pinned a model version that this server does not run."""
+
+    status = Status(404, "NOT_FOUND", "bad_input")
+
+
+class RequestTooLarge(ServiceError):
+    """The request is larger than `--max-request-bytes`; refused before it is read (gRPC's own limit says the same)."""
+
+    status = Status(413, "RESOURCE_EXHAUSTED", "bad_input")
+
+
+class ModelUnavailable(ServiceError):
+    """The model cannot answer yet (its collection is missing, empty or unreachable); the message says why."""
+
+    status = Status(503, "UNAVAILABLE", "milvus_unavailable")
+
+
+class IndexUnavailable(ServiceError):
+    """Milvus cannot be reached or answered with a server-side error: retry, or go elsewhere."""
+
+    status = Status(503, "UNAVAILABLE", "milvus_unavailable")
