@@ -9,7 +9,7 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: run test test-unit test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-gpu \
+.PHONY: run test test-unit test-slow test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-gpu \
 	eval eval-served default-projection fuzz soak lock audit lint format manifests tools clean image image-test kind-up \
 	kind-e2e kind-down
 
@@ -40,23 +40,27 @@ tools:
 
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
 test: $(INSTALLED) tools
-	$(BIN)/python -m pytest tests/unit tests/chart
+	$(BIN)/python -m pytest -m "not slow" tests/unit tests/chart
 	$(BIN)/python -m pytest tests/e2e tests/container
 
 test-unit: $(INSTALLED)
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -m "not slow" tests/unit
+
+# The checks marked `slow`, too long for make test's budget (the full int8 probe, for one).
+test-slow: $(INSTALLED)
+	$(BIN)/python -m pytest -m slow tests/unit
 
 test-e2e: $(INSTALLED)
 	$(BIN)/python -m pytest tests/e2e tests/container
 
 # Every part in one run; BENCH_ARGS adds options (e.g. BENCH_ARGS=--quick for a short smoke run of every part).
 BENCH_ARGS ?=
-bench: $(INSTALLED)
+bench: $(INSTALLED) test-slow
 	hack/bench-data.sh
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # One part at a time: fp32/bf16/int8 side by side; the limit, this server and the naive one; search at scale.
-bench-precision: $(INSTALLED)
+bench-precision: $(INSTALLED) test-slow
 	$(BIN)/python -m benchmarks.run --only precision $(BENCH_ARGS)
 
 bench-serving: $(INSTALLED)
