@@ -258,8 +258,8 @@ class ImageIndex:
         return [[self._hit(hit) for hit in hits] for hits in results]
 
     def _search_params(self, options: SearchOptions) -> dict:
-        """The index's search parameters for a search of `options.window` hits."""
-        return self.vector_index.search_request(options.window)
+        """The index's search parameters, at the request's effort (checked against this collection's index)."""
+        return self.vector_index.search_request(options.window, options.effort, options.offset + options.top_k)
 
     @staticmethod
     def _hit(hit: dict) -> Hit:

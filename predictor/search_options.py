@@ -48,6 +48,8 @@ class SearchOptions:
     min_score: float | None = None
     filter: str | None = None
     namespace: str = DEFAULT_NAMESPACE
+    # The index's search effort (nprobe for IVF, ef for HNSW), checked against the collection's index; None: default.
+    effort: int | None = None
 
     @property
     def window(self) -> int:

@@ -122,6 +122,15 @@ def test_model_metadata_declares_inputs_outputs_and_parameters(server):
     assert metadata["versions"] == [default_spec().version]
     assert metadata["parameters"]["inputs"] == "send exactly one of image, embedding, id"
     assert set(metadata["parameters"]) >= {"top_k", "offset", "min_score", "filter", "namespace", "return_metadata"}
+    # The collection was made with the default index, so effort is its nprobe, bounded by its 1024 lists.
+    assert metadata["parameters"]["effort"] == {
+        "type": "integer",
+        "index_type": "IVF_FLAT",
+        "search_parameter": "nprobe",
+        "default": 32,
+        "minimum": 1,
+        "maximum": 1024,
+    }
 
 
 def test_health_endpoints_report_live_and_ready(server):

@@ -230,6 +230,27 @@ def test_metadata_set_changed_a_row_without_touching_its_vector(api, catalogue):
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_effort_within_the_collections_index_is_searched_and_beyond_it_refused(api, catalogue, transport):
+    image = [photo(catalogue, "coins")]
+    coins = sha(catalogue.photos["coins"])
+    # The default index is IVF_FLAT with 1024 lists, so nprobe goes from 1 to 1024. One list holds the query's own
+    # vector (milvus-lite builds the index even for these few rows, and then finds little else); all of them hold all.
+    narrow = query(api, transport, "image", image, top_k=3, effort=1)
+    assert narrow["ids"][0][0] == coins
+    found = query(api, transport, "image", image, top_k=3, effort=1024)
+    assert found["ids"][0][0] == coins and len([i for i in found["ids"][0] if i]) == 3
+    with pytest.raises(InferenceServerException) as refused:
+        query(api, transport, "image", image, top_k=3, effort=1025)
+    assert "parameter 'effort' must be an integer from 1 to 1024" in refused.value.message()
+    assert "IVF_FLAT index (its nprobe)" in refused.value.message()
+    assert refused.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+    image_v1 = {"image": {"b64": base64.b64encode(image[0]).decode()}}
+    assert v1(api, [image_v1], top_k=3, effort=64).status_code == 200
+    wrong_type = v1(api, [image_v1], effort="high")
+    assert wrong_type.status_code == 400 and "parameter 'effort' must be an integer" in wrong_type.json()["error"]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_an_unknown_id_is_refused_naming_it(api, transport):
     with pytest.raises(InferenceServerException, match="id 'no-such-image' is not in namespace 'default'"):
         query(api, transport, "id", ["no-such-image"])
