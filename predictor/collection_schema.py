@@ -108,6 +108,9 @@ def create_collection(
 ) -> Layout:
     """Make a namespaced collection for `identity`'s vectors; the schema is decided here only, the vector index by
     `vector_index` (default: vector_index.py's measured default).
+
+    Strong consistency is the collection's default, so that writers (indexing jobs, the CLI) read their own writes;
+    the server's searches ask for their own level (`SearchSettings.consistency`).
     """
     vector_index = vector_index or VectorIndex()
     schema = MilvusClient.create_schema(auto_id=False)

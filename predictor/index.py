@@ -98,9 +98,11 @@ class ImageIndex:
         base: str | None = None,
         *,
         vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
     ) -> None:
         """`vector_index` is the index a new collection gets and searches start from (an existing collection's own
-        index wins once it is opened)."""
+        index wins once it is opened); `read_consistency` the Milvus consistency level of searches and id lookups
+        (None: the collection's, Strong, which writers need to read their own writes)."""
         if not collection:
             raise ValueError("collection name must not be empty")
         self.access = access
@@ -108,6 +110,7 @@ class ImageIndex:
         self.identity = identity
         self.base = base or collection
         self.vector_index = vector_index or VectorIndex()
+        self.read_consistency = read_consistency
         self._layout: Layout | None = None
 
     @classmethod
@@ -118,11 +121,19 @@ class ImageIndex:
         identity: ModelIdentity,
         *,
         vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
     ) -> "ImageIndex":
         """The collection this model indexes into (and searches, unless `base` names a collection of its own)."""
         if not base:
             raise ValueError("collection name must not be empty")
-        return cls(access, versioned_collection(base, identity), identity, base, vector_index=vector_index)
+        return cls(
+            access,
+            versioned_collection(base, identity),
+            identity,
+            base,
+            vector_index=vector_index,
+            read_consistency=read_consistency,
+        )
 
     @classmethod
     def open_for_search(
@@ -132,6 +143,7 @@ class ImageIndex:
         identity: ModelIdentity,
         *,
         vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
     ) -> "ImageIndex":
         """This model's collection, checked and loaded; never another model's, so a canary can't read stable's vectors.
 
@@ -140,10 +152,11 @@ class ImageIndex:
         model built is `IndexMismatch`, which no amount of waiting will fix. Searches use the index the collection
         really has, whatever `vector_index` says.
         """
-        index = cls.for_model(access, base, identity, vector_index=vector_index)
+        options = {"vector_index": vector_index, "read_consistency": read_consistency}
+        index = cls.for_model(access, base, identity, **options)
         if not index.exists():
             if base not in access.aliases() and access.has_collection(base):
-                index = cls(access, base, identity, base, vector_index=vector_index)
+                index = cls(access, base, identity, base, **options)
             else:
                 raise IndexNotReady(
                     f"collection {index.collection} for model {identity} does not exist at {access.uri} yet; "
@@ -231,6 +244,15 @@ class ImageIndex:
         """What this collection is: its name, the model that built it and how many images it holds."""
         return IndexSummary(self.collection, self.recorded_identity(), self.count(), self.layout.namespaced)
 
+    def settle(self) -> None:
+        """Return once every write made before this call is visible to searches, at any consistency level.
+
+        A Strong read waits until the query node has caught up with every write before it; Bounded searches read
+        what the query node holds, so they see those rows too. Commands that write end with this, so that a query
+        sent after they return finds what they wrote.
+        """
+        self.access.count(self.collection, consistency_level="Strong")
+
     def ping(self) -> bool:
         try:
             return self.exists()
@@ -254,12 +276,16 @@ class ImageIndex:
             search_params=self._search_params(options),
             output_fields=self.layout.output_fields,
             collection=self.collection,
+            **self._consistency(),
         )
         return [[self._hit(hit) for hit in hits] for hits in results]
 
     def _search_params(self, options: SearchOptions) -> dict:
         """The index's search parameters, at the request's effort (checked against this collection's index)."""
         return self.vector_index.search_request(options.window, options.effort, options.offset + options.top_k)
+
+    def _consistency(self) -> dict[str, str]:
+        return {"consistency_level": self.read_consistency} if self.read_consistency else {}
 
     @staticmethod
     def _hit(hit: dict) -> Hit:
@@ -271,20 +297,21 @@ class ImageIndex:
             metadata=entity.get("metadata") or {},
         )
 
-    def _rows(self, namespace: str, ids: Sequence[str], fields: list[str]) -> list[dict]:
+    def _rows(self, namespace: str, ids: Sequence[str], fields: list[str], **consistency: str) -> list[dict]:
         if not ids or not self.layout.holds(namespace):
             return []
         found = []
         for chunk in _chunks(list(dict.fromkeys(ids))):
             keys = [self.layout.key(namespace, image_id) for image_id in chunk]
             found += self.access.call(
-                "get", "get", self.collection, ids=keys, output_fields=fields, collection=self.collection
+                "get", "get", self.collection, ids=keys, output_fields=fields, collection=self.collection, **consistency
             )
         return found
 
     def vectors_of(self, namespace: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of these ids in `namespace`; ids it does not hold are absent from the answer."""
-        rows = self._rows(namespace, ids, ["id", "vector"])
+        """Stored vectors of these ids in `namespace` (a query's lookup, at the searches' consistency); ids it does not
+        hold are absent from the answer."""
+        rows = self._rows(namespace, ids, ["id", "vector"], **self._consistency())
         return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
 
     def get(self, namespace: str, image_id: str) -> StoredImage | None:

@@ -33,6 +33,7 @@ def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[Image
             settings.milvus.collection,
             backbone.spec.identity,
             vector_index=settings.milvus.index,
+            read_consistency=search.consistency,
         )
 
     return (

@@ -62,6 +62,7 @@ def _index(args: argparse.Namespace) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     for row in report.unmatched:
         print(f"{manifest.source} {row.describe()} matched no file", file=sys.stderr)
+    index.settle()
     where = f"namespace {namespace!r} of collection {index.collection}"
     print(f"{report.summary()} ({where} now holds {index.count(namespace)} images)")
     index.close()
@@ -80,6 +81,7 @@ def _delete(args: argparse.Namespace) -> int:
     for source in args.source:
         ids += index.ids_under(namespace, str(Path(source).resolve()))
     deleted = index.delete(namespace, ids)
+    index.settle()
     where = f"namespace {namespace!r} of collection {index.collection}"
     print(f"deleted {deleted} ({where} now holds {index.count(namespace)} images)")
     return 0

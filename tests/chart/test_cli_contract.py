@@ -20,6 +20,7 @@ def test_serve_accepts_the_predictor_arguments(render, parser, scenario: str) ->
         except SystemExit:
             pytest.fail(f"`image-search serve` refuses the {name} arguments {container['args']}")
         assert (args.http_port, args.grpc_port) == (8080, 8081)
+        assert args.search_consistency == "Bounded"
 
 
 def test_index_accepts_the_indexing_job_arguments(render, parser) -> None:
