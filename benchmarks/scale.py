@@ -202,7 +202,7 @@ def memory_per_million(workdir: Path, real: np.ndarray, count: int = MEMORY_SIZE
     from predictor.vector_index import VectorIndex
     from tests.support.milvus_server import milvus_server_pids, run_milvus_server
 
-    config = VectorIndex()
+    default_index = VectorIndex()
     rng = np.random.default_rng(0)
     results = []
     for dimension in MEMORY_DIMENSIONS:
@@ -220,7 +220,7 @@ def memory_per_million(workdir: Path, real: np.ndarray, count: int = MEMORY_SIZE
             time.sleep(5)
             before = rss_bytes(milvus_server_pids(uri))
             fill(client, vectors, COLLECTION)
-            build_index(client, config.index_type, config.params, len(vectors), COLLECTION)
+            build_index(client, default_index.index_type, default_index.params, len(vectors), COLLECTION)
             time.sleep(5)
             after = rss_bytes(milvus_server_pids(uri))
             client.close()
@@ -229,7 +229,7 @@ def memory_per_million(workdir: Path, real: np.ndarray, count: int = MEMORY_SIZE
             {
                 "dimension": dimension,
                 "vectors": len(vectors),
-                "index": config.describe(),
+                "index": default_index.describe(),
                 "rss_gain_bytes": after - before,
                 "gib_per_million": per_million / 2**30,
                 "raw_float32_gib_per_million": dimension * 4 * 1e6 / 2**30,
