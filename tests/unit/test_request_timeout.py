@@ -92,7 +92,12 @@ def test_an_image_still_queued_for_the_device_at_the_timeout_is_dropped_and_neve
         with stalled(backbone.free):
             first = threading.Thread(target=send, args=("running", RED))
             first.start()
-            wait_for(lambda: sum(backbone.batches) > embedded_before, timeout_s=10, what="the first batch to start", interval_s=0.01)
+            wait_for(
+                lambda: sum(backbone.batches) > embedded_before,
+                timeout_s=10,
+                what="the first batch to start",
+                interval_s=0.01,
+            )
             queued = threading.Thread(target=send, args=("queued", BLUE))
             queued.start()
             first.join(TIMEOUT_S + SLACK_S + 5)
@@ -115,7 +120,12 @@ def test_a_grpc_client_deadline_shorter_than_the_server_timeout_is_honoured(in_p
     assert answer.status == "DEADLINE_EXCEEDED"
     assert took < TIMEOUT_S + SLACK_S
     assert 0 < server.index.call_timeouts[-1] <= TIMEOUT_S, "the server gave Milvus the client's deadline"
-    wait_for(lambda: server.search_model._pool.waiting_queries == 0, timeout_s=5, what="the search queue to empty", interval_s=0.01)
+    wait_for(
+        lambda: server.search_model._pool.waiting_queries == 0,
+        timeout_s=5,
+        what="the search queue to empty",
+        interval_s=0.01,
+    )
 
 
 def test_the_server_timeout_wins_over_a_longer_grpc_client_deadline(in_process_server):
