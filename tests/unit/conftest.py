@@ -1,6 +1,7 @@
 """Stand-ins for the request-path tests: a tiny backbone, an in-memory index, and the real KServe app and gRPC server
 running in process around the real models, so a protocol change is tested without starting a server process."""
 
+import argparse
 import asyncio
 import concurrent.futures
 import io
@@ -216,6 +217,8 @@ def in_process_server() -> InProcessServer:
     grpc_port = free_port()
     server = ModelServer(http_port=free_port(), grpc_port=grpc_port, workers=1, enable_grpc=True)
     kserve_compat.install(server, models)
+    # As serve() does: the gRPC message limit follows the request size limit (KServe's own flags not given).
+    kserve_compat.follow_request_limit_on_grpc(argparse.Namespace(), settings.max_request_bytes)
     RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, 0).create_application()
     grpc_server = GRPCServer(grpc_port, server.dataplane, server.model_repository_extension, kwargs=vars(kserve_args))
 
