@@ -58,6 +58,32 @@ def test_query_command_prints_the_most_similar_images(server, catalogue):
         assert len(rows) == 2 and rows[0].rstrip().endswith("coffee.jpg")
 
 
+def test_query_command_takes_the_search_options(server, catalogue):
+    photo = str(catalogue.photos["coffee"])
+
+    def uris(*options: str) -> list[str]:
+        result = run_cli("query", photo, *options)
+        assert result.returncode == 0, result.stderr
+        return [line.split()[-1] for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+-?\d\.\d{3}", line)]
+
+    second = uris("--url", server.http_url, "--top-k", "1", "--offset", "1", "--namespace", "default")
+    assert len(second) == 1 and not second[0].endswith("coffee.jpg")
+    only_coffee = 'metadata["filename"] == "coffee.jpg"'
+    found = uris(
+        "--url",
+        server.grpc_address,
+        "--transport",
+        "grpc",
+        "--top-k",
+        "3",
+        "--filter",
+        only_coffee,
+        "--min-score",
+        "0.5",
+    )
+    assert len(found) == 1 and found[0].endswith("coffee.jpg")
+
+
 def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir):
     uri = str(tmp_path / "milvus.db")
     assert run_cli("index", str(subset_dir), "--milvus-uri", uri).returncode == 0
