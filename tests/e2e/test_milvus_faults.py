@@ -1,10 +1,12 @@
 """A Milvus server that wants a token, then stalls, then dies: the token is read from the environment and never shows
-up anywhere, liveness answers throughout a stall, and every error on the way is clean.
+up anywhere, searches fail by the request timeout during a stall while liveness answers throughout, and every error
+on the way is clean.
 
 The tests share one Milvus server and run in file order: the last ones kill it.
 """
 
 import base64
+import json
 import secrets
 import threading
 import time
@@ -16,6 +18,7 @@ import tritonclient.grpc as grpcclient
 from pymilvus import MilvusClient
 from tritonclient.utils import InferenceServerException
 
+from tests.support import raw_http
 from tests.support.milvus_server import DEFAULT_ROOT_TOKEN, kill_milvus_server, paused_milvus_server, run_milvus_server
 from tests.support.polling import wait_for
 from tests.support.predictor_server import RunningServer, free_port, run_cli, run_predictor
@@ -23,6 +26,12 @@ from tests.support.predictor_server import RunningServer, free_port, run_cli, ru
 SECRET = f"Tok-{secrets.token_hex(12)}"
 TOKEN = f"root:{SECRET}"
 LIVENESS_BUDGET_S = 1.0
+# Short, so the stall stays well inside the 10 s session TTL of the test Milvus (a longer SIGSTOP expires its etcd
+# sessions and it does not come back).
+REQUEST_TIMEOUT_S = 2.0
+# How much later than the timeout a refusal may arrive on a shared machine.
+SLACK_S = 3.0
+CLIENT_DEADLINE_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -62,37 +71,91 @@ def test_milvus_token_comes_from_the_environment(secured_milvus, catalogue, outp
 
 @pytest.fixture(scope="module")
 def server(secured_milvus, tmp_path_factory) -> RunningServer:
-    with run_predictor(secured_milvus, tmp_path_factory.mktemp("predictor"), env={"MILVUS_TOKEN": TOKEN}) as running:
+    with run_predictor(
+        secured_milvus,
+        tmp_path_factory.mktemp("predictor"),
+        "--request-timeout-s",
+        str(REQUEST_TIMEOUT_S),
+        env={"MILVUS_TOKEN": TOKEN},
+    ) as running:
         yield running
 
 
-def test_liveness_answers_within_a_second_while_milvus_is_stalled(server, secured_milvus, photo, outputs):
+def grpc_search(server: RunningServer, photo: bytes, timeout_s: float | None = None) -> tuple[str, str]:
+    """The status code name and message of one gRPC search ("OK" when it succeeds)."""
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))
+    try:
+        client.infer("image-search", [tensor], client_timeout=timeout_s)
+    except InferenceServerException as error:
+        return str(error.status()).removeprefix("StatusCode."), error.message()
+    finally:
+        client.close()
+    return "OK", ""
+
+
+def test_searches_fail_by_the_timeout_while_milvus_is_stalled_and_liveness_answers_throughout(
+    server, secured_milvus, photo, outputs
+):
     search = f"{server.http_url}/v1/models/image-search:predict"
     assert httpx.post(search, json=v1(photo), timeout=60).status_code == 200
-    pending: dict = {}
+    answers: dict[str, tuple] = {}
 
-    def search_while_stalled() -> None:
-        response = httpx.post(search, json=v1(photo), timeout=300)
-        pending.update(status=response.status_code, body=response.text)
+    def rest_search() -> None:
+        started = time.monotonic()
+        response = httpx.post(search, json=v1(photo), timeout=60)
+        answers["REST"] = (response.status_code, time.monotonic() - started, response.text)
 
-    with paused_milvus_server(secured_milvus):
-        searcher = threading.Thread(target=search_while_stalled)
-        searcher.start()
-        latencies = []
-        with httpx.Client(timeout=5) as client:
-            for _ in range(10):
-                started = time.monotonic()
-                assert client.get(f"{server.http_url}/v2/health/live").status_code == 200
-                latencies.append(time.monotonic() - started)
-                time.sleep(0.2)  # the probe period, not a synchronisation
-        assert searcher.is_alive(), f"the search did not wait for the stalled Milvus: {pending}"
-    print(f"\nliveness while Milvus was stalled: slowest of {len(latencies)} answers {max(latencies) * 1000:.0f} ms")
-    assert max(latencies) < LIVENESS_BUDGET_S
-    searcher.join(timeout=300)
-    outputs.append(pending.get("body", ""))
-    # Its own timeout comes later; here it must end once Milvus is back, and the server must carry on.
-    assert pending["status"] in (200, 503), pending
-    assert httpx.post(search, json=v1(photo), timeout=120).status_code == 200
+    def grpc(name: str, deadline_s: float | None) -> None:
+        started = time.monotonic()
+        status, message = grpc_search(server, photo, deadline_s)
+        answers[name] = (status, time.monotonic() - started, message)
+
+    searches = [
+        threading.Thread(target=rest_search),
+        threading.Thread(target=grpc, args=("gRPC", None)),
+        threading.Thread(target=grpc, args=("gRPC, client deadline", CLIENT_DEADLINE_S)),
+    ]
+    liveness, readiness = [], []
+    with paused_milvus_server(secured_milvus), httpx.Client(timeout=10) as probe:
+        for searcher in searches:
+            searcher.start()
+        stalled_until = time.monotonic() + REQUEST_TIMEOUT_S + SLACK_S
+        while time.monotonic() < stalled_until and (any(t.is_alive() for t in searches) or 503 not in readiness):
+            started = time.monotonic()
+            assert probe.get(f"{server.http_url}/v2/health/live").status_code == 200
+            liveness.append(time.monotonic() - started)
+            readiness.append(probe.get(f"{server.http_url}/v2/models/image-search/ready").status_code)
+            time.sleep(0.2)  # the probe period, not a synchronisation
+        still_waiting = [t for t in searches if t.is_alive()]
+    for searcher in searches:
+        searcher.join(timeout=60)
+    outputs.extend(str(answer[2]) for answer in answers.values())
+    print(
+        f"\nwhile Milvus was stalled: liveness answered {len(liveness)} probes, slowest {max(liveness) * 1000:.0f} ms"
+    )
+    for name, (status, took, message) in answers.items():
+        print(f"  {name}: {status} after {took:.2f} s: {message[:160]}")
+    print(f"  readiness: {readiness}")
+    assert not still_waiting, f"searches still waiting on the stalled Milvus after the timeout: {answers}"
+    assert max(liveness) < LIVENESS_BUDGET_S
+    rest_status, rest_took, _ = answers["REST"]
+    assert rest_status in (504, 503) and rest_took < REQUEST_TIMEOUT_S + SLACK_S, answers["REST"]
+    grpc_status, grpc_took, _ = answers["gRPC"]
+    assert grpc_status in ("DEADLINE_EXCEEDED", "UNAVAILABLE") and grpc_took < REQUEST_TIMEOUT_S + SLACK_S
+    deadline_status, deadline_took, _ = answers["gRPC, client deadline"]
+    assert deadline_status == "DEADLINE_EXCEEDED" and deadline_took < CLIENT_DEADLINE_S + SLACK_S
+    assert 503 in readiness, "readiness never noticed the stalled Milvus"
+    # Once Milvus answers again, so does the server, on both transports.
+    wait_for(lambda: httpx.post(search, json=v1(photo), timeout=60).status_code == 200, 60, "REST searches again")
+    assert grpc_search(server, photo, 60)[0] == "OK"
+    wait_for(
+        lambda: httpx.get(f"{server.http_url}/v2/models/image-search/ready", timeout=10).status_code == 200,
+        30,
+        "readiness again",
+        interval_s=0.2,
+    )
 
 
 BAD_REQUESTS = {
@@ -109,6 +172,24 @@ def test_bad_input_errors_carry_no_image_data(server, photo, outputs, case):
     assert response.status_code == 400, response.text
 
 
+def test_other_refusals_carry_no_image_data_or_token(server, photo, outputs):
+    infer = f"{server.http_url}/v2/models/image-search/infer"
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(photo).decode()]}
+    bad_filter = httpx.post(infer, json={"inputs": [image], "parameters": {"filter": "vector != 0"}}, timeout=60)
+    unknown_id = httpx.post(
+        infer, json={"inputs": [{"name": "id", "datatype": "BYTES", "shape": [1], "data": ["nope"]}]}, timeout=60
+    )
+    body_start = json.dumps({"instances": [{"image": {"b64": base64.b64encode(photo).decode()}}]}).encode()
+    too_large = raw_http.post(
+        server.http_url,
+        "/v1/models/image-search:predict",
+        {"Content-Type": "application/json", "Content-Length": str(10**9)},
+        [body_start],
+    )
+    assert (bad_filter.status_code, unknown_id.status_code, too_large.status) == (400, 400, 413)
+    outputs += [bad_filter.text, unknown_id.text, too_large.body.decode()]
+
+
 def test_bad_image_over_grpc_carries_no_image_data(server, photo, outputs):
     client = grpcclient.InferenceServerClient(server.grpc_address)
     tensor = grpcclient.InferInput("image", [1], "BYTES")
@@ -123,6 +204,9 @@ def test_milvus_down_with_a_token_set(server, secured_milvus, photo, outputs):
     search = httpx.post(f"{server.http_url}/v1/models/image-search:predict", json=v1(photo), timeout=120)
     outputs.append(search.text)
     assert search.status_code == 503, search.text
+    status, message = grpc_search(server, photo, 120)
+    outputs.append(message)
+    assert status == "UNAVAILABLE" and "Milvus" in message, (status, message)
 
     def not_ready() -> bool:
         response = httpx.get(f"{server.http_url}/v2/models/image-search/ready", timeout=30)
