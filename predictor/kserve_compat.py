@@ -191,6 +191,11 @@ def infer_request_from_binary(body: bytes, json_length: int, model_name: str) ->
     for tensor in header["inputs"]:
         if not isinstance(tensor, dict) or not {"name", "shape", "datatype"} <= tensor.keys():
             raise InvalidRequest("each input needs name, shape and datatype")
+        if not isinstance(tensor["name"], str) or not isinstance(tensor["datatype"], str):
+            raise InvalidRequest("an input's name and datatype are strings")
+        shape = tensor["shape"]
+        if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+            raise InvalidRequest(f"input {tensor['name']!r}: shape must be a list of sizes (0 or more), got {shape!r}")
         parameters = tensor.get("parameters") or {}
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is None and "data" not in tensor:
