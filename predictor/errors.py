@@ -24,6 +24,7 @@ __all__ = [
     "SearchBacklogFull",
     "ServiceError",
     "Status",
+    "ThumbnailNotFound",
     "UnknownId",
     "UnknownModel",
 ]
@@ -110,3 +111,10 @@ class RequestTimedOut(ServiceError):
     shorter; whatever it still waited for (the device, Milvus) was given up."""
 
     status = Status(504, "DEADLINE_EXCEEDED", "timeout")
+
+
+class ThumbnailNotFound(ServiceError):
+    """The search page asked for a thumbnail this server cannot give: an id the namespace does not hold (whether or not
+    another namespace holds it), or one whose file it cannot read or decode."""
+
+    status = Status(404, "NOT_FOUND", "bad_input")

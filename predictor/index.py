@@ -243,6 +243,13 @@ class ImageIndex:
             metadata=entity.get("metadata") or {},
         )
 
+    def _keys_filter(self, namespace: str, ids: Sequence[str]) -> str:
+        """Rows of these ids in `namespace`, by primary key. pymilvus 3.0's `get(ids=...)` and `delete(ids=...)` put
+        string keys between single quotes without escaping them, so an id holding a quote could rewrite the
+        expression (and read another namespace's rows); every key is quoted here instead."""
+        keys = ", ".join(quoted(self.layout.key(namespace, image_id)) for image_id in ids)
+        return f"{self.layout.primary_field} in [{keys}]"
+
     def _rows(
         self, namespace: str, ids: Sequence[str], fields: list[str], timeout_s: float | None = None
     ) -> list[dict]:
@@ -250,12 +257,11 @@ class ImageIndex:
             return []
         found = []
         for chunk in _chunks(list(dict.fromkeys(ids))):
-            keys = [self.layout.key(namespace, image_id) for image_id in chunk]
             found += self.access.call(
                 "get",
-                "get",
+                "query",
                 self.collection,
-                ids=keys,
+                filter=self._keys_filter(namespace, chunk),
                 output_fields=fields,
                 collection=self.collection,
                 timeout=timeout_s,
@@ -289,8 +295,13 @@ class ImageIndex:
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
         present = sorted(self.existing_ids(namespace, ids))
         for chunk in _chunks(present):
-            keys = [self.layout.key(namespace, image_id) for image_id in chunk]
-            self.access.call("delete", "delete", self.collection, ids=keys, collection=self.collection)
+            self.access.call(
+                "delete",
+                "delete",
+                self.collection,
+                filter=self._keys_filter(namespace, chunk),
+                collection=self.collection,
+            )
         return len(present)
 
     def update_metadata(self, namespace: str, updates: dict[str, dict]) -> tuple[int, list[str]]:

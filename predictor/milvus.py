@@ -31,8 +31,8 @@ def is_local_file(uri: str) -> bool:
 
 
 def quoted(text: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return json.dumps(text)
+    """A string literal for a Milvus filter expression; milvus-lite 3.2 refuses `\\u` escapes, so text stays text."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 class MilvusAccess:

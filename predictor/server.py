@@ -1,5 +1,5 @@
 """Assembles the KServe ModelServer: both models on one shared backbone, KServe's fixes (kserve_compat.py), the request
-size limit and the drain."""
+size limit, the drain and, with --ui, the search page (predictor/ui/)."""
 
 import argparse
 
@@ -18,6 +18,8 @@ from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
 from predictor.request_size import RequestSizeLimit
 from predictor.search_options import SearchSettings
+from predictor.ui import routes as search_page
+from predictor.ui.settings import UiSettings
 
 SEARCH_MODEL = "image-search"
 CLASSIFIER_MODEL = "image-classifier"
@@ -36,7 +38,9 @@ def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[Image
     )
 
 
-def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namespace) -> None:
+def serve(
+    settings: ServeSettings, search: SearchSettings, args: argparse.Namespace, ui: UiSettings | None = None
+) -> None:
     models = build_models(settings, search)
     # Load before opening ports: a pod whose model is invalid, or whose collection belongs to another model, fails here
     # and never turns ready.
@@ -60,4 +64,6 @@ def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namesp
     drain = Drain(settings.drain_s, kserve_compat.grpc_stopper(server))
     kserve_model_server.app.router.on_startup.append(drain.install)
     kserve_compat.install(server, list(models), drain=drain)
+    if ui is not None and ui.enabled:
+        search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits)
     server.start(list(models))

@@ -29,7 +29,10 @@ def _query_example(args: argparse.Namespace) -> int:
     print(
         f"""
 Serving on {url} (REST) and localhost:{args.http_port + 1} (gRPC) once the log says the server started.
-Try it from another terminal:
+
+Search page: {url}/ui/   (drop in a photo, click a result for more like it)
+
+Or try it from another terminal:
 
   .venv/bin/image-search query {example} --url {url} --top-k 3
 

@@ -120,7 +120,11 @@ def _v1_queries(payload: Any, max_queries: int, dimension: int) -> Queries:
     return Queries(EMBEDDING, embeddings=_embeddings(values, dimension, "instance embeddings"))
 
 
-def _namespace(parameters: Mapping[str, Any], headers: Mapping[str, str] | None, settings: SearchSettings) -> str:
+def request_namespace(
+    parameters: Mapping[str, Any], headers: Mapping[str, str] | None, settings: SearchSettings
+) -> str:
+    """The namespace a request reads: `--namespace-header`'s header when it is sent (a `namespace` parameter that
+    disagrees is refused), else the `namespace` parameter, else the default one. The search page obeys it too."""
     asked = protocol.string_parameter(parameters, "namespace")
     if asked is not None and not NAMESPACE_PATTERN.fullmatch(asked):
         raise InvalidRequest(f"parameter 'namespace' {asked!r} is not a valid namespace (letters, digits, _ . -)")
@@ -147,7 +151,7 @@ def search_options(
         offset=offset,
         min_score=None if min_score is None else protocol.float_parameter(parameters, "min_score", None, -1.0, 1.0),
         filter=None if raw_filter is None else validate_filter(raw_filter),
-        namespace=_namespace(parameters, headers, search),
+        namespace=request_namespace(parameters, headers, search),
     )
 
 

@@ -95,6 +95,14 @@ containers:
       {{- if .storageUri }}
       - --model-dir=/mnt/models
       {{- end }}
+      {{- if $values.ui.enabled }}
+      - --ui
+      - --thumbnail-size={{ $values.ui.thumbnails.size }}
+      - --thumbnail-cache-bytes={{ int64 $values.ui.thumbnails.cacheBytes }}
+      {{- range $values.ui.thumbnails.baseUrls }}
+      - {{ printf "--thumbnail-base-url=%s=%s" .prefix .url | quote }}
+      {{- end }}
+      {{- end }}
       {{- with $values.predictor.extraArgs }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
