@@ -273,9 +273,9 @@ class ImageIndex:
         rows = self._rows(namespace, ids, ["id", "vector"], timeout_s)
         return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
 
-    def get(self, namespace: str, image_id: str) -> StoredImage | None:
+    def get(self, namespace: str, image_id: str, timeout_s: float | None = None) -> StoredImage | None:
         """One image's row (without its vector), or None when `namespace` does not hold it."""
-        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"])
+        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"], timeout_s)
         if not rows:
             return None
         row = rows[0]

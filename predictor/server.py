@@ -65,5 +65,5 @@ def serve(
     kserve_model_server.app.router.on_startup.append(drain.install)
     kserve_compat.install(server, list(models), drain=drain)
     if ui is not None and ui.enabled:
-        search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits)
+        search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits, settings.request_timeout_s)
     server.start(list(models))

@@ -77,6 +77,7 @@ def server(secured_milvus, tmp_path_factory) -> RunningServer:
         tmp_path_factory.mktemp("predictor"),
         "--request-timeout-s",
         str(REQUEST_TIMEOUT_S),
+        "--ui",
         env={"MILVUS_TOKEN": TOKEN},
     ) as running:
         yield running
@@ -113,8 +114,14 @@ def test_searches_fail_by_the_timeout_while_milvus_is_stalled_and_liveness_answe
         status, message = grpc_search(server, photo, deadline_s)
         answers[name] = (status, time.monotonic() - started, message)
 
+    def thumbnail() -> None:
+        started = time.monotonic()
+        response = httpx.get(f"{server.http_url}/ui/thumbnail", params={"id": "any"}, timeout=60)
+        answers["search page thumbnail"] = (response.status_code, time.monotonic() - started, response.text)
+
     searches = [
         threading.Thread(target=rest_search),
+        threading.Thread(target=thumbnail),
         threading.Thread(target=grpc, args=("gRPC", None)),
         threading.Thread(target=grpc, args=("gRPC, client deadline", CLIENT_DEADLINE_S)),
     ]
@@ -145,6 +152,8 @@ def test_searches_fail_by_the_timeout_while_milvus_is_stalled_and_liveness_answe
     assert rest_status in (504, 503) and rest_took < REQUEST_TIMEOUT_S + SLACK_S, answers["REST"]
     grpc_status, grpc_took, _ = answers["gRPC"]
     assert grpc_status in ("DEADLINE_EXCEEDED", "UNAVAILABLE") and grpc_took < REQUEST_TIMEOUT_S + SLACK_S
+    thumbnail_status, thumbnail_took, _ = answers["search page thumbnail"]
+    assert thumbnail_status == 504 and thumbnail_took < REQUEST_TIMEOUT_S + SLACK_S, answers["search page thumbnail"]
     deadline_status, deadline_took, _ = answers["gRPC, client deadline"]
     assert deadline_status == "DEADLINE_EXCEEDED" and deadline_took < CLIENT_DEADLINE_S + SLACK_S
     assert 503 in readiness, "readiness never noticed the stalled Milvus"
