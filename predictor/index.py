@@ -126,6 +126,8 @@ class ImageIndex:
                 )
         index.check_identity()
         index.load()
+        # Read the row layout now, so that no search has to wait for it on a Milvus that has become slow.
+        index._layout = layout_of(access.describe(index.collection))
         if index.count() == 0:
             raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
         return index
@@ -143,8 +145,8 @@ class ImageIndex:
     def close(self) -> None:
         self.access.close()
 
-    def exists(self) -> bool:
-        return self.access.has_collection(self.collection)
+    def exists(self, timeout_s: float | None = None) -> bool:
+        return self.access.has_collection(self.collection, timeout_s)
 
     def load(self) -> None:
         self.access.load(self.collection)
@@ -199,14 +201,16 @@ class ImageIndex:
         """What this collection is: its name, the model that built it and how many images it holds."""
         return IndexSummary(self.collection, self.recorded_identity(), self.count(), self.layout.namespaced)
 
-    def ping(self) -> bool:
+    def ping(self, timeout_s: float | None = None) -> bool:
+        """Whether Milvus answers (within `timeout_s`) and still holds the collection."""
         try:
-            return self.exists()
+            return self.exists(timeout_s)
         except RuntimeError:
             return False
 
-    def search(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
-        """Up to `options.window` hits per query vector, best first, from `options.namespace` only."""
+    def search(self, vectors: np.ndarray, options: SearchOptions, timeout_s: float | None = None) -> list[list[Hit]]:
+        """Up to `options.window` hits per query vector, best first, from `options.namespace` only; `timeout_s`
+        bounds the Milvus call (`RequestTimedOut` after it)."""
         if len(vectors) == 0:
             return []
         if not self.layout.holds(options.namespace):
@@ -222,6 +226,7 @@ class ImageIndex:
             search_params=self._search_params(options),
             output_fields=self.layout.output_fields,
             collection=self.collection,
+            timeout=timeout_s,
         )
         return [[self._hit(hit) for hit in hits] for hits in results]
 
@@ -245,7 +250,9 @@ class ImageIndex:
         keys = ", ".join(quoted(self.layout.key(namespace, image_id)) for image_id in ids)
         return f"{self.layout.primary_field} in [{keys}]"
 
-    def _rows(self, namespace: str, ids: Sequence[str], fields: list[str]) -> list[dict]:
+    def _rows(
+        self, namespace: str, ids: Sequence[str], fields: list[str], timeout_s: float | None = None
+    ) -> list[dict]:
         if not ids or not self.layout.holds(namespace):
             return []
         found = []
@@ -257,17 +264,18 @@ class ImageIndex:
                 filter=self._keys_filter(namespace, chunk),
                 output_fields=fields,
                 collection=self.collection,
+                timeout=timeout_s,
             )
         return found
 
-    def vectors_of(self, namespace: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def vectors_of(self, namespace: str, ids: Sequence[str], timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """Stored vectors of these ids in `namespace`; ids it does not hold are absent from the answer."""
-        rows = self._rows(namespace, ids, ["id", "vector"])
+        rows = self._rows(namespace, ids, ["id", "vector"], timeout_s)
         return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
 
-    def get(self, namespace: str, image_id: str) -> StoredImage | None:
+    def get(self, namespace: str, image_id: str, timeout_s: float | None = None) -> StoredImage | None:
         """One image's row (without its vector), or None when `namespace` does not hold it."""
-        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"])
+        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"], timeout_s)
         if not rows:
             return None
         row = rows[0]

@@ -66,10 +66,11 @@ def _embeddings(array: Any, dimension: int, name: str) -> np.ndarray:
         raise InvalidRequest(f"{name} must have shape [N, {dimension}] (this model's dimension), got {shape}")
     if not np.isfinite(vectors).all():
         raise InvalidRequest(f"{name} holds NaN or infinity")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # In float64: squares of large float32 values (1e38) overflow to infinity, and of tiny ones underflow to zero.
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
     if (norms == 0).any():
         raise InvalidRequest(f"{name} holds an all-zero vector, which has no direction to search by")
-    return vectors / norms
+    return (vectors / norms).astype(np.float32)
 
 
 def _image_id(value: Any, position: int) -> str:

@@ -87,6 +87,11 @@ containers:
       - --max-request-bytes={{ int64 . }}
       {{- end }}
       - --shutdown-grace-seconds={{ $values.predictor.drain.shutdownGraceSeconds }}
+      - --request-timeout-s={{ $values.predictor.requestTimeoutSeconds }}
+      - --search-workers={{ $values.predictor.searchWorkers }}
+      {{- with $values.predictor.namespaceHeader }}
+      - --namespace-header={{ . }}
+      {{- end }}
       {{- if .storageUri }}
       - --model-dir=/mnt/models
       {{- end }}
