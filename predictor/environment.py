@@ -24,6 +24,7 @@ LOG_FORMAT = "LOG_FORMAT"
 SHARD_INDEX = "JOB_COMPLETION_INDEX"
 NAMESPACE_HEADER = "IMAGE_SEARCH_NAMESPACE_HEADER"
 SEARCH_CONSISTENCY = "IMAGE_SEARCH_SEARCH_CONSISTENCY"
+UI = "IMAGE_SEARCH_UI"
 
 # Taken once, at first import of the package, and blanked for pymilvus (see above).
 _legacy_milvus_uri = os.environ.get(LEGACY_MILVUS_URI, "")

@@ -215,8 +215,9 @@ def decode_image(data: bytes, limits: ImageLimits, preprocessing: Preprocessing 
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InvalidImage(f"image has too many pixels, over the limit of {limits.max_pixels}: {error}") from None
-    except UnidentifiedImageError as error:
-        raise InvalidImage(f"not a supported image ({', '.join(sorted(ACCEPTED_FORMATS))}): {error}") from None
+    except UnidentifiedImageError:
+        # Pillow's own message names only the in-memory buffer it read ("<_io.BytesIO object at 0x...>").
+        raise InvalidImage(f"not a supported image: not one of {', '.join(sorted(ACCEPTED_FORMATS))}") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise InvalidImage(f"corrupt or truncated image: {error}") from None
 

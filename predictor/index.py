@@ -166,6 +166,8 @@ class ImageIndex:
         index.check_identity()
         index.load()
         index.vector_index = index.vector_index.of_collection(access.describe_index(index.collection))
+        # Read the row layout now, so that no search has to wait for it on a Milvus that has become slow.
+        index._layout = layout_of(access.describe(index.collection))
         if index.count() == 0:
             raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
         return index
@@ -183,8 +185,8 @@ class ImageIndex:
     def close(self) -> None:
         self.access.close()
 
-    def exists(self) -> bool:
-        return self.access.has_collection(self.collection)
+    def exists(self, timeout_s: float | None = None) -> bool:
+        return self.access.has_collection(self.collection, timeout_s)
 
     def load(self) -> None:
         self.access.load(self.collection)
@@ -253,14 +255,16 @@ class ImageIndex:
         """
         self.access.count(self.collection, consistency_level="Strong")
 
-    def ping(self) -> bool:
+    def ping(self, timeout_s: float | None = None) -> bool:
+        """Whether Milvus answers (within `timeout_s`) and still holds the collection."""
         try:
-            return self.exists()
+            return self.exists(timeout_s)
         except RuntimeError:
             return False
 
-    def search(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
-        """Up to `options.window` hits per query vector, best first, from `options.namespace` only."""
+    def search(self, vectors: np.ndarray, options: SearchOptions, timeout_s: float | None = None) -> list[list[Hit]]:
+        """Up to `options.window` hits per query vector, best first, from `options.namespace` only; `timeout_s`
+        bounds the Milvus call (`RequestTimedOut` after it)."""
         if len(vectors) == 0:
             return []
         if not self.layout.holds(options.namespace):
@@ -276,6 +280,7 @@ class ImageIndex:
             search_params=self._search_params(options),
             output_fields=self.layout.output_fields,
             collection=self.collection,
+            timeout=timeout_s,
             **self._consistency(),
         )
         return [[self._hit(hit) for hit in hits] for hits in results]
@@ -297,26 +302,41 @@ class ImageIndex:
             metadata=entity.get("metadata") or {},
         )
 
-    def _rows(self, namespace: str, ids: Sequence[str], fields: list[str], **consistency: str) -> list[dict]:
+    def _keys_filter(self, namespace: str, ids: Sequence[str]) -> str:
+        """Rows of these ids in `namespace`, by primary key. pymilvus 3.0's `get(ids=...)` and `delete(ids=...)` put
+        string keys between single quotes without escaping them, so an id holding a quote could rewrite the
+        expression (and read another namespace's rows); every key is quoted here instead."""
+        keys = ", ".join(quoted(self.layout.key(namespace, image_id)) for image_id in ids)
+        return f"{self.layout.primary_field} in [{keys}]"
+
+    def _rows(
+        self, namespace: str, ids: Sequence[str], fields: list[str], timeout_s: float | None = None, **consistency: str
+    ) -> list[dict]:
         if not ids or not self.layout.holds(namespace):
             return []
         found = []
         for chunk in _chunks(list(dict.fromkeys(ids))):
-            keys = [self.layout.key(namespace, image_id) for image_id in chunk]
             found += self.access.call(
-                "get", "get", self.collection, ids=keys, output_fields=fields, collection=self.collection, **consistency
+                "get",
+                "query",
+                self.collection,
+                filter=self._keys_filter(namespace, chunk),
+                output_fields=fields,
+                collection=self.collection,
+                timeout=timeout_s,
+                **consistency,
             )
         return found
 
-    def vectors_of(self, namespace: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def vectors_of(self, namespace: str, ids: Sequence[str], timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """Stored vectors of these ids in `namespace` (a query's lookup, at the searches' consistency); ids it does not
         hold are absent from the answer."""
-        rows = self._rows(namespace, ids, ["id", "vector"], **self._consistency())
+        rows = self._rows(namespace, ids, ["id", "vector"], timeout_s, **self._consistency())
         return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
 
-    def get(self, namespace: str, image_id: str) -> StoredImage | None:
+    def get(self, namespace: str, image_id: str, timeout_s: float | None = None) -> StoredImage | None:
         """One image's row (without its vector), or None when `namespace` does not hold it."""
-        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"])
+        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"], timeout_s)
         if not rows:
             return None
         row = rows[0]
@@ -336,8 +356,13 @@ class ImageIndex:
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
         present = sorted(self.existing_ids(namespace, ids))
         for chunk in _chunks(present):
-            keys = [self.layout.key(namespace, image_id) for image_id in chunk]
-            self.access.call("delete", "delete", self.collection, ids=keys, collection=self.collection)
+            self.access.call(
+                "delete",
+                "delete",
+                self.collection,
+                filter=self._keys_filter(namespace, chunk),
+                collection=self.collection,
+            )
         return len(present)
 
     def update_metadata(self, namespace: str, updates: dict[str, dict]) -> tuple[int, list[str]]:

@@ -1,5 +1,5 @@
 """Assembles the KServe ModelServer: both models on one shared backbone, KServe's fixes (kserve_compat.py), the request
-size limit and the drain."""
+size limit, the drain and, with --ui, the search page (predictor/ui/)."""
 
 import argparse
 
@@ -18,6 +18,8 @@ from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
 from predictor.request_size import RequestSizeLimit
 from predictor.search_options import SearchSettings
+from predictor.ui import routes as search_page
+from predictor.ui.settings import UiSettings
 
 SEARCH_MODEL = "image-search"
 CLASSIFIER_MODEL = "image-classifier"
@@ -42,19 +44,9 @@ def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[Image
     )
 
 
-def follow_request_limit_on_grpc(args: argparse.Namespace, max_request_bytes: int) -> None:
-    """gRPC message limits are --max-request-bytes unless KServe's own flags for them are given.
-
-    KServe 0.21 defaults them to 8 MiB, below the 10 MiB image limit, and its GRPCServer reads them from KServe's
-    module-level parsed arguments.
-    """
-    for option in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
-        explicit = getattr(args, option, kserve_model_server.MAX_GRPC_MESSAGE_LENGTH)
-        value = explicit if explicit != kserve_model_server.MAX_GRPC_MESSAGE_LENGTH else max_request_bytes
-        setattr(kserve_model_server.args, option, value)
-
-
-def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namespace) -> None:
+def serve(
+    settings: ServeSettings, search: SearchSettings, args: argparse.Namespace, ui: UiSettings | None = None
+) -> None:
     models = build_models(settings, search)
     # Load before opening ports: a pod whose model is invalid, or whose collection belongs to another model, fails here
     # and never turns ready.
@@ -63,7 +55,7 @@ def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namesp
         set_build_info(__version__, model.name, model.version, str(model.backbone.device), model.backbone.precision)
     start_gpu_metrics(str(models[0].backbone.device))
     kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
-    follow_request_limit_on_grpc(args, settings.max_request_bytes)
+    kserve_compat.follow_request_limit_on_grpc(args, settings.max_request_bytes)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -75,12 +67,9 @@ def serve(settings: ServeSettings, search: SearchSettings, args: argparse.Namesp
         grace_period=settings.shutdown_grace_s,
     )
 
-    async def stop_grpc() -> None:
-        # KServe keeps its gRPC server private; it exists once start() has run.
-        if server._grpc_server is not None:
-            await server._grpc_server.stop()
-
-    drain = Drain(settings.drain_s, stop_grpc)
+    drain = Drain(settings.drain_s, kserve_compat.grpc_stopper(server))
     kserve_model_server.app.router.on_startup.append(drain.install)
     kserve_compat.install(server, list(models), drain=drain)
+    if ui is not None and ui.enabled:
+        search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits, settings.request_timeout_s)
     server.start(list(models))

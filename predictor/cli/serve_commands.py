@@ -7,10 +7,11 @@ def _serve(args: argparse.Namespace) -> int:
     from predictor.config import serve_settings
     from predictor.search_options import search_settings
     from predictor.server import serve
+    from predictor.ui.settings import ui_settings
 
     if args.workers != 1:
         raise ValueError("--workers must be 1: one process per pod (scale with replicas); torch and CUDA don't fork")
-    serve(serve_settings(args), search_settings(args), args)
+    serve(serve_settings(args), search_settings(args), args, ui=ui_settings(args))
     return 0
 
 
@@ -25,6 +26,7 @@ def _kserve_server_parser() -> list[argparse.ArgumentParser]:
 def register(add_command, for_serving: bool) -> None:
     from predictor.config import add_serving_arguments
     from predictor.search_options import add_search_arguments
+    from predictor.ui.settings import add_ui_arguments
 
     serve = add_command(
         "serve",
@@ -33,4 +35,5 @@ def register(add_command, for_serving: bool) -> None:
     )
     add_serving_arguments(serve)
     add_search_arguments(serve)
+    add_ui_arguments(serve)
     serve.set_defaults(handler=_serve)

@@ -81,7 +81,9 @@ def v1_instances(payload: Any, max_images: int) -> list[Any]:
     return instances
 
 
-def v1_parameters(payload: dict) -> dict[str, Any]:
+def v1_parameters(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidRequest('a V1 request is a JSON object with a list "instances"')
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidRequest('"parameters" must be a JSON object')

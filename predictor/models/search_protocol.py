@@ -67,10 +67,11 @@ def _embeddings(array: Any, dimension: int, name: str) -> np.ndarray:
         raise InvalidRequest(f"{name} must have shape [N, {dimension}] (this model's dimension), got {shape}")
     if not np.isfinite(vectors).all():
         raise InvalidRequest(f"{name} holds NaN or infinity")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # In float64: squares of large float32 values (1e38) overflow to infinity, and of tiny ones underflow to zero.
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
     if (norms == 0).any():
         raise InvalidRequest(f"{name} holds an all-zero vector, which has no direction to search by")
-    return vectors / norms
+    return (vectors / norms).astype(np.float32)
 
 
 def _image_id(value: Any, position: int) -> str:
@@ -120,7 +121,11 @@ def _v1_queries(payload: Any, max_queries: int, dimension: int) -> Queries:
     return Queries(EMBEDDING, embeddings=_embeddings(values, dimension, "instance embeddings"))
 
 
-def _namespace(parameters: Mapping[str, Any], headers: Mapping[str, str] | None, settings: SearchSettings) -> str:
+def request_namespace(
+    parameters: Mapping[str, Any], headers: Mapping[str, str] | None, settings: SearchSettings
+) -> str:
+    """The namespace a request reads: `--namespace-header`'s header when it is sent (a `namespace` parameter that
+    disagrees is refused), else the `namespace` parameter, else the default one. The search page obeys it too."""
     asked = protocol.string_parameter(parameters, "namespace")
     if asked is not None and not NAMESPACE_PATTERN.fullmatch(asked):
         raise InvalidRequest(f"parameter 'namespace' {asked!r} is not a valid namespace (letters, digits, _ . -)")
@@ -163,7 +168,7 @@ def search_options(
         offset=offset,
         min_score=None if min_score is None else protocol.float_parameter(parameters, "min_score", None, -1.0, 1.0),
         filter=None if raw_filter is None else validate_filter(raw_filter),
-        namespace=_namespace(parameters, headers, search),
+        namespace=request_namespace(parameters, headers, search),
         effort=_effort(parameters, vector_index, offset + top_k),
     )
 

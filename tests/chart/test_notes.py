@@ -26,3 +26,8 @@ def test_notes_show_a_first_query_and_the_helm_test(helm: str, scenario: str) ->
 def test_notes_forward_to_a_pod_in_knative_mode_where_the_service_is_external(helm: str) -> None:
     assert "port-forward service/image-search-predictor 8080:80" in notes(helm, "cpu-values.yaml")
     assert "port-forward service/" not in notes(helm, "knative-values.yaml")
+
+
+def test_notes_point_at_the_search_page_only_when_it_is_served(helm: str) -> None:
+    assert "http://localhost:8080/ui/" in notes(helm, "search-page-values.yaml")
+    assert "/ui/" not in notes(helm, "cpu-values.yaml")

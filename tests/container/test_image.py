@@ -5,7 +5,8 @@ of the chart's emptyDirs, user and group 1000, every capability dropped and no p
 `image-search sample-catalogue` and `image-search index` write the catalogue and a milvus-lite file to a mounted
 volume; then the server answers tritonclient over REST and gRPC from the host, and /metrics counts what it served.
 
-Needs podman (or CONTAINER_ENGINE=docker) and the image (`make image`; IMAGE names another tag).
+Needs podman (or CONTAINER_ENGINE=docker) and the image built from this checkout (`make image`); IMAGE names another
+tag, which is then tested whatever it was built from.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
-from tests.container.chart_pod import CHART, ChartPod, engine, engine_env, find_helm, render_pod, run_args
+from tests.container.chart_pod import CHART, REPO, ChartPod, engine, engine_env, find_helm, render_pod, run_args
 from tests.container.figures import FIGURES
 
 APP_VERSION = next(
@@ -40,6 +41,7 @@ APP_VERSION = next(
 )
 IMAGE = os.environ.get("IMAGE") or f"image-search:{APP_VERSION}"
 READY_TIMEOUT_S = 180
+SOURCE_DIGEST_LABEL = "image-search.source-digest"
 BUILD_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt",)
 
 
@@ -54,14 +56,30 @@ def container_engine(*args: str, timeout: float = 600, check: bool = True) -> su
     return result
 
 
+def source_digest() -> str:
+    """The digest `make image` labels an image with: of the Dockerfile and every file of its build context."""
+    return subprocess.run(
+        [str(REPO / "hack" / "source-digest.sh")], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def _skip_reason() -> str | None:
     if shutil.which(engine()) is None:
         return f"{engine()} is not installed: `make image` installs podman (or set CONTAINER_ENGINE=docker)"
     if find_helm() is None:
         return "helm is not installed: run hack/tools/k8s.sh (make tools)"
-    exists = subprocess.run([engine(), "image", "inspect", IMAGE], capture_output=True, env=engine_env())
-    if exists.returncode != 0:
+    label = subprocess.run(
+        [engine(), "image", "inspect", "--format", f'{{{{index .Labels "{SOURCE_DIGEST_LABEL}"}}}}', IMAGE],
+        capture_output=True,
+        text=True,
+        env=engine_env(),
+    )
+    if label.returncode != 0:
         return f"image {IMAGE} is not built: run `make image` (or set IMAGE to a built tag)"
+    built_from = label.stdout.strip()
+    if built_from != source_digest() and not os.environ.get("IMAGE"):
+        # An image of other sources would test the wrong code: run flags and behaviour change between commits.
+        return f"image {IMAGE} was built from other sources than this checkout's: run `make image` to rebuild it"
     return None
 
 

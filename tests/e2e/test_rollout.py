@@ -247,7 +247,10 @@ def test_a_canary_with_scrambled_weights_is_rolled_back_on_top1_similarity(
     top1 = row(result.stdout, "median top-1 similarity")
     assert top1.endswith("FAIL"), result.stdout
     assert row(result.stdout, "error ratio").endswith("pass")
-    assert "verdict: roll back (canary worse than stable on median top-1 similarity" in result.stdout
+    # Under load the canary's p99 may fail too; what matters is that top-1 similarity is among the reasons.
+    verdict = next(line for line in result.stdout.splitlines() if line.startswith("verdict:"))
+    assert verdict.startswith("verdict: roll back (canary worse than stable on"), result.stdout
+    assert "median top-1 similarity" in verdict, result.stdout
 
 
 def test_a_canary_with_a_burst_of_errors_is_rolled_back(rollout, packages, canary_index, queries, tmp_path):

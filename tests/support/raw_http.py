@@ -1,5 +1,5 @@
-"""HTTP/1.1 over a bare socket, for requests no well-behaved client sends: a body that never comes, or one that is
-far too large and is still being pushed when the server answers."""
+"""HTTP/1.1 over a bare socket, for requests no well-behaved client sends: a body that never comes, one that is far too
+large and is still being pushed when the server answers, or a path with `..` in it that clients would tidy away."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ def post(
     chunks: Iterable[bytes] = (),
     chunked: bool = False,
     timeout_s: float = 30.0,
+    method: str = "POST",
 ) -> RawResponse:
     """Send the headers, then `chunks` until the server answers; return its answer (status and body)."""
     host, port = address.removeprefix("http://").rsplit(":", 1)
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
     head += [f"{name}: {value}" for name, value in headers.items()]
     if chunked:
         head.append("Transfer-Encoding: chunked")
@@ -70,6 +71,11 @@ def post(
     status_line, _, rest = received.partition(b"\r\n")
     _, _, body = rest.partition(b"\r\n\r\n")
     return RawResponse(int(status_line.split()[1]), body, sent, (answered_at or time.monotonic()) - started)
+
+
+def get(address: str, path: str, timeout_s: float = 30.0) -> RawResponse:
+    """GET `path` exactly as written, dot segments and all."""
+    return post(address, path, {}, timeout_s=timeout_s, method="GET")
 
 
 def _expected_length(received: bytes) -> int:

@@ -90,8 +90,21 @@ containers:
       - --max-request-bytes={{ int64 . }}
       {{- end }}
       - --shutdown-grace-seconds={{ $values.predictor.drain.shutdownGraceSeconds }}
+      - --request-timeout-s={{ $values.predictor.requestTimeoutSeconds }}
+      - --search-workers={{ $values.predictor.searchWorkers }}
+      {{- with $values.predictor.namespaceHeader }}
+      - --namespace-header={{ . }}
+      {{- end }}
       {{- if .storageUri }}
       - --model-dir=/mnt/models
+      {{- end }}
+      {{- if $values.ui.enabled }}
+      - --ui
+      - --thumbnail-size={{ $values.ui.thumbnails.size }}
+      - --thumbnail-cache-bytes={{ int64 $values.ui.thumbnails.cacheBytes }}
+      {{- range $values.ui.thumbnails.baseUrls }}
+      - {{ printf "--thumbnail-base-url=%s=%s" .prefix .url | quote }}
+      {{- end }}
       {{- end }}
       {{- with $values.predictor.extraArgs }}
       {{- toYaml . | nindent 6 }}

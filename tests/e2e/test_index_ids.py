@@ -1,0 +1,73 @@
+"""Ids are data, never part of a Milvus expression, on both Milvus kinds: ids holding quotes, backslashes or any other
+text are read, found and deleted as themselves, and an id written to look like a filter reaches no other row, least of
+all one of another namespace."""
+
+import uuid
+
+import numpy as np
+import pytest
+
+from predictor.identity import ModelIdentity
+from predictor.index import ImageIndex, IndexRow
+from predictor.milvus import MilvusAccess
+from tests.e2e.conftest import BACKENDS
+
+ODD_IDS = ["it's", 'say "cheese"', "both ' and \" quotes", "back\\slash\\", "naïve 日本 ✓", "a/b/../c"]
+# Each closes pymilvus's quoting of a key and adds a condition that every row of namespace "shop" meets.
+CRAFTED = [
+    "x'] or namespace == 'shop' or key in ['",
+    'x"] or namespace == "shop" or key in ["',
+    "x\\'] or namespace == 'shop' or key in ['",
+]
+
+
+def vector(seed: int) -> np.ndarray:
+    values = np.random.default_rng(seed).normal(size=4).astype(np.float32)
+    return values / np.linalg.norm(values)
+
+
+@pytest.fixture(params=BACKENDS)
+def index(request, tmp_path):
+    lite = request.param == "milvus-lite"
+    uri = str(tmp_path / "milvus.db") if lite else request.getfixturevalue("milvus_server_uri")
+    index = ImageIndex.for_model(MilvusAccess(uri), f"ids_{uuid.uuid4().hex[:8]}", ModelIdentity("ids-test", "1", 4))
+    index.ensure_collection()
+    try:
+        yield index
+    finally:
+        index.access.call("drop", "drop_collection", index.collection)
+        index.close()
+        if lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
+
+
+def test_odd_ids_are_stored_read_and_deleted_as_themselves(index):
+    rows = [IndexRow(image_id, vector(n), f"/photos/{n}.jpg", {"n": n}) for n, image_id in enumerate(ODD_IDS)]
+    assert index.upsert("default", rows) == len(ODD_IDS)
+    for n, image_id in enumerate(ODD_IDS):
+        stored = index.get("default", image_id)
+        assert stored is not None
+        assert (stored.id, stored.namespace, stored.uri, stored.metadata) == (
+            image_id,
+            "default",
+            f"/photos/{n}.jpg",
+            {"n": n},
+        )
+    assert index.existing_ids("default", [*ODD_IDS, "absent"]) == set(ODD_IDS)
+    assert set(index.vectors_of("default", ODD_IDS)) == set(ODD_IDS)
+    assert index.delete("default", ODD_IDS[:3]) == 3
+    assert index.existing_ids("default", ODD_IDS) == set(ODD_IDS[3:]), "exactly the named rows were deleted"
+
+
+def test_an_id_written_as_a_filter_finds_nothing_in_any_namespace(index):
+    index.upsert("default", [IndexRow("mine", vector(1), "/photos/mine.jpg", {})])
+    index.upsert("shop", [IndexRow("theirs", vector(2), "/photos/theirs.jpg", {"secret": True})])
+    for crafted in CRAFTED:
+        assert index.get("default", crafted) is None, crafted
+        assert index.vectors_of("default", [crafted]) == {}, crafted
+        assert index.existing_ids("default", [crafted]) == set(), crafted
+        assert index.delete("default", [crafted]) == 0, crafted
+    assert index.get("shop", "theirs") is not None, "the other namespace's row is still there"
+    assert index.count() == 2
