@@ -4,6 +4,7 @@ is HNSW's `ef`, bounded below by the hits asked for, on REST V1, REST V2 JSON an
 
 import base64
 import hashlib
+import re
 import uuid
 
 import httpx
@@ -110,3 +111,17 @@ def test_effort_below_the_hits_or_above_hnsw_bound_is_a_clear_400_on_every_trans
     assert "parameter 'effort' must be an integer from 3 to 2048" in above.json()["error"]
     not_a_number = v1(hnsw_server, coins, effort="more")
     assert not_a_number.status_code == 400 and "parameter 'effort' must be an integer" in not_a_number.json()["error"]
+
+
+def test_the_query_command_passes_effort_and_says_in_one_line_why_the_server_refused_it(hnsw_server, catalogue):
+    photo = str(catalogue.photos["coins"])
+    found = run_cli(
+        "query", photo, "--url", hnsw_server.grpc_address, "--transport", "grpc", "--top-k", "3", "--effort", "3"
+    )
+    assert found.returncode == 0, found.stderr
+    hits = [line for line in found.stdout.splitlines() if re.match(r"\s+\d+\s+-?\d\.\d{3}", line)]
+    assert len(hits) == 3 and hits[0].endswith("photos/coins.jpg"), found.stdout
+    refused = run_cli("query", photo, "--url", hnsw_server.http_url, "--top-k", "3", "--effort", "2")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "parameter 'effort' must be an integer from 3 to 2048" in refused.stderr
