@@ -111,8 +111,15 @@ class MilvusAccess:
     def load(self, name: str) -> None:
         self.call("load", "load_collection", name)
 
-    def count(self, name: str, expression: str = "") -> int:
-        rows = self.call("count", "query", name, filter=expression, output_fields=["count(*)"], collection=name)
+    def describe_index(self, name: str, field_name: str = "vector") -> dict:
+        return self.call("describe_index", "describe_index", name, field_name, collection=name)
+
+    def count(self, name: str, expression: str = "", consistency_level: str | None = None) -> int:
+        """Rows matching `expression`, at the collection's consistency level unless one is given."""
+        level = {"consistency_level": consistency_level} if consistency_level else {}
+        rows = self.call(
+            "count", "query", name, filter=expression, output_fields=["count(*)"], collection=name, **level
+        )
         return int(rows[0]["count(*)"])
 
     def aliases(self) -> list[str]:

@@ -86,10 +86,18 @@ def search(
     min_score: float | None = None,
     filter: str | None = None,
     namespace: str | None = None,
+    effort: int | None = None,
 ) -> list[list[QueryHit]]:
     """The hits for each image, as the server ranks them; the options are the search API's parameters."""
     images = _read_images(image_paths)
-    parameters = {"top_k": top_k, "offset": offset, "min_score": min_score, "filter": filter, "namespace": namespace}
+    parameters = {
+        "top_k": top_k,
+        "offset": offset,
+        "min_score": min_score,
+        "filter": filter,
+        "namespace": namespace,
+        "effort": effort,
+    }
     parameters = {name: value for name, value in parameters.items() if value is not None}
     result = _infer(url, protocol, images, parameters, timeout_s)
     ids, scores, uris = (result.as_numpy(name) for name in ("ids", "scores", "uris"))

@@ -26,11 +26,17 @@ CLASSIFIER_MODEL = "image-classifier"
 
 
 def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
-    backbone = Backbone(resolve_spec(settings.model_dir), settings.device)
+    backbone = Backbone(resolve_spec(settings.model_dir), settings.device, settings.precision)
     access = MilvusAccess(settings.milvus.uri, settings.milvus.token)
 
     def open_index() -> ImageIndex:
-        return ImageIndex.open_for_search(access, settings.milvus.collection, backbone.spec.identity)
+        return ImageIndex.open_for_search(
+            access,
+            settings.milvus.collection,
+            backbone.spec.identity,
+            vector_index=settings.milvus.index,
+            read_consistency=search.consistency,
+        )
 
     return (
         ImageSearchModel(SEARCH_MODEL, backbone, open_index, settings, search),
@@ -46,7 +52,7 @@ def serve(
     # and never turns ready.
     for model in models:
         model.load()
-        set_build_info(__version__, model.name, model.version, str(model.backbone.device))
+        set_build_info(__version__, model.name, model.version, str(model.backbone.device), model.backbone.precision)
     start_gpu_metrics(str(models[0].backbone.device))
     kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     kserve_compat.follow_request_limit_on_grpc(args, settings.max_request_bytes)

@@ -17,6 +17,7 @@ def _query(args: argparse.Namespace) -> int:
         min_score=args.min_score,
         filter=args.filter,
         namespace=args.namespace,
+        effort=args.effort,
     )
     for path, hits in zip(args.images, results, strict=True):
         print_table(path, hits)
@@ -57,6 +58,9 @@ def register(add_command, for_serving: bool) -> None:
         "--filter",
         default=None,
         help='A condition over metadata fields, such as \'metadata["category"] == "birds"\' (the server checks it).',
+    )
+    query.add_argument(
+        "--effort", type=int, default=None, help="Search effort of the collection's index (default: the index's own)."
     )
     query.add_argument("--namespace", default=None, help="Search this namespace (default: the server's default).")
     query.add_argument("--timeout-s", type=float, default=60.0, help="Give up on the server after this many seconds.")

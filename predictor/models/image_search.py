@@ -163,9 +163,15 @@ class ImageSearchModel(ImageModel):
             "min_score": {"type": "number", "minimum": -1.0, "maximum": 1.0},
             "filter": {"type": "string", "example": 'metadata["category"] == "birds" and metadata["price"] < 20'},
             "namespace": {"type": "string", "default": DEFAULT_NAMESPACE},
+            "effort": self._effort_metadata(),
             "return_metadata": {"type": "boolean", "default": False},
             "return_embedding": {"type": "boolean", "default": False},
         }
+
+    def _effort_metadata(self) -> dict[str, Any]:
+        if self.index is None:
+            return {"type": "integer", "note": "bounds follow the collection's index, which is not open yet"}
+        return self.index.vector_index.effort_metadata()
 
     def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         """Runs in the device thread: one forward pass for the whole batch, nothing else."""
@@ -183,7 +189,10 @@ class ImageSearchModel(ImageModel):
         return len(parsed.queries.images)
 
     async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchRequest:
-        return parse_search_request(payload, headers, self.settings, self.search_settings, self.backbone.dimension)
+        vector_index = self.index.vector_index if self.index is not None else None
+        return parse_search_request(
+            payload, headers, self.settings, self.search_settings, self.backbone.dimension, vector_index
+        )
 
     async def _query_vectors(self, request: SearchRequest) -> np.ndarray:
         queries = request.queries

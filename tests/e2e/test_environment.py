@@ -49,6 +49,7 @@ def environment(tmp_path_factory) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "text",
         "IMAGE_SEARCH_NAMESPACE_HEADER": "x-tenant",
+        "IMAGE_SEARCH_SEARCH_CONSISTENCY": "Strong",
         "IMAGE_SEARCH_UI": "true",
     }
 

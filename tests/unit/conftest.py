@@ -22,6 +22,7 @@ from predictor.identity import ModelIdentity
 from predictor.images import ImageLimits, Preprocessing
 from predictor.index import Hit
 from predictor.search_options import SearchOptions, SearchSettings
+from predictor.vector_index import VectorIndex
 
 DIMENSION = 4
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 210), "grey": (128, 128, 128)}
@@ -99,6 +100,7 @@ class FakeIndex:
     unavailable: bool = False
     failing_searches: bool = False
     searches: list[tuple[SearchOptions, int]] = field(default_factory=list)
+    vector_index: VectorIndex = field(default_factory=lambda: VectorIndex("IVF_FLAT", {"nlist": 128}))
     # Searches and reads by id wait while this is clear, as calls to a stalled Milvus do, until their timeout.
     answering: threading.Event = field(default_factory=lambda: _set(threading.Event()))
     call_timeouts: list[float | None] = field(default_factory=list)
@@ -114,6 +116,8 @@ class FakeIndex:
         self._check(timeout_s)
         if self.failing_searches:
             raise IndexUnavailable(f"Milvus search on {self.collection!r} failed: deadline exceeded")
+        # What ImageIndex._search_params asks of the collection's index, refusals included.
+        self.vector_index.search_request(options.window, options.effort, options.offset + options.top_k)
         self.searches.append((options, len(vectors)))
         rows = [row for row in self.rows if row.namespace == options.namespace]
         results = []

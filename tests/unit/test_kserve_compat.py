@@ -107,6 +107,8 @@ def test_model_metadata_and_readiness_honour_versions_on_rest(in_process_server)
     metadata_answer = in_process_server.get("/v2/models/image-search")
     assert metadata_answer.json()["versions"] == ["7"]
     assert "inputs" in metadata_answer.json()["parameters"], "optional inputs are declared"
+    effort = metadata_answer.json()["parameters"]["effort"]
+    assert (effort["search_parameter"], effort["minimum"], effort["maximum"]) == ("nprobe", 1, 128), effort
     assert in_process_server.get("/v2/models/image-search/versions/7").json()["versions"] == ["7"]
     assert in_process_server.get("/v2/models/image-search/versions/7/ready").json()["ready"] is True
     assert in_process_server.get("/v2/models/image-search/versions/6").status_code == 404

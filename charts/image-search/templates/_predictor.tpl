@@ -81,6 +81,9 @@ containers:
       - --workers=1
       - --collection={{ .collection }}
       - --device={{ include "image-search.device" $root }}
+      - --precision={{ $values.predictor.precision }}
+      {{- include "image-search.indexArgs" $root | nindent 6 }}
+      - --search-consistency={{ $values.milvus.searchConsistency }}
       - --max-batch-size={{ $values.predictor.maxBatchSize }}
       - --max-batch-delay-ms={{ $values.predictor.maxBatchDelayMs }}
       {{- with $values.predictor.maxRequestBytes }}
