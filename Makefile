@@ -9,8 +9,9 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: run test test-unit test-e2e serve index catalogue bench eval eval-served default-projection fuzz soak lock \
-	audit lint format manifests tools clean image image-test kind-up kind-e2e kind-down
+.PHONY: run test test-unit test-slow test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-gpu \
+	eval eval-served default-projection fuzz soak lock audit lint format manifests tools clean image image-test kind-up \
+	kind-e2e kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,17 +40,39 @@ tools:
 
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
 test: $(INSTALLED) tools
-	$(BIN)/python -m pytest tests/unit tests/chart
+	$(BIN)/python -m pytest -m "not slow" tests/unit tests/chart
 	$(BIN)/python -m pytest tests/e2e tests/container
 
 test-unit: $(INSTALLED)
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -m "not slow" tests/unit
+
+# The checks marked `slow`, too long for make test's budget (the full int8 probe, for one).
+test-slow: $(INSTALLED)
+	$(BIN)/python -m pytest -m slow tests/unit
 
 test-e2e: $(INSTALLED)
 	$(BIN)/python -m pytest tests/e2e tests/container
 
-bench: $(INSTALLED)
-	$(BIN)/python -m benchmarks.run
+# Every part in one run; BENCH_ARGS adds options (e.g. BENCH_ARGS=--quick for a short smoke run of every part).
+BENCH_ARGS ?=
+bench: $(INSTALLED) test-slow
+	hack/bench-data.sh
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# One part at a time: fp32/bf16/int8 side by side; the limit, this server and the naive one; search at scale.
+bench-precision: $(INSTALLED) test-slow
+	$(BIN)/python -m benchmarks.run --only precision $(BENCH_ARGS)
+
+bench-serving: $(INSTALLED)
+	$(BIN)/python -m benchmarks.run --only serving $(BENCH_ARGS)
+
+bench-scale: $(INSTALLED)
+	hack/bench-data.sh
+	$(BIN)/python -m benchmarks.run --only scale $(BENCH_ARGS)
+
+# On a machine with a CUDA GPU: fp32/fp16/bf16, the server up to 64 callers, and the GPU targets.
+bench-gpu: $(INSTALLED)
+	$(BIN)/python -m benchmarks.run --gpu --only precision,serving $(BENCH_ARGS)
 
 # Retrieval quality: builds the evaluation sets from Debian packages under $(EVAL_DATA), compares every option
 # (quality and in-process speed, docs/evaluation.md) and gates the default model on the development set.

@@ -112,7 +112,12 @@ def measure_row(
 
 
 def measure_server(
-    milvus_uri: str, workdir: Path, images: list[bytes], timing: Timing, extra_args: tuple[str, ...] = ()
+    milvus_uri: str,
+    workdir: Path,
+    images: list[bytes],
+    timing: Timing,
+    extra_args: tuple[str, ...] = (),
+    concurrency_levels: tuple[int, ...] = CONCURRENCY,
 ) -> list[Row]:
     """gRPC and REST rows at each concurrency, then one row of many images per request."""
     rows = []
@@ -123,7 +128,7 @@ def measure_server(
             "REST binary": lambda: rest_sender(server.http_url, images),
         }
         for transport, factory in factories.items():
-            for concurrency in CONCURRENCY:
+            for concurrency in concurrency_levels:
                 name = f"server {transport}, c={concurrency}"
                 rows.append(measure_row("server", name, factory, variants, concurrency, 1, timing, server.http_url))
         batch = BATCH_REQUEST_IMAGES
@@ -143,10 +148,11 @@ def measure_server(
 
 
 @contextlib.contextmanager
-def run_naive_server(milvus_uri: str, workdir: Path, timeout_s: float = 180) -> Iterator[str]:
+def run_naive_server(milvus_uri: str, workdir: Path, device: str = "auto", timeout_s: float = 180) -> Iterator[str]:
     port = free_port()
     log_path = workdir / f"naive-{port}.log"
     command = [sys.executable, "-m", "benchmarks.naive_server", "--port", str(port), "--milvus-uri", milvus_uri]
+    command += ["--device", device]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
@@ -171,9 +177,16 @@ def run_naive_server(milvus_uri: str, workdir: Path, timeout_s: float = 180) -> 
             process.wait(10)
 
 
-def measure_naive(milvus_uri: str, workdir: Path, images: list[bytes], timing: Timing) -> list[Row]:
-    with run_naive_server(milvus_uri, workdir) as url:
+def measure_naive(
+    milvus_uri: str,
+    workdir: Path,
+    images: list[bytes],
+    timing: Timing,
+    concurrency_levels: tuple[int, ...] = CONCURRENCY,
+    device: str = "auto",
+) -> list[Row]:
+    with run_naive_server(milvus_uri, workdir, device) as url:
         return [
             measure_row("naive", f"naive FastAPI, c={c}", lambda: naive_sender(url, images), len(images), c, 1, timing)
-            for c in CONCURRENCY
+            for c in concurrency_levels
         ]

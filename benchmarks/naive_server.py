@@ -24,7 +24,7 @@ from predictor.images import ImageLimits, InvalidImage, load_pixels
 from predictor.index import ImageIndex
 from predictor.milvus import MilvusAccess
 from predictor.model_package import default_spec
-from predictor.search_options import SearchOptions
+from predictor.search_options import DEFAULT_CONSISTENCY, SearchOptions
 
 LIMITS = ImageLimits()
 
@@ -50,9 +50,12 @@ def create_app(milvus_uri: str, collection: str = "images", device: str = "auto"
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        backbone = Backbone(default_spec(), device)
+        backbone = Backbone(default_spec(), device, "auto")
         backbone.load()
-        index = ImageIndex.open_for_search(MilvusAccess(milvus_uri), collection, backbone.spec.identity)
+        # Searches at the real server's consistency, so the comparison is of the serving, not of Milvus waits.
+        index = ImageIndex.open_for_search(
+            MilvusAccess(milvus_uri), collection, backbone.spec.identity, read_consistency=DEFAULT_CONSISTENCY
+        )
         state.update(backbone=backbone, index=index)
         yield
         index.close()

@@ -9,6 +9,16 @@ from benchmarks.stats import Row
 MIN_RATIO_TO_LIMIT = 0.8
 MIN_RATIO_TO_BASELINE = 2.0
 LATENCY_FACTOR, LATENCY_SLACK_MS = 1.3, 10.0
+# Reduced precision: the best served reduced precision against fp32 in process, and the server at 32 callers
+# against the limit at the precision it serves.
+MIN_PRECISION_SPEED_UP = 1.8
+MIN_SERVED_RATIO_TO_NEW_LIMIT = 0.9
+# On one H100/H200-class GPU: in process, and gRPC at 64 callers as a share of it.
+MIN_GPU_IMAGES_PER_S = 5000.0
+MIN_GPU_GRPC_SHARE = 0.6
+# Search at a realistic scale, on the Milvus server at the default index settings.
+MIN_SCALE_RECALL = 0.95
+MAX_SCALE_P99_MS = 20.0
 
 
 @dataclass(frozen=True)
@@ -27,13 +37,16 @@ def _find(rows: list[Row], group: str, concurrency: int | None = None, startswit
     return None
 
 
-def limit_rows(rows: list[Row]) -> tuple[Row, Row]:
-    throughput = next(row for row in rows if row.group == "limit" and row.concurrency is None)
-    single = next(row for row in rows if row.group == "limit" and row.concurrency == 1)
-    return throughput, single
+def limit_rows(rows: list[Row]) -> tuple[Row, Row] | None:
+    """The limit and the single-image row, when the serving part ran."""
+    throughput = next((row for row in rows if row.group == "limit" and row.concurrency is None), None)
+    single = next((row for row in rows if row.group == "limit" and row.concurrency == 1), None)
+    return (throughput, single) if throughput and single else None
 
 
 def add_ratios(rows: list[Row]) -> None:
+    if limit_rows(rows) is None:
+        return
     limit, _ = limit_rows(rows)
     for row in rows:
         if row.unit != "images":
@@ -44,9 +57,84 @@ def add_ratios(rows: list[Row]) -> None:
             row.ratio_to_baseline = row.per_s / naive.per_s
 
 
-def targets(rows: list[Row]) -> list[Target]:
-    limit, single = limit_rows(rows)
+def precision_targets(rows: list[Row]) -> list[Target]:
+    measured = {row.name.split()[1].rstrip(","): row for row in rows if row.group == "precision"}
+    fp32 = measured.get("fp32")
+    served = [row for name, row in measured.items() if name != "fp32" and "serves fp32" not in row.notes]
+    if fp32 is None:
+        return []
+    best = max(served, key=lambda row: row.per_s, default=None)
+    if best is None:
+        return [
+            Target("reduced precision vs fp32 in process", "no reduced precision passes the probe", ">= 1.8x", False)
+        ]
+    return [
+        Target(
+            "reduced precision vs fp32 in process",
+            f"{best.name.split()[1].rstrip(',')} {best.per_s / fp32.per_s:.2f}x ({best.per_s:.1f} against "
+            f"{fp32.per_s:.1f} images/s)",
+            f">= {MIN_PRECISION_SPEED_UP}x",
+            best.per_s / fp32.per_s >= MIN_PRECISION_SPEED_UP,
+        )
+    ]
+
+
+def gpu_targets(rows: list[Row]) -> list[Target]:
     found = []
+    pair = limit_rows(rows)
+    if pair is None:
+        return found
+    limit, _ = pair
+    found.append(
+        Target(
+            "GPU in process, JPEG decode included",
+            f"{limit.per_s:.0f} images/s",
+            f">= {MIN_GPU_IMAGES_PER_S:.0f}",
+            limit.per_s >= MIN_GPU_IMAGES_PER_S,
+        )
+    )
+    busy = _find(rows, "server", 64, "server gRPC")
+    if busy is not None:
+        found.append(
+            Target(
+                "GPU gRPC c=64 vs the in-process limit",
+                f"{busy.per_s / limit.per_s:.0%} ({busy.per_s:.0f} images/s)",
+                f">= {MIN_GPU_GRPC_SHARE:.0%}",
+                busy.per_s / limit.per_s >= MIN_GPU_GRPC_SHARE,
+            )
+        )
+    return found
+
+
+def scale_targets(rows: list[Row]) -> list[Target]:
+    chosen = [row for row in rows if row.group == "scale" and "default" in row.notes and "server" in row.name]
+    return [
+        Target(
+            f"search at scale, defaults: {row.name}",
+            f"recall@10 {row.recall:.3f}, p99 {row.p99:.1f} ms",
+            f"recall >= {MIN_SCALE_RECALL}, p99 < {MAX_SCALE_P99_MS:.0f} ms",
+            row.recall >= MIN_SCALE_RECALL and row.p99 < MAX_SCALE_P99_MS,
+        )
+        for row in chosen
+    ]
+
+
+def targets(rows: list[Row], gpu: bool = False) -> list[Target]:
+    found = precision_targets(rows) + scale_targets(rows) + (gpu_targets(rows) if gpu else [])
+    if limit_rows(rows) is None:
+        return found
+    limit, single = limit_rows(rows)
+    busy = _find(rows, "server", 32, "server gRPC")
+    if busy is not None:
+        at = limit.notes.split(";")[0]
+        found.append(
+            Target(
+                "gRPC c=32 vs the limit at the served precision",
+                f"{busy.ratio_to_limit:.0%} ({busy.per_s:.1f} of {limit.per_s:.1f} images/s at {at})",
+                f">= {MIN_SERVED_RATIO_TO_NEW_LIMIT:.0%}",
+                busy.ratio_to_limit >= MIN_SERVED_RATIO_TO_NEW_LIMIT,
+            )
+        )
     for transport in ("gRPC", "REST binary"):
         busy = _find(rows, "server", 32, f"server {transport}")
         idle = _find(rows, "server", 1, f"server {transport}")
@@ -114,7 +202,10 @@ def write_json(path: Path, rows: list[Row], found: list[Target], context: dict) 
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def write_chart(path: Path, rows: list[Row], title: str) -> None:
+def write_chart(path: Path, rows: list[Row], title: str) -> bool:
+    """The serving chart; False (and no file) when the serving part did not run."""
+    if limit_rows(rows) is None:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,3 +258,4 @@ def write_chart(path: Path, rows: list[Row], title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return True

@@ -1,7 +1,9 @@
 """`make bench`: every part of the benchmark in one run, one table, a JSON record and a chart.
 
-python -m benchmarks.run            # the full run (under 10 minutes on 2 CPU cores)
-python -m benchmarks.run --quick    # a short smoke run of every part
+python -m benchmarks.run                        # every part
+python -m benchmarks.run --quick                # a short smoke run of every part
+python -m benchmarks.run --only precision       # parts: precision, serving, search, scale (comma-separated)
+python -m benchmarks.run --gpu                  # on a CUDA GPU: fp32/fp16/bf16, and the server at up to 64 callers
 """
 
 import argparse
@@ -17,11 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import e2e, inprocess, report, search, versus
+from benchmarks import e2e, inprocess, report, scale, search, versus
+from benchmarks import precision as precision_bench
 from benchmarks.stats import Row
 from benchmarks.workload import build_workload
+from predictor.catalogue import write_labelled_sample
+from predictor.evaluation import load_eval_set
+from predictor.model_package import default_spec
+from predictor.precision import CPU_BF16_FLAGS, CPU_INT8_FLAGS, cpu_flags
 
 RESULTS_DIR = Path(__file__).parent / "results"
+PARTS = ("precision", "serving", "search", "scale")
 
 
 def machine() -> dict:
@@ -40,6 +48,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "cpu_precision_flags": sorted(cpu_flags() & (CPU_BF16_FLAGS | CPU_INT8_FLAGS)),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -63,7 +72,39 @@ def settle_limit(rows: list[Row], again: float, again_latencies: list[float]) ->
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the image search service against its limits.")
     parser.add_argument("--quick", action="store_true", help="Short windows and small collections: a smoke run.")
-    parser.add_argument("--skip-search", action="store_true", help="Leave out the search-alone part.")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"Comma-separated parts to run, of {', '.join(PARTS)} (default: all). precision: fp32, bf16 and int8 "
+        "side by side; serving: the limit, this server and the naive one; search: Milvus on random vectors; "
+        "scale: Milvus at a realistic scale on real embeddings (benchmarks.scale).",
+    )
+    parser.add_argument("--skip-search", action="store_true", help="Leave out the search and scale parts.")
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="Run on the CUDA GPU: precisions fp32, fp16 and bf16, the server up to 64 concurrent callers, and the "
+        "GPU targets (in-process >= 5,000 images/s; gRPC at 64 callers >= 60%% of that).",
+    )
+    parser.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=None,
+        help="Labelled folder (one sub-folder per category) for the precision part's quality columns; default: the "
+        "labelled sample (image-search sample-catalogue --labelled).",
+    )
+    parser.add_argument(
+        "--near-duplicates",
+        type=Path,
+        default=None,
+        help="Near-duplicate folder for the precision part (as `image-search eval --near-duplicates`); default: an "
+        "edited copy of each labelled image.",
+    )
+    parser.add_argument("--scale-size", type=int, default=None, help="scale: vectors in the collection.")
+    parser.add_argument(
+        "--scale-indexes", default="", help="scale: comma-separated index types to measure (default: every one)."
+    )
+    parser.add_argument("--scale-engines", default="lite,server", help="scale: lite, server or both (default: both).")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the JSON record and the chart go.")
     parser.add_argument(
         "--versus",
@@ -81,11 +122,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    parts = {part.strip() for part in args.only.split(",") if part.strip()}
+    if unknown := parts - set(PARTS):
+        raise SystemExit(f"--only: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    if args.skip_search:
+        parts -= {"search", "scale"}
+    device_name = "cuda" if args.gpu else "auto"
     started = time.perf_counter()
     timing = e2e.Timing(1.0, 3.0) if args.quick else e2e.Timing(1.5, 6.5)
     sizes = (2_000, 5_000) if args.quick else search.SIZES
+    concurrency = (*e2e.CONCURRENCY, 64) if args.gpu else e2e.CONCURRENCY
     phases: dict[str, dict] = {}
     rows: list[Row] = []
+    tables: list[str] = []
+    device, dimension = device_name, None
 
     def phase(name: str) -> None:
         # Load average at each phase's start: other work on the machine shows up in every figure after it.
@@ -98,41 +148,79 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(scratch)
         workload = build_workload(workdir)
         milvus_uri = str(workdir / "milvus.db")
-
-        phase("1. the limit: in-process decode + preprocess + forward")
-        backbone = inprocess.load_backbone()
-        device, dimension = str(backbone.device), backbone.dimension
         min_seconds = 2.0 if args.quick else 3.0
-        limit_rows, best_batch = inprocess.measure_limit(backbone, workload.images, min_seconds=min_seconds)
-        rows += limit_rows
 
-        phase("2. this server end to end (tritonclient, one image per request)")
-        e2e.index_catalogue(workload.catalogue_dir, milvus_uri)
-        rows += e2e.measure_server(milvus_uri, workdir, workload.images, timing, tuple(args.server_arg))
+        if "precision" in parts:
+            phase("0. precision: fp32, bf16 and int8 (fp16 on CUDA) side by side, interleaved rounds")
+            eval_dir = args.eval_dir or write_labelled_sample(workdir / "labelled")
+            near_duplicates = args.near_duplicates
+            eval_set = load_eval_set(eval_dir, near_duplicates, None if near_duplicates else workdir / "copies")
+            print(f"  quality on {eval_dir} ({len(eval_set.labelled)} images, {len(eval_set.copies)} copies)")
+            results = precision_bench.measure(
+                device_name,
+                workload.images,
+                eval_set,
+                rounds=2 if args.quick else 3,
+                min_seconds=min_seconds,
+                names=None,
+            )
+            rows += precision_bench.rows(results)
+            tables.append(precision_bench.table(results))
+            print("\n" + tables[-1], flush=True)
+            gc.collect()
 
-        phase("3. the naive baseline (FastAPI, one image per request)")
-        rows += e2e.measure_naive(milvus_uri, workdir, workload.images, timing)
+        if "serving" in parts:
+            phase("1. the limit: in-process decode + preprocess + forward")
+            backbone = inprocess.load_backbone(device_name)
+            device, dimension = str(backbone.device), backbone.dimension
+            print(f"  at {backbone.precision} ({backbone.selection.variant})", flush=True)
+            limit_rows, best_batch = inprocess.measure_limit(backbone, workload.images, min_seconds=min_seconds)
+            for row in limit_rows:
+                row.notes = f"{backbone.precision}; {row.notes}" if row.notes else backbone.precision
+            rows += limit_rows
 
-        phase("1b. the limit again, after the servers")
-        again, again_latencies = inprocess.recheck(backbone, workload.images, best_batch, min_seconds)
-        settle_limit(rows, again, again_latencies)
-        backbone.executor.shutdown()
-        del backbone
-        gc.collect()
+            phase("2. this server end to end (tritonclient, one image per request)")
+            e2e.index_catalogue(workload.catalogue_dir, milvus_uri)
+            server_args = (*args.server_arg, *(("--device", "cuda") if args.gpu else ()))
+            rows += e2e.measure_server(milvus_uri, workdir, workload.images, timing, server_args, concurrency)
 
-        if not args.skip_search:
-            phase("4. search alone")
-            rows += search.measure_search(workdir, dimension, sizes)
+            phase("3. the naive baseline (FastAPI, one image per request)")
+            rows += e2e.measure_naive(milvus_uri, workdir, workload.images, timing, concurrency, device_name)
+
+            phase("1b. the limit again, after the servers")
+            again, again_latencies = inprocess.recheck(backbone, workload.images, best_batch, min_seconds)
+            settle_limit(rows, again, again_latencies)
+            backbone.executor.shutdown()
+            del backbone
+            gc.collect()
+
+        if "search" in parts:
+            phase("4. search alone (random unit vectors)")
+            rows += search.measure_search(workdir, dimension or default_spec().dimension, sizes)
+
+        if "scale" in parts:
+            phase("5. search at a realistic scale (real embeddings; milvus-lite and the Milvus server)")
+            scale_rows, scale_table = scale.measure(
+                quick=args.quick,
+                size=args.scale_size,
+                engines=tuple(args.scale_engines.split(",")),
+                index_types=tuple(name for name in args.scale_indexes.split(",") if name) or None,
+            )
+            rows += scale_rows
+            tables.append(scale_table)
+            print("\n" + scale_table, flush=True)
 
         if args.versus:
-            phase(f"5. before and after: the server at {args.versus} against this tree's")
+            phase(f"6. before and after: the server at {args.versus} against this tree's")
             rows += versus.measure(args.versus, (1, 32), 1 if args.quick else 3, timing)
 
     took = time.perf_counter() - started
     rows = [row for row in rows if row.group != "scan"] + [row for row in rows if row.group == "scan"]
     report.add_ratios(rows)
-    found = report.targets(rows)
+    found = report.targets(rows, gpu=args.gpu)
     print("\n" + report.table(rows))
+    for extra in tables:
+        print("\n" + extra)
     if args.versus:
         print("\nBefore and after (medians of alternating rounds)")
         for line in versus.summary([row for row in rows if row.group.startswith("versus-")]):
@@ -145,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     context = {
         "when": stamp,
         "command": " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)]),
+        "parts": sorted(parts),
         "machine": machine(),
         "device": device,
         "workload": workload.describe(),
@@ -157,11 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     json_path, chart_path = args.out / f"bench-{stamp}.json", args.out / f"bench-{stamp}.png"
     report.write_json(json_path, rows, found, context)
     title = f"{context['machine']['cpu']}, {context['machine']['cores']} cores, {device}; {stamp}"
-    report.write_chart(chart_path, rows, title)
-    for latest, target in ((args.out / "latest.json", json_path), (args.out / "latest.png", chart_path)):
+    written = [json_path]
+    if report.write_chart(chart_path, rows, title):
+        written.append(chart_path)
+    for target in written:
+        latest = args.out / f"latest{target.suffix}"
         latest.unlink(missing_ok=True)
         latest.symlink_to(target.name)
-    print(f"\nwrote {json_path} and {chart_path}; the run took {took / 60:.1f} minutes")
+    print(f"\nwrote {' and '.join(map(str, written))}; the run took {took / 60:.1f} minutes")
     return 0
 
 

@@ -22,7 +22,7 @@ from benchmarks.stats import Row
 from predictor.identity import ModelIdentity
 from predictor.index import ImageIndex, IndexRow
 from predictor.milvus import MilvusAccess
-from predictor.search_options import DEFAULT_NAMESPACE, SearchOptions
+from predictor.search_options import DEFAULT_CONSISTENCY, DEFAULT_NAMESPACE, SearchOptions
 
 SIZES = (10_000, 100_000)
 TOP_K = 10
@@ -78,7 +78,7 @@ def insert(uri: str, dimension: int, total: int, start: int, end: int, seed: int
     writer.access.call("flush", "flush", writer.collection)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        description = writer.access.call("describe_index", "describe_index", writer.collection, "vector")
+        description = writer.access.describe_index(writer.collection)
         if description.get("indexed_rows", 0) >= end and not description.get("pending_index_rows", 0):
             break
         time.sleep(0.5)
@@ -90,7 +90,10 @@ def insert(uri: str, dimension: int, total: int, start: int, end: int, seed: int
 def milvus_latencies(uri: str, dimension: int, total: int, size: int, seed: int) -> dict:
     """Per-query latency one query per call and many per call, and recall against exact search."""
     vectors, queries = vectors_and_queries(total, dimension, seed)
-    reader = ImageIndex.open_for_search(MilvusAccess(uri), COLLECTION, _identity(dimension))
+    # At the server's consistency; the writer flushed and waited for the index, so every row is visible.
+    reader = ImageIndex.open_for_search(
+        MilvusAccess(uri), COLLECTION, _identity(dimension), read_consistency=DEFAULT_CONSISTENCY
+    )
     reader.search(queries[:1], OPTIONS)
     checked = queries[:RECALL_QUERIES]
     found = [reader.search(query[np.newaxis], OPTIONS)[0][:TOP_K] for query in checked]

@@ -9,7 +9,7 @@ import numpy as np
 class Row:
     """A measured configuration: throughput per second (images, or queries for search) and latency per request."""
 
-    group: str  # limit | server | naive | search
+    group: str  # precision | limit | server | naive | search | scale
     name: str
     per_s: float
     latencies_ms: list[float] = field(default_factory=list, repr=False)
@@ -19,6 +19,7 @@ class Row:
     notes: str = ""
     ratio_to_limit: float | None = None
     ratio_to_baseline: float | None = None
+    recall: float | None = None  # search rows: recall@10 against exact search
 
     def percentile(self, q: float) -> float | None:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else None

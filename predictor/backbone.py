@@ -16,7 +16,9 @@ import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from predictor import precision
 from predictor.model_package import ModelSpec, build_network
+from predictor.probe_images import calibration_pixels, probe_pixels
 from predictor.projection import DeviceProjection
 
 logger = logging.getLogger(__name__)
@@ -131,11 +133,27 @@ class BatchOutput:
 class Backbone:
     """One network shared by every model the server exposes; `load()` is idempotent and thread-safe."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        precision_name: str | None = None,
+        probe_min_cosine: float = precision.PROBE_MIN_COSINE,
+    ) -> None:
+        """`precision_name` None keeps what a Backbone always ran, fp32 on a CPU and fp16 on CUDA, so that library
+        callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`."""
         self.spec = spec
         self.device = resolve_device(device)
-        self.half = self.device.type == "cuda"
+        if precision_name is None:
+            precision_name = "fp16" if self.device.type == "cuda" else "fp32"
+        # Checked now, so a precision this machine or package cannot run is a start-up error; the probe comes at load.
+        self.planned_precision = precision.choose_precision(precision_name, self.device, spec.precisions)
+        self.requested_precision = precision_name
+        self.probe_min_cosine = probe_min_cosine
+        self.half = self.planned_precision == "fp16"
         self.dtype = torch.float16 if self.half else torch.float32
+        self.selection: precision.Selection | None = None
+        self._runner: precision.Runner | None = None
         self._network: nn.Module | None = None
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
@@ -151,8 +169,9 @@ class Backbone:
 
     @property
     def precision(self) -> str:
-        """The numeric precision the network runs at, as an evaluation records it."""
-        return "fp16" if self.half else "fp32"
+        """The precision the network runs at once loaded (the planned one before), as evaluations and the build-info
+        metric record it."""
+        return self._runner.name if self._runner is not None else self.planned_precision
 
     def load(self) -> None:
         with self._load_lock:
@@ -164,21 +183,32 @@ class Backbone:
             folded = fold_batch_norms(network)
             # Channels-last on CPU too: oneDNN's depthwise and pointwise kernels are fastest on NHWC, and the uint8
             # pixels arrive in that layout, so the input needs no reordering copy.
-            network = network.to(self.device, dtype=self.dtype, memory_format=torch.channels_last)
+            network = network.to(self.device, dtype=torch.float32, memory_format=torch.channels_last)
             shape = (1, 3, 1, 1)
-            mean = torch.tensor(self.spec.mean, dtype=torch.float32).view(shape) * 255.0
-            std = torch.tensor(self.spec.std, dtype=torch.float32).view(shape) * 255.0
-            self._mean = mean.to(self.device, self.dtype)
-            self._std = std.to(self.device, self.dtype)
+            self._mean = (torch.tensor(self.spec.mean, dtype=torch.float32).view(shape) * 255.0).to(self.device)
+            self._std = (torch.tensor(self.spec.std, dtype=torch.float32).view(shape) * 255.0).to(self.device)
+            self.selection = precision.select_runner(
+                self.requested_precision,
+                network,
+                self.device,
+                self.spec.precisions,
+                probe=lambda: self._input_batches(probe_pixels(self.spec.preprocessing)),
+                calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
+                min_cosine=self.probe_min_cosine,
+            )
+            self._runner = self.selection.runner
+            self.half = self._runner.input_dtype == torch.float16
+            self.dtype = self._runner.input_dtype
             projection = self.spec.projection.load() if self.spec.projection else None
             self._projection = DeviceProjection(projection, self.device)
             self._network = network
             logger.info(
-                "loaded %s:%s on %s (%s, %d batch norms folded)",
+                "loaded %s:%s on %s at %s (%s; %d batch norms folded)",
                 self.spec.name,
                 self.spec.version,
                 self.device,
-                str(self.dtype).removeprefix("torch."),
+                self._runner.name,
+                self.selection.reason,
                 folded,
             )
 
@@ -188,15 +218,20 @@ class Backbone:
         for batch_size in batch_sizes:
             self.run(np.zeros((batch_size, size, size, 3), dtype=np.uint8), with_probabilities=True)
 
-    def _to_input(self, pixels: np.ndarray) -> torch.Tensor:
+    def _to_input(self, pixels: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         """uint8 NHWC pixels to the normalised channels-last batch the network takes, on the device."""
+        dtype = dtype or self.dtype
         batch = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device.type == "cuda":
             # Pinned pages let the copy run asynchronously; the first kernel that reads the batch waits for it.
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         # NHWC memory viewed as NCHW is channels-last already; the dtype conversion keeps that layout.
-        batch = batch.permute(0, 3, 1, 2).to(self.dtype)
-        return batch.sub_(self._mean).div_(self._std)
+        batch = batch.permute(0, 3, 1, 2).to(dtype)
+        return batch.sub_(self._mean.to(dtype)).div_(self._std.to(dtype))
+
+    def _input_batches(self, pixels: np.ndarray) -> list[torch.Tensor]:
+        """float32 network input in slices of CPU_SLICE, the size the CPU runs (and int8 is compiled for) most."""
+        return [self._to_input(pixels[i : i + CPU_SLICE], torch.float32) for i in range(0, len(pixels), CPU_SLICE)]
 
     def run(self, pixels: np.ndarray, with_probabilities: bool = False) -> BatchOutput:
         """Embed [N, H, W, 3] uint8 pixels; blocking, so call it from a worker thread."""
@@ -212,7 +247,7 @@ class Backbone:
 
     def _forward(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
         with torch.inference_mode():
-            features, logits = self._network.embed(self._to_input(pixels), with_logits=with_probabilities)
+            features, logits = self._runner.embed(self._to_input(pixels), with_probabilities)
             embeddings = self._projection(features)
             probabilities = None
             if with_probabilities:

@@ -6,9 +6,13 @@ new items queue up and form the next batch, so batches grow with load and stay s
 An item that finds the device idle and the queue empty waits up to `max_delay_s` for company, but only while
 waiting pays: after a wait in which nobody came, lone items go at once, until items arrive together again. One
 caller at a time (the latency-bound case) so never pays the delay twice in a row.
+
+A caller that stops waiting (its request timed out, or its client went away) takes its item out of the queue at once,
+so the item holds no memory and no place in a batch, and is never run.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +27,7 @@ BatchFunction = Callable[[list[Item]], Sequence[Result | BaseException]]
 BatchObserver = Callable[[int, list[float]], None]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: one caller's entry, found again to take it out
 class _Pending(Generic[Item, Result]):
     item: Item
     future: asyncio.Future
@@ -48,36 +52,60 @@ class MicroBatcher(Generic[Item, Result]):
         self._batch_function = batch_function
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch")
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._waiting_pays = True
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a batch (not counting the batch that is running)."""
+        return len(self._queue)
 
     async def submit(self, item: Item) -> Result:
         """Queue one item and wait for its own result (or its own exception)."""
         if self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
+            self._arrived = asyncio.Event()
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
-        return await future
+        pending = _Pending(item, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._queue.append(pending)
+        self._arrived.set()
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if pending in self._queue:
+                self._queue.remove(pending)
+            raise
+
+    async def _next(self, deadline: float | None) -> _Pending | None:
+        """The next queued item; None if none came by `deadline` (a `perf_counter` time; None waits for ever)."""
+        while not self._queue:
+            self._arrived.clear()
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return None
+        return self._queue.popleft()
 
     async def _collect(self) -> list[_Pending]:
-        first = await self._queue.get()
+        first = await self._next(None)
         batch = [first]
         deadline = first.enqueued_at + (self.max_delay_s if self._waiting_pays else 0.0)
         while len(batch) < self.max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if self._queue:
+                batch.append(self._queue.popleft())
                 continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if deadline - time.perf_counter() <= 0:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
+            pending = await self._next(deadline)
+            if pending is None:
                 # Waited the whole delay for nobody: the next lone item should not wait.
                 self._waiting_pays = len(batch) > 1
                 return batch
+            batch.append(pending)
         if len(batch) > 1:
             self._waiting_pays = True
         return batch
@@ -86,7 +114,8 @@ class MicroBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            batch = [pending for pending in batch if not pending.future.cancelled()]
+            # A caller that gave up while its item was being collected: drop it here.
+            batch = [pending for pending in batch if not pending.future.done()]
             if not batch:
                 continue
             started = time.perf_counter()

@@ -70,7 +70,7 @@ QUADRANT_CATEGORIES = {
 }
 
 
-def _quadrants(pixels: np.ndarray) -> list[np.ndarray]:
+def quadrants(pixels: np.ndarray) -> list[np.ndarray]:
     height, width = pixels.shape[0] // 2, pixels.shape[1] // 2
     return [pixels[y : y + height, x : x + width] for y in (0, height) for x in (0, width)]
 
@@ -78,7 +78,7 @@ def _quadrants(pixels: np.ndarray) -> list[np.ndarray]:
 def write_labelled_sample(out_dir: Path, quality: int = 92) -> Path:
     """One sub-folder per category, each holding real photos of it."""
     images: dict[str, list[np.ndarray]] = {
-        category: _quadrants(photo(name)) for category, name in QUADRANT_CATEGORIES.items()
+        category: quadrants(photo(name)) for category, name in QUADRANT_CATEGORIES.items()
     }
     images["motorcycle"] = list(stereo_pair())
     for category, pictures in images.items():

@@ -13,7 +13,7 @@ Both have `id`, `vector`, `uri` and `metadata` (a JSON object), so a filter over
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pymilvus import DataType, MilvusClient
@@ -21,13 +21,13 @@ from pymilvus import DataType, MilvusClient
 from predictor.identity import ModelIdentity
 from predictor.milvus import MilvusAccess, quoted
 from predictor.search_options import DEFAULT_NAMESPACE
+from predictor.vector_index import VectorIndex
 
 __all__ = [
     "IDENTITY_PROPERTY",
     "ID_MAX_LENGTH",
     "LEGACY",
     "Layout",
-    "VectorIndex",
     "create_collection",
     "identity_from_property",
     "layout_of",
@@ -40,15 +40,6 @@ URI_MAX_LENGTH = 2048
 # Milvus refuses JSON values above 64 KiB.
 METADATA_MAX_BYTES = 65_536
 IDENTITY_PROPERTY = "image_search.model"
-
-
-@dataclass(frozen=True)
-class VectorIndex:
-    """The vector field's index, chosen when a collection is made."""
-
-    index_type: str = "AUTOINDEX"
-    metric_type: str = "COSINE"
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,7 +106,12 @@ def create_collection(
     partition_key: bool,
     vector_index: VectorIndex | None = None,
 ) -> Layout:
-    """Make a namespaced collection for `identity`'s vectors; the schema and the vector index are decided here only."""
+    """Make a namespaced collection for `identity`'s vectors; the schema is decided here only, the vector index by
+    `vector_index` (default: vector_index.py's measured default).
+
+    Strong consistency is the collection's default, so that writers (indexing jobs, the CLI) read their own writes;
+    the server's searches ask for their own level (`SearchSettings.consistency`).
+    """
     vector_index = vector_index or VectorIndex()
     schema = MilvusClient.create_schema(auto_id=False)
     schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=KEY_MAX_LENGTH)
@@ -125,12 +121,7 @@ def create_collection(
     schema.add_field("uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
     schema.add_field("metadata", DataType.JSON)
     index_params = MilvusClient.prepare_index_params()
-    index_params.add_index(
-        field_name="vector",
-        index_type=vector_index.index_type,
-        metric_type=vector_index.metric_type,
-        params=vector_index.params,
-    )
+    index_params.add_index(field_name="vector", **vector_index.index_params())
     access.call(
         "create_collection",
         "create_collection",

@@ -2,11 +2,12 @@
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from predictor import environment
 from predictor.images import ImageLimits
 from predictor.request_size import default_max_request_bytes, largest_image_request_bytes
+from predictor.vector_index import DEFAULT_INDEX_TYPE, INDEX_KINDS, VectorIndex, parse_params
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
@@ -17,6 +18,7 @@ class MilvusSettings:
     uri: str
     collection: str
     token: str | None = None
+    index: VectorIndex = field(default_factory=VectorIndex)
 
     def __post_init__(self) -> None:
         if not self.uri:
@@ -35,6 +37,7 @@ class ServeSettings:
     max_batch_size: int
     max_batch_delay_ms: float
     limits: ImageLimits
+    precision: str = "auto"
     default_top_k: int = 10
     max_top_k: int = 100
     # None derives it from `limits`; see request_size.py.
@@ -42,6 +45,8 @@ class ServeSettings:
     # What happens on SIGTERM; see drain.py.
     drain_s: float = 0.0
     shutdown_grace_s: float = 30.0
+    # The longest a request may take, whatever it waits for (the device, Milvus); see models/base.py.
+    request_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_request_bytes is None:
@@ -56,6 +61,14 @@ class ServeSettings:
             raise ValueError(f"--drain-seconds must be between 0 and 3600, got {self.drain_s}")
         if not 0 < self.shutdown_grace_s <= 3600:
             raise ValueError(f"--shutdown-grace-seconds must be above 0 and at most 3600, got {self.shutdown_grace_s}")
+        if not 0 < self.request_timeout_s <= 3600:
+            raise ValueError(f"--request-timeout-s must be above 0 and at most 3600, got {self.request_timeout_s}")
+        if self.shutdown_grace_s < self.request_timeout_s:
+            raise ValueError(
+                f"--shutdown-grace-seconds {self.shutdown_grace_s:g} is shorter than --request-timeout-s "
+                f"{self.request_timeout_s:g}: a request in flight at shutdown could be cut off before its own timeout; "
+                "raise the grace or lower the timeout"
+            )
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_batch_delay_ms <= 1000:
@@ -76,6 +89,25 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
         help="Stable alias users search (default images); each model version keeps its vectors in its own "
         "collection <alias>__<model>__<version>. Env: IMAGE_SEARCH_COLLECTION.",
     )
+    parser.add_argument(
+        "--index-type",
+        default=os.environ.get(environment.INDEX_TYPE, DEFAULT_INDEX_TYPE),
+        choices=list(INDEX_KINDS),
+        help=f"Vector index of a new collection (default {DEFAULT_INDEX_TYPE}; an existing collection keeps its own). "
+        "Env: IMAGE_SEARCH_INDEX_TYPE.",
+    )
+    parser.add_argument(
+        "--index-params",
+        default=os.environ.get(environment.INDEX_PARAMS, ""),
+        help="Build parameters of a new collection's index, NAME=INTEGER,... (IVF_*: nlist, default 1024; HNSW: M, "
+        "efConstruction); unset ones take the measured defaults. Env: IMAGE_SEARCH_INDEX_PARAMS.",
+    )
+    parser.add_argument(
+        "--search-params",
+        default=os.environ.get(environment.SEARCH_PARAMS, ""),
+        help="Default search effort, NAME=INTEGER (IVF_*: nprobe, default 32, at most nlist; HNSW: ef, default 64). "
+        "Env: IMAGE_SEARCH_SEARCH_PARAMS.",
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +121,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         default=os.environ.get(environment.DEVICE, "auto"),
         help="auto (CUDA when a GPU is visible), cpu, cuda or cuda:N. Env: IMAGE_SEARCH_DEVICE.",
+    )
+    parser.add_argument(
+        "--precision",
+        default=os.environ.get(environment.PRECISION, "auto"),
+        help="auto (the fastest the hardware runs natively and the model package allows), fp32, bf16, int8 (CPU) "
+        "or fp16 (CUDA). A reduced precision whose embeddings of fixed probe photos fall below cosine 0.995 "
+        "against fp32 is replaced by fp32 at load, and the log says why. Env: IMAGE_SEARCH_PRECISION.",
     )
 
 
@@ -134,12 +173,30 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace-seconds",
         type=float,
         default=30.0,
-        help="After the drain pause, the longest requests in flight get to finish before the server exits.",
+        help="After the drain pause, the longest requests in flight get to finish before the server exits; at "
+        "least --request-timeout-s.",
+    )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=30.0,
+        help="The longest a request may take once the server has read it; one still waiting (for the device or for "
+        "Milvus) is given up and answered 504 / DEADLINE_EXCEEDED. A gRPC client's own shorter deadline wins.",
+    )
+
+
+def vector_index(args: argparse.Namespace) -> VectorIndex:
+    return VectorIndex(
+        args.index_type,
+        parse_params(args.index_params, "--index-params"),
+        parse_params(args.search_params, "--search-params"),
     )
 
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
-    return MilvusSettings(uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token())
+    return MilvusSettings(
+        uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token(), index=vector_index(args)
+    )
 
 
 def serve_settings(args: argparse.Namespace) -> ServeSettings:
@@ -147,6 +204,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         milvus=milvus_settings(args),
         model_dir=args.model_dir,
         device=args.device,
+        precision=args.precision,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         limits=ImageLimits(
@@ -157,4 +215,5 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         max_request_bytes=args.max_request_bytes,
         drain_s=args.drain_seconds,
         shutdown_grace_s=args.shutdown_grace_seconds,
+        request_timeout_s=args.request_timeout_s,
     )

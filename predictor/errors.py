@@ -4,8 +4,8 @@ One table: each error class carries its `Status` (HTTP status, gRPC status code 
 `predictor/kserve_compat.py` turns it into the answer of REST V1, REST V2 and gRPC alike. To add an error, subclass
 `ServiceError` with a `status`, for example::
 
-    class RequestTimedOut(ServiceError):
-        status = Status(504, "DEADLINE_EXCEEDED", "timeout")
+    class QuotaExceeded(ServiceError):
+        status = Status(429, "RESOURCE_EXHAUSTED", "bad_input")
 
 This module imports nothing of KServe or gRPC, so the Milvus access layer and the CLI can raise these too.
 """
@@ -19,11 +19,14 @@ __all__ = [
     "InvalidRequest",
     "ModelUnavailable",
     "ModelVersionNotFound",
+    "RequestTimedOut",
     "RequestTooLarge",
+    "SearchBacklogFull",
     "ServiceError",
     "Status",
     "ThumbnailNotFound",
     "UnknownId",
+    "UnknownModel",
 ]
 
 
@@ -47,6 +50,8 @@ class ServiceError(RuntimeError):
     """An error with a meaning a client can act on. A RuntimeError, so the CLI's one-line error report covers it."""
 
     status: ClassVar[Status] = Status(500, "INTERNAL", "internal")
+    # Set once the request's log line has recorded this error, so the transport that answers does not log it again.
+    logged: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -73,6 +78,12 @@ class ModelVersionNotFound(ServiceError):
     status = Status(404, "NOT_FOUND", "bad_input")
 
 
+class UnknownModel(ServiceError):
+    """The request names a model this server does not serve."""
+
+    status = Status(404, "NOT_FOUND", "bad_input")
+
+
 class RequestTooLarge(ServiceError):
     """The request is larger than `--max-request-bytes`; refused before it is read (gRPC's own limit says the same)."""
 
@@ -89,6 +100,17 @@ class IndexUnavailable(ServiceError):
     """Milvus cannot be reached or answered with a server-side error: retry, or go elsewhere."""
 
     status = Status(503, "UNAVAILABLE", "milvus_unavailable")
+
+
+class SearchBacklogFull(IndexUnavailable):
+    """So many queries already wait for a slow Milvus that another would only time out behind them."""
+
+
+class RequestTimedOut(ServiceError):
+    """The request did not finish within `--request-timeout-s` or the gRPC client's own deadline, whichever is
+    shorter; whatever it still waited for (the device, Milvus) was given up."""
+
+    status = Status(504, "DEADLINE_EXCEEDED", "timeout")
 
 
 class ThumbnailNotFound(ServiceError):

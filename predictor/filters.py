@@ -22,10 +22,13 @@ from dataclasses import dataclass
 
 from predictor.errors import InvalidRequest
 
-__all__ = ["MAX_FILTER_DEPTH", "MAX_FILTER_LENGTH", "FilterError", "validate_filter"]
+__all__ = ["MAX_EXPRESSION_LENGTH", "MAX_FILTER_DEPTH", "MAX_FILTER_LENGTH", "FilterError", "validate_filter"]
 
 MAX_FILTER_LENGTH = 2048
 MAX_FILTER_DEPTH = 32
+# `in [...]` is rewritten as one comparison per value, so a 2 KiB filter could otherwise reach Milvus as a megabyte
+# (a long field name tested against a thousand values).
+MAX_EXPRESSION_LENGTH = 8 * MAX_FILTER_LENGTH
 FIELD = "metadata"
 _INT64 = 2**63
 
@@ -320,4 +323,10 @@ def validate_filter(text: object) -> str:
         raise FilterError(f"filter must be a string, got {type(text).__name__}")
     if len(text) > MAX_FILTER_LENGTH:
         raise FilterError(f"filter is {len(text)} characters long; the limit is {MAX_FILTER_LENGTH}")
-    return _Parser(text).parse()
+    expression = _Parser(text).parse()
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise FilterError(
+            f"filter expands to {len(expression)} characters for Milvus (each value of `in [...]` is one comparison); "
+            f"the limit is {MAX_EXPRESSION_LENGTH}: test fewer values, or a shorter field name"
+        )
+    return expression

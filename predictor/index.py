@@ -14,7 +14,6 @@ import numpy as np
 from predictor.collection_schema import (
     IDENTITY_PROPERTY,
     Layout,
-    VectorIndex,
     create_collection,
     identity_from_property,
     layout_of,
@@ -22,6 +21,7 @@ from predictor.collection_schema import (
 from predictor.identity import ModelIdentity
 from predictor.milvus import MilvusAccess, quoted
 from predictor.search_options import SearchOptions
+from predictor.vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -90,34 +90,73 @@ class ImageIndex:
     own collection `<base>__<model>__<version>`, so a canary and the stable predictor never read each other's vectors.
     """
 
-    def __init__(self, access: MilvusAccess, collection: str, identity: ModelIdentity, base: str | None = None) -> None:
+    def __init__(
+        self,
+        access: MilvusAccess,
+        collection: str,
+        identity: ModelIdentity,
+        base: str | None = None,
+        *,
+        vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
+    ) -> None:
+        """`vector_index` is the index a new collection gets and searches start from (an existing collection's own
+        index wins once it is opened); `read_consistency` the Milvus consistency level of searches and id lookups
+        (None: the collection's, Strong, which writers need to read their own writes)."""
         if not collection:
             raise ValueError("collection name must not be empty")
         self.access = access
         self.collection = collection
         self.identity = identity
         self.base = base or collection
+        self.vector_index = vector_index or VectorIndex()
+        self.read_consistency = read_consistency
         self._layout: Layout | None = None
 
     @classmethod
-    def for_model(cls, access: MilvusAccess, base: str, identity: ModelIdentity) -> "ImageIndex":
+    def for_model(
+        cls,
+        access: MilvusAccess,
+        base: str,
+        identity: ModelIdentity,
+        *,
+        vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
+    ) -> "ImageIndex":
         """The collection this model indexes into (and searches, unless `base` names a collection of its own)."""
         if not base:
             raise ValueError("collection name must not be empty")
-        return cls(access, versioned_collection(base, identity), identity, base)
+        return cls(
+            access,
+            versioned_collection(base, identity),
+            identity,
+            base,
+            vector_index=vector_index,
+            read_consistency=read_consistency,
+        )
 
     @classmethod
-    def open_for_search(cls, access: MilvusAccess, base: str, identity: ModelIdentity) -> "ImageIndex":
+    def open_for_search(
+        cls,
+        access: MilvusAccess,
+        base: str,
+        identity: ModelIdentity,
+        *,
+        vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
+    ) -> "ImageIndex":
         """This model's collection, checked and loaded; never another model's, so a canary can't read stable's vectors.
 
         `base` may also name a concrete collection (not an alias) when the model's own collection does not exist.
         Missing or empty is `IndexNotReady` (an indexing job may still be building it); a collection that another
-        model built is `IndexMismatch`, which no amount of waiting will fix.
+        model built is `IndexMismatch`, which no amount of waiting will fix. Searches use the index the collection
+        really has, whatever `vector_index` says.
         """
-        index = cls.for_model(access, base, identity)
+        options = {"vector_index": vector_index, "read_consistency": read_consistency}
+        index = cls.for_model(access, base, identity, **options)
         if not index.exists():
             if base not in access.aliases() and access.has_collection(base):
-                index = cls(access, base, identity, base)
+                index = cls(access, base, identity, base, **options)
             else:
                 raise IndexNotReady(
                     f"collection {index.collection} for model {identity} does not exist at {access.uri} yet; "
@@ -126,6 +165,9 @@ class ImageIndex:
                 )
         index.check_identity()
         index.load()
+        index.vector_index = index.vector_index.of_collection(access.describe_index(index.collection))
+        # Read the row layout now, so that no search has to wait for it on a Milvus that has become slow.
+        index._layout = layout_of(access.describe(index.collection))
         if index.count() == 0:
             raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
         return index
@@ -143,24 +185,29 @@ class ImageIndex:
     def close(self) -> None:
         self.access.close()
 
-    def exists(self) -> bool:
-        return self.access.has_collection(self.collection)
+    def exists(self, timeout_s: float | None = None) -> bool:
+        return self.access.has_collection(self.collection, timeout_s)
 
     def load(self) -> None:
         self.access.load(self.collection)
 
-    def ensure_collection(self, vector_index: VectorIndex | None = None) -> None:
+    def ensure_collection(self) -> None:
         """Create this model's collection if missing, and make the stable alias point at it if it points nowhere."""
         if not self.exists():
             partition_key = self.access.partition_key_works()
             self._layout = create_collection(
-                self.access, self.collection, self.identity, partition_key=partition_key, vector_index=vector_index
+                self.access,
+                self.collection,
+                self.identity,
+                partition_key=partition_key,
+                vector_index=self.vector_index,
             )
             logger.info(
-                "created collection %s for %s (namespace partition key: %s)",
+                "created collection %s for %s (namespace partition key: %s; index %s)",
                 self.collection,
                 self.identity,
                 partition_key,
+                self.vector_index.describe(),
             )
         self.check_identity()
         self.load()
@@ -199,14 +246,25 @@ class ImageIndex:
         """What this collection is: its name, the model that built it and how many images it holds."""
         return IndexSummary(self.collection, self.recorded_identity(), self.count(), self.layout.namespaced)
 
-    def ping(self) -> bool:
+    def settle(self) -> None:
+        """Return once every write made before this call is visible to searches, at any consistency level.
+
+        A Strong read waits until the query node has caught up with every write before it; Bounded searches read
+        what the query node holds, so they see those rows too. Commands that write end with this, so that a query
+        sent after they return finds what they wrote.
+        """
+        self.access.count(self.collection, consistency_level="Strong")
+
+    def ping(self, timeout_s: float | None = None) -> bool:
+        """Whether Milvus answers (within `timeout_s`) and still holds the collection."""
         try:
-            return self.exists()
+            return self.exists(timeout_s)
         except RuntimeError:
             return False
 
-    def search(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
-        """Up to `options.window` hits per query vector, best first, from `options.namespace` only."""
+    def search(self, vectors: np.ndarray, options: SearchOptions, timeout_s: float | None = None) -> list[list[Hit]]:
+        """Up to `options.window` hits per query vector, best first, from `options.namespace` only; `timeout_s`
+        bounds the Milvus call (`RequestTimedOut` after it)."""
         if len(vectors) == 0:
             return []
         if not self.layout.holds(options.namespace):
@@ -222,11 +280,17 @@ class ImageIndex:
             search_params=self._search_params(options),
             output_fields=self.layout.output_fields,
             collection=self.collection,
+            timeout=timeout_s,
+            **self._consistency(),
         )
         return [[self._hit(hit) for hit in hits] for hits in results]
 
     def _search_params(self, options: SearchOptions) -> dict:
-        return {"metric_type": "COSINE"}
+        """The index's search parameters, at the request's effort (checked against this collection's index)."""
+        return self.vector_index.search_request(options.window, options.effort, options.offset + options.top_k)
+
+    def _consistency(self) -> dict[str, str]:
+        return {"consistency_level": self.read_consistency} if self.read_consistency else {}
 
     @staticmethod
     def _hit(hit: dict) -> Hit:
@@ -245,7 +309,9 @@ class ImageIndex:
         keys = ", ".join(quoted(self.layout.key(namespace, image_id)) for image_id in ids)
         return f"{self.layout.primary_field} in [{keys}]"
 
-    def _rows(self, namespace: str, ids: Sequence[str], fields: list[str]) -> list[dict]:
+    def _rows(
+        self, namespace: str, ids: Sequence[str], fields: list[str], timeout_s: float | None = None, **consistency: str
+    ) -> list[dict]:
         if not ids or not self.layout.holds(namespace):
             return []
         found = []
@@ -257,17 +323,20 @@ class ImageIndex:
                 filter=self._keys_filter(namespace, chunk),
                 output_fields=fields,
                 collection=self.collection,
+                timeout=timeout_s,
+                **consistency,
             )
         return found
 
-    def vectors_of(self, namespace: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of these ids in `namespace`; ids it does not hold are absent from the answer."""
-        rows = self._rows(namespace, ids, ["id", "vector"])
+    def vectors_of(self, namespace: str, ids: Sequence[str], timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """Stored vectors of these ids in `namespace` (a query's lookup, at the searches' consistency); ids it does not
+        hold are absent from the answer."""
+        rows = self._rows(namespace, ids, ["id", "vector"], timeout_s, **self._consistency())
         return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
 
-    def get(self, namespace: str, image_id: str) -> StoredImage | None:
+    def get(self, namespace: str, image_id: str, timeout_s: float | None = None) -> StoredImage | None:
         """One image's row (without its vector), or None when `namespace` does not hold it."""
-        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"])
+        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"], timeout_s)
         if not rows:
             return None
         row = rows[0]

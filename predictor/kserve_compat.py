@@ -4,6 +4,15 @@
   `status.http` and `{"error": message}`, and gRPC with its `status.grpc` and the message. KServe's own gRPC
   interceptor turns any exception it does not know into `INTERNAL "Internal server error"`, and it knows only
   `grpc_interceptor`'s `GrpcException` of the kinds a model may raise, so errors become one at the servicer.
+  KServe's own client errors (a body that is not JSON, an unknown model, a body FastAPI's schema refuses) become
+  typed errors too.
+- **Error logs**: KServe logs every error it answers at ERROR with a traceback, a 400 or a readiness 503 alike. Here a
+  refused request is one line of the request log (`image_search.requests`, at INFO for a client's error, WARNING for
+  the server's), without a traceback, and a KServe line about an error it answered loses its traceback too.
+- **Deadlines**: a gRPC client's deadline is recorded for the request (predictor/deadlines.py), so the server gives up
+  when the client has.
+- **gRPC server**: KServe reads the gRPC message limits from its module-level parsed arguments and keeps the server
+  it starts private (`ModelServer._grpc_server`); `follow_request_limit_on_grpc` and `grpc_stopper` reach them.
 - **Binary BYTES**: KServe's parser of the REST binary data extension decodes BYTES elements as UTF-8 text, which breaks
   on encoded image files; `infer_request_from_binary` keeps them as bytes.
 - **Float parameters over gRPC**: KServe's copy of the protocol lacks `InferParameter.double_param`, so a float such
@@ -24,6 +33,7 @@ tests/unit/test_kserve_compat.py drives KServe's real REST app and gRPC server i
 upgrade that changes any of them fails a test; `KSERVE_VERSION` is checked there too.
 """
 
+import argparse
 import functools
 import logging
 import re
@@ -34,11 +44,13 @@ from typing import Any
 
 import grpc
 import orjson
+from fastapi.exceptions import RequestValidationError
 from fastapi.requests import Request
 from fastapi.responses import JSONResponse
 from google.protobuf import unknown_fields
 from grpc_interceptor.exceptions import GrpcException
 from kserve import ModelServer
+from kserve import errors as kserve_errors
 from kserve import model_server as kserve_model_server
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -46,8 +58,9 @@ from kserve.protocol.grpc import server as kserve_grpc_server
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
-from predictor import __version__
-from predictor.errors import InvalidRequest, ModelUnavailable, ModelVersionNotFound, ServiceError
+from predictor import __version__, deadlines
+from predictor.errors import InvalidRequest, ModelUnavailable, ModelVersionNotFound, ServiceError, UnknownModel
+from predictor.logs import log_refusal
 
 __all__ = [
     "KSERVE_VERSION",
@@ -55,8 +68,11 @@ __all__ = [
     "ImageDataPlane",
     "ImageSearchServicer",
     "VersionedPaths",
+    "as_service_error",
     "error_response",
+    "follow_request_limit_on_grpc",
     "grpc_error",
+    "grpc_stopper",
     "infer_request_from_binary",
     "install",
     "register_before_start",
@@ -80,13 +96,62 @@ def error_response(error: ServiceError) -> JSONResponse:
     return JSONResponse(status_code=error.status.http, content={"error": error.message})
 
 
-async def _service_error_handler(_: Request, error: ServiceError) -> JSONResponse:
-    return error_response(error)
-
-
 def grpc_error(error: ServiceError) -> GrpcException:
     """The exception KServe's gRPC interceptor answers with this error's status code and message."""
     return GrpcException(details=error.message, status_code=grpc.StatusCode[error.status.grpc])
+
+
+def as_service_error(error: BaseException) -> ServiceError | None:
+    """The typed error for `error`: itself, or what one of KServe's own client errors means; None for anything else."""
+    if isinstance(error, ServiceError):
+        return error
+    if isinstance(error, kserve_errors.ModelNotFound):
+        return UnknownModel(str(error))
+    if isinstance(error, kserve_errors.InvalidInput):
+        return InvalidRequest(str(error))
+    return None
+
+
+def _rest_protocol(path: str) -> str:
+    return "v1" if path.startswith("/v1/") else "v2-rest"
+
+
+async def _service_error_handler(request: Request, error: ServiceError) -> JSONResponse:
+    # An error raised inside a model call was logged with its request; one raised before (decoding, routing) was not.
+    log_refusal(error, _rest_protocol(request.url.path), request.path_params.get("model_name", ""), request.headers)
+    return error_response(error)
+
+
+async def _validation_error_handler(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem.get('loc', ()) if part != 'body') or 'body'}: {problem.get('msg')}"
+        for problem in error.errors()[:3]
+    )
+    return await _service_error_handler(request, InvalidRequest(f"the request body is not a valid request: {problems}"))
+
+
+# KServe's errors that it answers with a status a client can act on (4xx, 503): logged without a traceback.
+_ANSWERED_KSERVE_ERRORS = (
+    kserve_errors.InvalidInput,
+    kserve_errors.ModelNotFound,
+    kserve_errors.ModelNotReady,
+    kserve_errors.ServerNotReady,
+    kserve_errors.ServerNotLive,
+    ServiceError,
+)
+
+
+class AnsweredErrorsWithoutTracebacks(logging.Filter):
+    """On KServe's logger: a record of an error KServe answered with a client's or an availability status becomes
+    one WARNING line naming it, without the traceback (an unready server's readiness probes would log one each)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, _ANSWERED_KSERVE_ERRORS) and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            record.msg, record.args = f"{type(error).__name__}: {error}", None
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 # Request parsing ------------------------------------------------------------------------------------------------------
@@ -126,6 +191,11 @@ def infer_request_from_binary(body: bytes, json_length: int, model_name: str) ->
     for tensor in header["inputs"]:
         if not isinstance(tensor, dict) or not {"name", "shape", "datatype"} <= tensor.keys():
             raise InvalidRequest("each input needs name, shape and datatype")
+        if not isinstance(tensor["name"], str) or not isinstance(tensor["datatype"], str):
+            raise InvalidRequest("an input's name and datatype are strings")
+        shape = tensor["shape"]
+        if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+            raise InvalidRequest(f"input {tensor['name']!r}: shape must be a list of sizes (0 or more), got {shape!r}")
         parameters = tensor.get("parameters") or {}
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is None and "data" not in tensor:
@@ -176,6 +246,20 @@ class ImageDataPlane(DataPlane):
     def _draining(self) -> bool:
         return self.drain is not None and self.drain.draining
 
+    def get_model_from_registry(self, name: str) -> Any:
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise UnknownModel(
+                f"model {name!r} is not served here; this server serves {sorted(self.model_registry.get_models())}"
+            )
+        return model
+
+    def decode(self, body, headers, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - KServe's signature
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except kserve_errors.InvalidInput as error:
+            raise InvalidRequest(str(error)) from None
+
     def metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data", "parameters"]}
 
@@ -194,6 +278,7 @@ class ImageDataPlane(DataPlane):
         # model_ready(name): a draining server still serves, but tells probes it is going away.
         if self._draining() and not disable_predictor_health_check:
             raise ModelUnavailable(f"model {model_name} is not ready: the server is shutting down")
+        self.get_model_from_registry(model_name)
         ready = await super().model_ready(model_name, disable_predictor_health_check)
         reason = getattr(self.model_registry.get_model(model_name), "not_ready_reason", None)
         if not ready and reason:
@@ -236,10 +321,14 @@ class ImageDataPlane(DataPlane):
 def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def answer(self: InferenceServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        deadlines.client_deadline_in(context.time_remaining())
         try:
             return await method(self, request, context)
-        except ServiceError as error:
-            raise grpc_error(error) from None
+        except (ServiceError, kserve_errors.InvalidInput, kserve_errors.ModelNotFound) as error:
+            typed = as_service_error(error)
+            model = getattr(request, "model_name", "") or getattr(request, "name", "")
+            log_refusal(typed, "v2-grpc", model, dict(context.invocation_metadata() or ()))
+            raise grpc_error(typed) from None
 
     return answer
 
@@ -313,6 +402,8 @@ def _register_rest(server: ModelServer, dataplane: ImageDataPlane) -> None:
         return await dataplane.model_metadata(model_name)
 
     app.add_exception_handler(ServiceError, _service_error_handler)
+    # FastAPI answers a body its schema refuses with 422 and a list of problems; this is bad input like any other.
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_middleware(VersionedPaths, version_of=version_of)
     # Routes added before KServe adds its own (in ModelServer.start) are matched first.
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], include_in_schema=False)
@@ -325,6 +416,9 @@ def install(server: ModelServer, models: list[Any], drain: Any = None) -> None:
         logger.warning(
             "KServe %s is installed; the workarounds in %s were written for %s", installed, __name__, KSERVE_VERSION
         )
+    kserve_logger = logging.getLogger("kserve")
+    if not any(isinstance(f, AnsweredErrorsWithoutTracebacks) for f in kserve_logger.filters):
+        kserve_logger.addFilter(AnsweredErrorsWithoutTracebacks())
     dataplane = ImageDataPlane(model_registry=server.registered_models, drain=drain)
     server.dataplane = dataplane
     _register_rest(server, dataplane)
@@ -337,3 +431,30 @@ def register_before_start(server: ModelServer, models: list[Any]) -> None:
     """KServe registers only models that are ready at start; the search model may still be waiting for its index."""
     for model in models:
         server.register_model(model)
+
+
+# The gRPC server ---------------------------------------------------------------------------------------------------
+
+
+def follow_request_limit_on_grpc(args: argparse.Namespace, max_request_bytes: int) -> None:
+    """gRPC message limits are --max-request-bytes unless KServe's own flags for them are given.
+
+    KServe 0.21 defaults them to 8 MiB, below the 10 MiB image limit, and `ModelServer.start` builds its GRPCServer
+    from KServe's module-level parsed arguments (`kwargs=vars(args)`), not from the ones `image-search` parsed.
+    """
+    for option in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
+        explicit = getattr(args, option, kserve_model_server.MAX_GRPC_MESSAGE_LENGTH)
+        value = explicit if explicit != kserve_model_server.MAX_GRPC_MESSAGE_LENGTH else max_request_bytes
+        setattr(kserve_model_server.args, option, value)
+
+
+def grpc_stopper(server: ModelServer) -> Callable[[], Awaitable[None]]:
+    """A coroutine function that stops `server`'s gRPC server (GOAWAY, then its grace period) once `start()` has
+    made one; KServe keeps it in the private `_grpc_server`."""
+
+    async def stop() -> None:
+        grpc_server = getattr(server, "_grpc_server", None)
+        if grpc_server is not None:
+            await grpc_server.stop()
+
+    return stop

@@ -15,15 +15,22 @@ import json
 import logging
 import re
 import sys
+import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from predictor.errors import ServiceError
 
 __all__ = [
     "MAX_FIELD_CHARS",
     "REQUEST_LOGGER",
     "RedactingFilter",
     "configure_logging",
+    "log_refusal",
     "log_request",
+    "request_log_level",
 ]
 
 REQUEST_LOGGER = "image_search.requests"
@@ -188,6 +195,14 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     logging.captureWarnings(True)
 
 
+def request_log_level(http_status: int | None) -> int:
+    """INFO for a request served or refused as the client's mistake, WARNING when the server or Milvus could not
+    answer (503, 504), ERROR for a bug (500), which the transport also logs with its traceback."""
+    if http_status is None or http_status < 500:
+        return logging.INFO
+    return logging.ERROR if http_status == 500 else logging.WARNING
+
+
 def log_request(
     *,
     request_id: str,
@@ -195,12 +210,16 @@ def log_request(
     model_version: str,
     protocol: str,
     images: int,
-    latency_ms: float,
+    latency_ms: float | None,
     outcome: str,
     error_reason: str | None = None,
+    error: str | None = None,
+    status: int | None = None,
 ) -> None:
-    """Log one served request at INFO on ``image_search.requests`` with message ``request`` and its fields."""
-    _request_log.info(
+    """Log one served request on ``image_search.requests`` with message ``request`` and its fields: `status` (the
+    HTTP status it got, or its equivalent for gRPC) and, for a refused request, `error` (what it was told)."""
+    _request_log.log(
+        request_log_level(status),
         "request",
         extra={
             "request_id": request_id,
@@ -208,8 +227,30 @@ def log_request(
             "model_version": model_version,
             "protocol": protocol,
             "images": images,
-            "latency_ms": round(float(latency_ms), 3),
+            "latency_ms": None if latency_ms is None else round(float(latency_ms), 3),
             "outcome": outcome,
             "error_reason": error_reason,
+            **({"status": status} if status is not None else {}),
+            **({"error": error} if error is not None else {}),
         },
+    )
+
+
+def log_refusal(error: ServiceError, protocol: str, model: str, headers: Mapping[str, str] | None) -> None:
+    """The one request line of a request refused before any model saw it (decoding, routing, the size limit); a no-op
+    for an error whose request line has been written already."""
+    if error.logged:
+        return
+    error.logged = True
+    log_request(
+        request_id=(headers or {}).get("x-request-id") or str(uuid.uuid4()),
+        model=model,
+        model_version="",
+        protocol=protocol,
+        images=0,
+        latency_ms=None,
+        outcome=error.status.reason,
+        error_reason=error.status.reason,
+        error=error.message,
+        status=error.status.http,
     )

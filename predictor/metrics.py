@@ -116,8 +116,8 @@ INDEX_ROWS = Gauge(
 )
 BUILD_INFO = Gauge(
     "image_search_build_info",
-    "Always 1; the labels say which build serves which model version on which device.",
-    ["version", "model", "model_version", "device"],
+    "Always 1; the labels say which build serves which model version on which device, at which numeric precision.",
+    ["version", "model", "model_version", "device", "precision"],
 )
 GPU_UTILIZATION = Gauge(
     "image_search_gpu_utilization_ratio",
@@ -136,9 +136,11 @@ GPU_MEMORY_TOTAL = Gauge(
 )
 
 
-def set_build_info(version: str, model_name: str, model_version: str, device: str) -> None:
+def set_build_info(version: str, model_name: str, model_version: str, device: str, precision: str) -> None:
     """Export ``image_search_build_info`` = 1 for one served model."""
-    BUILD_INFO.labels(version=version, model=model_name, model_version=model_version, device=device).set(1)
+    BUILD_INFO.labels(
+        version=version, model=model_name, model_version=model_version, device=device, precision=precision
+    ).set(1)
 
 
 def set_index_rows(collection: str, rows: int) -> None:

@@ -11,9 +11,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import grpc
 from pymilvus import MilvusClient, MilvusException
 
-from predictor.errors import IndexUnavailable, InvalidRequest
+from predictor.errors import IndexUnavailable, InvalidRequest, RequestTimedOut
 
 __all__ = ["MilvusAccess", "is_local_file", "quoted"]
 
@@ -65,12 +66,19 @@ class MilvusAccess:
         """`client.<method>(*args, **kwargs)`, with every Milvus failure turned into a typed error.
 
         A collection that comes back released (after a Milvus restart, or a file reopened) is loaded and the call
-        repeated. A filter Milvus cannot evaluate is the caller's `InvalidRequest`; anything else is
-        `IndexUnavailable`, which clients see as 503 / UNAVAILABLE.
+        repeated. A filter Milvus cannot evaluate is the caller's `InvalidRequest`; a call given a `timeout` that
+        Milvus does not answer within it is `RequestTimedOut` (pymilvus lets gRPC's DEADLINE_EXCEEDED through as it
+        is); anything else is `IndexUnavailable`, which clients see as 503 / UNAVAILABLE.
         """
         where = f" on {collection!r}" if collection else ""
         try:
             return getattr(self.client, method)(*args, **kwargs)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise RequestTimedOut(
+                    f"Milvus {what}{where} did not answer within {kwargs.get('timeout') or 0:.3g} s"
+                ) from None
+            raise IndexUnavailable(f"Milvus {what}{where} failed: {error.code().name} {error.details()}") from None
         except MilvusException as error:
             if error.code == COLLECTION_NOT_LOADED and collection:
                 return self._load_and_retry(what, where, method, collection, args, kwargs)
@@ -85,8 +93,8 @@ class MilvusAccess:
         except MilvusException as error:
             raise IndexUnavailable(f"Milvus {what}{where} failed: {error}") from None
 
-    def has_collection(self, name: str) -> bool:
-        return bool(self.call("has_collection", "has_collection", name))
+    def has_collection(self, name: str, timeout_s: float | None = None) -> bool:
+        return bool(self.call("has_collection", "has_collection", name, timeout=timeout_s))
 
     def describe(self, name: str) -> dict:
         return self.call("describe", "describe_collection", name, collection=name)
@@ -103,8 +111,15 @@ class MilvusAccess:
     def load(self, name: str) -> None:
         self.call("load", "load_collection", name)
 
-    def count(self, name: str, expression: str = "") -> int:
-        rows = self.call("count", "query", name, filter=expression, output_fields=["count(*)"], collection=name)
+    def describe_index(self, name: str, field_name: str = "vector") -> dict:
+        return self.call("describe_index", "describe_index", name, field_name, collection=name)
+
+    def count(self, name: str, expression: str = "", consistency_level: str | None = None) -> int:
+        """Rows matching `expression`, at the collection's consistency level unless one is given."""
+        level = {"consistency_level": consistency_level} if consistency_level else {}
+        rows = self.call(
+            "count", "query", name, filter=expression, output_fields=["count(*)"], collection=name, **level
+        )
         return int(rows[0]["count(*)"])
 
     def aliases(self) -> list[str]:

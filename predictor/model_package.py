@@ -29,6 +29,11 @@ WEIGHTS_NAME = "weights.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLING_KINDS = ("average", "gem")
+# Numeric precisions a package may allow its network to run at (model.json "precisions"). Without the field the float
+# formats are allowed, whose load-time probe shows that retrieval is unchanged; int8 must be listed, once the release
+# passed the evaluation gate at int8.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class InvalidModelPackage(ValueError):
@@ -98,6 +103,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     pooling: Pooling = field(default_factory=Pooling)
     projection: ProjectionFile | None = None
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
 
     @property
     def identity(self) -> ModelIdentity:
@@ -273,6 +279,19 @@ def _pooling(manifest: dict, path: Path) -> Pooling:
         raise InvalidModelPackage(f"{path}: invalid pooling: {error}") from None
 
 
+def _precisions(manifest: dict, path: Path) -> tuple[str, ...]:
+    precisions = manifest.get("precisions", list(DEFAULT_PRECISIONS))
+    if (
+        not isinstance(precisions, list)
+        or "fp32" not in precisions
+        or not all(isinstance(name, str) and name in PRECISIONS for name in precisions)
+    ):
+        raise InvalidModelPackage(
+            f"{path}: 'precisions' must be a list of {', '.join(PRECISIONS)} that holds fp32, got {precisions!r}"
+        )
+    return tuple(precisions)
+
+
 def _projection(manifest: dict, directory: Path, path: Path, feature_dimension: int) -> ProjectionFile | None:
     section = manifest.get("projection")
     if section is None:
@@ -335,6 +354,7 @@ def load_package(directory: Path) -> ModelSpec:
         std=std,
         pooling=_pooling(manifest, manifest_path),
         projection=projection,
+        precisions=_precisions(manifest, manifest_path),
     )
 
 
@@ -389,6 +409,7 @@ def manifest_of(spec: ModelSpec, weights_sha256: str) -> dict:
         "weights_sha256": weights_sha256,
         "preprocessing": {**spec.preprocessing.to_json(), "mean": list(spec.mean), "std": list(spec.std)},
         "pooling": spec.pooling.to_json(),
+        "precisions": list(spec.precisions),
     }
     if spec.projection is not None:
         manifest["projection"] = spec.projection.to_json()

@@ -33,7 +33,11 @@ def _read_images(image_paths: list[str]) -> np.ndarray:
     return np.array(images, dtype=np.object_)
 
 
-def _infer(url: str, protocol: str, images: np.ndarray, top_k: int, timeout_s: float):
+# What tritonclient's gRPC says when nothing answers at the address (refused, no route, unknown host).
+_UNREACHABLE = ("failed to connect", "dns resolution failed", "connection refused", "name resolution")
+
+
+def _infer(url: str, protocol: str, images: np.ndarray, parameters: dict, timeout_s: float):
     from tritonclient.utils import InferenceServerException
 
     if protocol == "grpc":
@@ -54,12 +58,17 @@ def _infer(url: str, protocol: str, images: np.ndarray, top_k: int, timeout_s: f
             tensor.set_data_from_numpy(images, binary_data=True)
             outputs = [client_lib.InferRequestedOutput(name, binary_data=False) for name in ("ids", "scores", "uris")]
             options = {}
-        return client.infer(MODEL, [tensor], outputs=outputs, parameters={"top_k": top_k}, **options)
+        return client.infer(MODEL, [tensor], outputs=outputs, parameters=parameters, **options)
     except InferenceServerException as error:
-        status = error.status() or ""
-        if status in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"):
-            raise QueryFailed(f"cannot reach the server at {address} over gRPC: {error.message()}") from None
-        raise QueryFailed(f"the server at {address} refused the query: {error.message() or error}") from None
+        status = str(error.status() or "").removeprefix("StatusCode.")
+        message = error.message() or str(error)
+        if status == "UNAVAILABLE" and any(sign in message.lower() for sign in _UNREACHABLE):
+            raise QueryFailed(f"cannot reach the server at {address} over gRPC: {message}") from None
+        if status in ("DEADLINE_EXCEEDED", "504"):
+            raise QueryFailed(f"the server at {address} did not answer in time: {message}") from None
+        if status in ("UNAVAILABLE", "503"):
+            raise QueryFailed(f"the server at {address} cannot answer now: {message}") from None
+        raise QueryFailed(f"the server at {address} refused the query: {message}") from None
     except (OSError, TimeoutError) as error:
         # tritonclient.http connects through gevent, whose refusals and DNS failures are plain socket errors.
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
@@ -67,10 +76,30 @@ def _infer(url: str, protocol: str, images: np.ndarray, top_k: int, timeout_s: f
 
 
 def search(
-    url: str, protocol: str, image_paths: list[str], top_k: int, timeout_s: float = 60.0
+    url: str,
+    protocol: str,
+    image_paths: list[str],
+    top_k: int,
+    timeout_s: float = 60.0,
+    *,
+    offset: int = 0,
+    min_score: float | None = None,
+    filter: str | None = None,
+    namespace: str | None = None,
+    effort: int | None = None,
 ) -> list[list[QueryHit]]:
+    """The hits for each image, as the server ranks them; the options are the search API's parameters."""
     images = _read_images(image_paths)
-    result = _infer(url, protocol, images, top_k, timeout_s)
+    parameters = {
+        "top_k": top_k,
+        "offset": offset,
+        "min_score": min_score,
+        "filter": filter,
+        "namespace": namespace,
+        "effort": effort,
+    }
+    parameters = {name: value for name, value in parameters.items() if value is not None}
+    result = _infer(url, protocol, images, parameters, timeout_s)
     ids, scores, uris = (result.as_numpy(name) for name in ("ids", "scores", "uris"))
     return [
         [

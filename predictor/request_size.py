@@ -11,11 +11,13 @@ The gRPC server gets the same number as its maximum message size (see `server.py
 """
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from predictor.errors import RequestTooLarge
 from predictor.images import ImageLimits
+from predictor.logs import log_refusal
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +49,9 @@ def default_max_request_bytes(limits: ImageLimits) -> int:
     return max(largest_image_request_bytes(limits), min(full_request, DERIVED_LIMIT_CAP_BYTES))
 
 
+_MODEL_PATH = re.compile(r"^/v(?P<protocol>[12])/models/(?P<model>[^/:]+)")
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -75,7 +80,7 @@ class RequestSizeLimit:
         if declared is not None:
             # The HTTP server never delivers more than the declared length, so nothing needs counting.
             if declared > self.max_bytes:
-                await self._refuse(send, f"the request body is {declared} bytes, over")
+                await self._refuse(scope, send, f"the request body is {declared} bytes, over")
             else:
                 await self.app(scope, receive, send)
             return
@@ -87,7 +92,7 @@ class RequestSizeLimit:
                 return  # the client went away before it finished sending
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._refuse(send, "the streamed request body grew past")
+                await self._refuse(scope, send, "the streamed request body grew past")
                 return
             buffered.append(message)
             if not message.get("more_body", False):
@@ -98,9 +103,13 @@ class RequestSizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send, what: str) -> None:
-        message = f"{what} the limit of {self.max_bytes} bytes per request (--max-request-bytes)"
-        await self._respond(send, RequestTooLarge.status.http, message)
+    async def _refuse(self, scope: Scope, send: Send, what: str) -> None:
+        error = RequestTooLarge(f"{what} the limit of {self.max_bytes} bytes per request (--max-request-bytes)")
+        path = _MODEL_PATH.match(scope.get("path", ""))
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
+        protocol = "v1" if path and path.group("protocol") == "1" else "v2-rest"
+        log_refusal(error, protocol, path.group("model") if path else "", headers)
+        await self._respond(send, error.status.http, error.message)
 
     @staticmethod
     async def _respond(send: Send, status: int, error: str) -> None:

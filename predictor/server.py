@@ -26,28 +26,22 @@ CLASSIFIER_MODEL = "image-classifier"
 
 
 def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
-    backbone = Backbone(resolve_spec(settings.model_dir), settings.device)
+    backbone = Backbone(resolve_spec(settings.model_dir), settings.device, settings.precision)
     access = MilvusAccess(settings.milvus.uri, settings.milvus.token)
 
     def open_index() -> ImageIndex:
-        return ImageIndex.open_for_search(access, settings.milvus.collection, backbone.spec.identity)
+        return ImageIndex.open_for_search(
+            access,
+            settings.milvus.collection,
+            backbone.spec.identity,
+            vector_index=settings.milvus.index,
+            read_consistency=search.consistency,
+        )
 
     return (
         ImageSearchModel(SEARCH_MODEL, backbone, open_index, settings, search),
         ImageClassifierModel(CLASSIFIER_MODEL, backbone, settings),
     )
-
-
-def follow_request_limit_on_grpc(args: argparse.Namespace, max_request_bytes: int) -> None:
-    """gRPC message limits are --max-request-bytes unless KServe's own flags for them are given.
-
-    KServe 0.21 defaults them to 8 MiB, below the 10 MiB image limit, and its GRPCServer reads them from KServe's
-    module-level parsed arguments.
-    """
-    for option in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
-        explicit = getattr(args, option, kserve_model_server.MAX_GRPC_MESSAGE_LENGTH)
-        value = explicit if explicit != kserve_model_server.MAX_GRPC_MESSAGE_LENGTH else max_request_bytes
-        setattr(kserve_model_server.args, option, value)
 
 
 def serve(
@@ -58,10 +52,10 @@ def serve(
     # and never turns ready.
     for model in models:
         model.load()
-        set_build_info(__version__, model.name, model.version, str(model.backbone.device))
+        set_build_info(__version__, model.name, model.version, str(model.backbone.device), model.backbone.precision)
     start_gpu_metrics(str(models[0].backbone.device))
     kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
-    follow_request_limit_on_grpc(args, settings.max_request_bytes)
+    kserve_compat.follow_request_limit_on_grpc(args, settings.max_request_bytes)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -73,14 +67,9 @@ def serve(
         grace_period=settings.shutdown_grace_s,
     )
 
-    async def stop_grpc() -> None:
-        # KServe keeps its gRPC server private; it exists once start() has run.
-        if server._grpc_server is not None:
-            await server._grpc_server.stop()
-
-    drain = Drain(settings.drain_s, stop_grpc)
+    drain = Drain(settings.drain_s, kserve_compat.grpc_stopper(server))
     kserve_model_server.app.router.on_startup.append(drain.install)
     kserve_compat.install(server, list(models), drain=drain)
     if ui is not None and ui.enabled:
-        search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits)
+        search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits, settings.request_timeout_s)
     server.start(list(models))

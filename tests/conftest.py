@@ -1,7 +1,8 @@
 """Test scopes come from the folder a test lives in, so a test cannot forget its marker.
 
 Property tests marked `fuzz` run a bounded number of examples by default; `make fuzz` selects them all and runs them
-under the `fuzz` Hypothesis profile (HYPOTHESIS_PROFILE=fuzz, FUZZ_EXAMPLES examples per test).
+under the `fuzz` Hypothesis profile (HYPOTHESIS_PROFILE=fuzz, FUZZ_EXAMPLES examples per test). Tests marked `slow`
+are left out of `make test`, which has a time budget, and run by `make test-slow` and `make bench`.
 """
 
 import os
@@ -25,6 +26,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fuzz: property tests of parsers on untrusted input; `make fuzz` runs them long")
+    config.addinivalue_line(
+        "markers",
+        "slow: checks too long for `make test` (which leaves them out); `make test-slow` and `make bench` run them",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -71,7 +71,7 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
         from predictor.backbone import Backbone
         from predictor.evaluation import backbone_embedder, evaluate
 
-        backbone = Backbone(spec, args.device)
+        backbone = Backbone(spec, args.device, args.precision)
         backbone.load()
         scores = evaluate(backbone_embedder(backbone), eval_set)
         model = str(spec.identity)

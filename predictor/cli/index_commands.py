@@ -23,7 +23,9 @@ def open_index(args: argparse.Namespace, spec=None):  # noqa: ANN001, ANN201 - l
 
     milvus = milvus_settings(args)
     identity = (spec or resolve_spec(args.model_dir)).identity
-    return ImageIndex.for_model(MilvusAccess(milvus.uri, milvus.token), milvus.collection, identity)
+    return ImageIndex.for_model(
+        MilvusAccess(milvus.uri, milvus.token), milvus.collection, identity, vector_index=milvus.index
+    )
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -45,7 +47,7 @@ def _index(args: argparse.Namespace) -> int:
     images = [image for image in everything if in_shard(image.path, args.shard_index, args.shard_count)]
     spec = resolve_spec(args.model_dir)
     index = open_index(args, spec)
-    backbone = Backbone(spec, args.device)
+    backbone = Backbone(spec, args.device, args.precision)
     # Milvus before the network: an unreachable or foreign collection is reported before seconds of model loading.
     index.ensure_collection()
     index.check_writable(namespace)
@@ -60,6 +62,7 @@ def _index(args: argparse.Namespace) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     for row in report.unmatched:
         print(f"{manifest.source} {row.describe()} matched no file", file=sys.stderr)
+    index.settle()
     where = f"namespace {namespace!r} of collection {index.collection}"
     print(f"{report.summary()} ({where} now holds {index.count(namespace)} images)")
     index.close()
@@ -78,6 +81,7 @@ def _delete(args: argparse.Namespace) -> int:
     for source in args.source:
         ids += index.ids_under(namespace, str(Path(source).resolve()))
     deleted = index.delete(namespace, ids)
+    index.settle()
     where = f"namespace {namespace!r} of collection {index.collection}"
     print(f"deleted {deleted} ({where} now holds {index.count(namespace)} images)")
     return 0

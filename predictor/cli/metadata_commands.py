@@ -28,6 +28,7 @@ def _metadata_set(args: argparse.Namespace) -> int:
         for image_id in ids:
             updates[image_id] = row.fields
     changed, missing = index.update_metadata(namespace, updates)
+    index.settle()
     unmatched += [row for row in manifest.rows if row.id in missing]
     for row in unmatched:
         print(f"{manifest.source} {row.describe()} matches no image in namespace {namespace!r}", file=sys.stderr)

@@ -7,7 +7,18 @@ from pathlib import Path
 def _query(args: argparse.Namespace) -> int:
     from predictor.query_client import print_table, search
 
-    results = search(args.url, args.transport, args.images, args.top_k, args.timeout_s)
+    results = search(
+        args.url,
+        args.transport,
+        args.images,
+        args.top_k,
+        args.timeout_s,
+        offset=args.offset,
+        min_score=args.min_score,
+        filter=args.filter,
+        namespace=args.namespace,
+        effort=args.effort,
+    )
     for path, hits in zip(args.images, results, strict=True):
         print_table(path, hits)
     return 0
@@ -41,6 +52,17 @@ def register(add_command, for_serving: bool) -> None:
     query.add_argument("--url", default="http://localhost:8080", help="Server: http://host:8080 or host:8081 for gRPC.")
     query.add_argument("--transport", choices=["http", "grpc"], default="http", help="V2 transport to use.")
     query.add_argument("--top-k", type=int, default=5, help="How many similar images to list per query image.")
+    query.add_argument("--offset", type=int, default=0, help="Skip this many hits first (the next page).")
+    query.add_argument("--min-score", type=float, default=None, help="Leave out hits scoring below this (-1 to 1).")
+    query.add_argument(
+        "--filter",
+        default=None,
+        help='A condition over metadata fields, such as \'metadata["category"] == "birds"\' (the server checks it).',
+    )
+    query.add_argument(
+        "--effort", type=int, default=None, help="Search effort of the collection's index (default: the index's own)."
+    )
+    query.add_argument("--namespace", default=None, help="Search this namespace (default: the server's default).")
     query.add_argument("--timeout-s", type=float, default=60.0, help="Give up on the server after this many seconds.")
     query.set_defaults(handler=_query)
 

@@ -1,7 +1,8 @@
 """What both served models share: the backbone, the device batcher, the image input, and one tracked request path.
 
 A request runs `preprocess` (parse, 400 on anything wrong) -> `predict` -> `postprocess` (the response), all inside
-one tracked span, so the request latency metric and the request log line cover the whole request.
+one tracked span, so the request latency metric and the request log line cover the whole request, and under one
+deadline (deadlines.py), so no request waits longer than `--request-timeout-s`.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ from kserve import Model
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
+from predictor import deadlines
 from predictor.backbone import Backbone
 from predictor.batching import MicroBatcher
 from predictor.config import ServeSettings
@@ -60,10 +62,11 @@ class ImageModel(Model):
         if verb != InferenceVerb.PREDICT:
             raise NotImplementedError(f"{self.name} only predicts")
         with tracked(self.metrics, self.name, self.version, body, headers) as request:
-            parsed = await self.preprocess(body, headers)
-            request.images = self.images_in(parsed)
-            result = await self.predict(parsed, headers)
-            return await self.postprocess(result, headers), {}
+            async with deadlines.within(self.settings.request_timeout_s):
+                parsed = await self.preprocess(body, headers)
+                request.images = self.images_in(parsed)
+                result = await self.predict(parsed, headers)
+                return await self.postprocess(result, headers), {}
 
     async def run_on_device(self, images: list[bytes]) -> tuple[list[PreparedImage], list[Any]]:
         """Decode and preprocess in worker threads, then each image's share of a batch from the device thread."""

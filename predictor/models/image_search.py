@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from predictor import deadlines
 from predictor.backbone import Backbone
 from predictor.config import ServeSettings
 from predictor.errors import IndexUnavailable, ModelUnavailable, UnknownId
@@ -35,6 +36,9 @@ from predictor.search_pool import SearchPool
 logger = logging.getLogger(__name__)
 
 HEALTH_TTL_S = 2.0
+# A readiness check gives Milvus this long to answer, so a stalled Milvus turns readiness false instead of hanging
+# the probe (Kubernetes' probe timeout is 5 s by default).
+HEALTH_TIMEOUT_S = 2.0
 INDEX_ROWS_TTL_S = 30.0
 
 
@@ -56,6 +60,7 @@ class ImageSearchModel(ImageModel):
         self._pool: SearchPool[SearchOptions] | None = None
         self._healthy_until = 0.0
         self._healthy = False
+        self._health_check_running = False
         self._rows_counted_at = 0.0
         self.not_ready_reason: str | None = "not loaded yet"
 
@@ -99,21 +104,29 @@ class ImageSearchModel(ImageModel):
     async def healthy(self) -> bool:
         """Ready only while this model's collection is searchable; checked at most every couple of seconds."""
         now = time.monotonic()
-        if now < self._healthy_until:
+        # One check at a time: while one waits on a slow Milvus, probes get the last answer instead of a thread each.
+        if now < self._healthy_until or self._health_check_running:
             return self._healthy
         self._healthy_until = now + HEALTH_TTL_S
+        self._health_check_running = True
+        try:
+            await self._check_health(now)
+        finally:
+            self._health_check_running = False
+        return self._healthy
+
+    async def _check_health(self, now: float) -> None:
         if not self.ready:
             await asyncio.to_thread(self._open_index)
             self._healthy = self.ready
-        elif await asyncio.to_thread(self.index.ping):
+        elif await asyncio.to_thread(self.index.ping, HEALTH_TIMEOUT_S):
             self._healthy = True
             self.not_ready_reason = None
             if now - self._rows_counted_at > INDEX_ROWS_TTL_S:
                 await asyncio.to_thread(self._refresh_index_rows)
         else:
             self._healthy = False
-            self.not_ready_reason = f"Milvus at {self.index.uri} does not answer"
-        return self._healthy
+            self.not_ready_reason = f"Milvus at {self.index.uri} does not answer within {HEALTH_TIMEOUT_S:g} s"
 
     def _refresh_index_rows(self) -> None:
         """Keeps the index-size gauge current while indexing jobs add rows behind the server's back."""
@@ -150,27 +163,36 @@ class ImageSearchModel(ImageModel):
             "min_score": {"type": "number", "minimum": -1.0, "maximum": 1.0},
             "filter": {"type": "string", "example": 'metadata["category"] == "birds" and metadata["price"] < 20'},
             "namespace": {"type": "string", "default": DEFAULT_NAMESPACE},
+            "effort": self._effort_metadata(),
             "return_metadata": {"type": "boolean", "default": False},
             "return_embedding": {"type": "boolean", "default": False},
         }
+
+    def _effort_metadata(self) -> dict[str, Any]:
+        if self.index is None:
+            return {"type": "integer", "note": "bounds follow the collection's index, which is not open yet"}
+        return self.index.vector_index.effort_metadata()
 
     def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         """Runs in the device thread: one forward pass for the whole batch, nothing else."""
         with self.metrics.stage("embed"):
             return self.backbone.run(np.stack(pixels)).embeddings
 
-    def _search(self, options: SearchOptions, vectors: np.ndarray) -> list[list[Hit]]:
+    def _search(self, options: SearchOptions, vectors: np.ndarray, timeout_s: float | None) -> list[list[Hit]]:
         """Runs in a search worker: one Milvus search for every query waiting with these options."""
         if self.index is None:
             raise ModelUnavailable(f"{self.name} is not ready: {self.not_ready_reason}")
         with self.metrics.stage("search"):
-            return self.index.search(vectors, options)
+            return self.index.search(vectors, options, timeout_s)
 
     def images_in(self, parsed: SearchRequest) -> int:
         return len(parsed.queries.images)
 
     async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchRequest:
-        return parse_search_request(payload, headers, self.settings, self.search_settings, self.backbone.dimension)
+        vector_index = self.index.vector_index if self.index is not None else None
+        return parse_search_request(
+            payload, headers, self.settings, self.search_settings, self.backbone.dimension, vector_index
+        )
 
     async def _query_vectors(self, request: SearchRequest) -> np.ndarray:
         queries = request.queries
@@ -179,7 +201,9 @@ class ImageSearchModel(ImageModel):
             return np.stack(embeddings)
         if queries.kind == EMBEDDING:
             return queries.embeddings
-        stored = await asyncio.to_thread(self.index.vectors_of, request.options.namespace, queries.ids)
+        stored = await asyncio.to_thread(
+            self.index.vectors_of, request.options.namespace, queries.ids, deadlines.remaining_s()
+        )
         missing = [image_id for image_id in queries.ids if image_id not in stored]
         if missing:
             raise UnknownId(f"id {missing[0]!r} is not in namespace {request.options.namespace!r}")
@@ -188,7 +212,7 @@ class ImageSearchModel(ImageModel):
     async def predict(self, request: SearchRequest, headers: dict[str, str] | None = None) -> SearchResult:
         try:
             vectors = await self._query_vectors(request)
-            rows = await self._pool.search(request.options, vectors)
+            rows = await self._pool.search(request.options, vectors, deadlines.deadline())
         except IndexUnavailable:
             self._healthy_until = 0.0  # re-check Milvus on the next readiness probe, not in two seconds
             raise

@@ -81,7 +81,9 @@ def v1_instances(payload: Any, max_images: int) -> list[Any]:
     return instances
 
 
-def v1_parameters(payload: dict) -> dict[str, Any]:
+def v1_parameters(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidRequest('a V1 request is a JSON object with a list "instances"')
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidRequest('"parameters" must be a JSON object')
@@ -97,9 +99,12 @@ def image_from_v1_value(value: Any, position: int) -> bytes:
     return _decode_element(value, position)
 
 
-def int_parameter(parameters: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+def int_parameter(
+    parameters: dict[str, Any], name: str, default: int | None, low: int, high: int, why: str = ""
+) -> int:
+    """`why` says where the bounds come from, in the message of a value outside them."""
     value = parameters.get(name, default)
-    problem = f"parameter {name!r} must be an integer from {low} to {high}, got {value!r}"
+    problem = f"parameter {name!r} must be an integer from {low} to {high}{' ' + why if why else ''}, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidRequest(problem)
     try:

@@ -26,6 +26,7 @@ from predictor.search_options import (
     SearchOptions,
     SearchSettings,
 )
+from predictor.vector_index import MAX_EFFORT, VectorIndex
 
 IMAGE, EMBEDDING, ID = "image", "embedding", "id"
 QUERY_INPUTS = [IMAGE, EMBEDDING, ID]
@@ -66,10 +67,11 @@ def _embeddings(array: Any, dimension: int, name: str) -> np.ndarray:
         raise InvalidRequest(f"{name} must have shape [N, {dimension}] (this model's dimension), got {shape}")
     if not np.isfinite(vectors).all():
         raise InvalidRequest(f"{name} holds NaN or infinity")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # In float64: squares of large float32 values (1e38) overflow to infinity, and of tiny ones underflow to zero.
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
     if (norms == 0).any():
         raise InvalidRequest(f"{name} holds an all-zero vector, which has no direction to search by")
-    return vectors / norms
+    return (vectors / norms).astype(np.float32)
 
 
 def _image_id(value: Any, position: int) -> str:
@@ -138,9 +140,25 @@ def request_namespace(
     return asked or DEFAULT_NAMESPACE
 
 
+def _effort(parameters: Mapping[str, Any], vector_index: VectorIndex | None, hits: int) -> int | None:
+    if parameters.get("effort") is None:
+        return None
+    if vector_index is None:  # the collection is not open yet; its search checks the effort (ImageIndex)
+        return protocol.int_parameter(parameters, "effort", None, 1, MAX_EFFORT)
+    allowed = vector_index.effort_range(hits)
+    if allowed is None:
+        raise InvalidRequest(vector_index.no_effort_problem())
+    return protocol.int_parameter(parameters, "effort", None, *allowed, why=vector_index.effort_scope())
+
+
 def search_options(
-    parameters: Mapping[str, Any], headers: Mapping[str, str] | None, serve: ServeSettings, search: SearchSettings
+    parameters: Mapping[str, Any],
+    headers: Mapping[str, str] | None,
+    serve: ServeSettings,
+    search: SearchSettings,
+    vector_index: VectorIndex | None = None,
 ) -> SearchOptions:
+    """`vector_index` is the searched collection's, which bounds `effort`."""
     top_k = protocol.int_parameter(parameters, "top_k", serve.default_top_k, 1, serve.max_top_k)
     offset = protocol.int_parameter(parameters, "offset", 0, 0, MAX_RESULT_WINDOW - top_k)
     min_score = parameters.get("min_score")
@@ -151,6 +169,7 @@ def search_options(
         min_score=None if min_score is None else protocol.float_parameter(parameters, "min_score", None, -1.0, 1.0),
         filter=None if raw_filter is None else validate_filter(raw_filter),
         namespace=request_namespace(parameters, headers, search),
+        effort=_effort(parameters, vector_index, offset + top_k),
     )
 
 
@@ -160,6 +179,7 @@ def parse_search_request(
     serve: ServeSettings,
     search: SearchSettings,
     dimension: int,
+    vector_index: VectorIndex | None = None,
 ) -> SearchRequest:
     max_queries = serve.limits.max_images
     if isinstance(payload, InferRequest):
@@ -169,13 +189,14 @@ def parse_search_request(
             name for name in ("metadata", "embedding") if protocol.bool_parameter(parameters, f"return_{name}")
         ]
         outputs = protocol.requested_output_names(payload, ALL_OUTPUTS, defaults)
-        return SearchRequest(queries, search_options(parameters, headers, serve, search), outputs, payload)
+        options = search_options(parameters, headers, serve, search, vector_index)
+        return SearchRequest(queries, options, outputs, payload)
     parameters = protocol.v1_parameters(payload)
     queries = _v1_queries(payload, max_queries, dimension)
     # V1 hits always carry their metadata and never the embedding; the switches are still checked.
     for name in ("metadata", "embedding"):
         protocol.bool_parameter(parameters, f"return_{name}")
-    return SearchRequest(queries, search_options(parameters, headers, serve, search), [])
+    return SearchRequest(queries, search_options(parameters, headers, serve, search, vector_index), [])
 
 
 def page_of(hits: list[Hit], options: SearchOptions, leave_out: str | None = None) -> list[Hit]:

@@ -22,6 +22,8 @@ from predictor.metrics import RequestTracker, ServingMetrics
 class TrackedRequest:
     tracker: RequestTracker
     images: int = 0
+    error: str | None = None
+    status: int = 200
 
 
 def _protocol(payload: object) -> str:
@@ -51,9 +53,15 @@ def tracked(
                 yield request
             except ServiceError as error:
                 tracker.fail(error.status.reason)
+                request.error, request.status = error.message, error.status.http
+                error.logged = True
                 raise
-            except InvalidInput:
+            except InvalidInput as error:
                 tracker.fail("bad_input")
+                request.error, request.status = str(error), 400
+                raise
+            except Exception as error:
+                request.error, request.status = f"{type(error).__name__}: {error}", 500
                 raise
     finally:
         outcome = request.tracker.outcome if request else "internal"
@@ -66,4 +74,6 @@ def tracked(
             latency_ms=(time.perf_counter() - started) * 1000,
             outcome=outcome,
             error_reason=None if outcome == "success" else outcome,
+            error=request.error if request else None,
+            status=request.status if request else 500,
         )

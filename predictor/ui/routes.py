@@ -11,6 +11,7 @@ routes added here are the ones a V2 server has no answer for:
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 from importlib import resources
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from predictor import deadlines
 from predictor.collection_schema import ID_MAX_LENGTH
 from predictor.errors import ModelUnavailable, ThumbnailNotFound
 from predictor.images import ImageLimits
@@ -73,8 +75,17 @@ def _matches(request: Request, etag: str) -> bool:
 
 
 class SearchPage:
-    def __init__(self, model: SearchModel, ui: UiSettings, search: SearchSettings, thumbnails: Thumbnails) -> None:
+    def __init__(
+        self,
+        model: SearchModel,
+        ui: UiSettings,
+        search: SearchSettings,
+        thumbnails: Thumbnails,
+        request_timeout_s: float | None = None,
+    ) -> None:
         self.model = model
+        # The page's reads of Milvus end by the same timeout as searches, so a stalled Milvus answers 504 here too.
+        self.request_timeout_s = request_timeout_s
         self.ui = ui
         self.search = search
         self.thumbnails = thumbnails
@@ -93,6 +104,11 @@ class SearchPage:
 
     def _namespace(self, request: Request, asked: str | None) -> str:
         return request_namespace({"namespace": asked} if asked else {}, request.headers, self.search)
+
+    def _deadline(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self.request_timeout_s is None:
+            return contextlib.nullcontext()
+        return deadlines.within(self.request_timeout_s)
 
     def _index(self) -> ImageIndex:
         index = self.model.index
@@ -128,7 +144,9 @@ class SearchPage:
                 "namespace_header": self.search.namespace_header,
             }
 
-        return JSONResponse(await asyncio.to_thread(read), headers={"Cache-Control": "no-store", **self._vary()})
+        async with self._deadline():
+            body = await asyncio.to_thread(read)
+        return JSONResponse(body, headers={"Cache-Control": "no-store", **self._vary()})
 
     async def thumbnail(self, request: Request, image_id: str, namespace: str | None) -> Response:
         chosen = self._namespace(request, namespace)
@@ -136,7 +154,8 @@ class SearchPage:
         missing = ThumbnailNotFound(f"namespace {chosen!r} holds no image with this id")
         if not image_id or len(image_id) > ID_MAX_LENGTH:
             raise missing
-        image = await asyncio.to_thread(index.get, chosen, image_id)
+        async with self._deadline():
+            image = await asyncio.to_thread(index.get, chosen, image_id, deadlines.remaining_s())
         if image is None:
             raise missing
         headers = {"Cache-Control": THUMBNAIL_CACHE_CONTROL, **self._vary()}
@@ -182,10 +201,15 @@ class SearchPage:
 
 
 def install(
-    app: FastAPI, model: SearchModel, ui: UiSettings, search: SearchSettings, limits: ImageLimits
+    app: FastAPI,
+    model: SearchModel,
+    ui: UiSettings,
+    search: SearchSettings,
+    limits: ImageLimits,
+    request_timeout_s: float | None = None,
 ) -> SearchPage:
     """Serve the search page on `app` (KServe's REST app) for `model`. Thumbnails decode stored files under `limits`,
-    the limits of query images, in the decode threads."""
-    page = SearchPage(model, ui, search, Thumbnails(ui, limits, decode_executor()))
+    the limits of query images, in the decode threads; reads of Milvus end by `request_timeout_s`."""
+    page = SearchPage(model, ui, search, Thumbnails(ui, limits, decode_executor()), request_timeout_s)
     page.register(app)
     return page

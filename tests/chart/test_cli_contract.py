@@ -20,6 +20,7 @@ def test_serve_accepts_the_predictor_arguments(render, parser, scenario: str) ->
         except SystemExit:
             pytest.fail(f"`image-search serve` refuses the {name} arguments {container['args']}")
         assert (args.http_port, args.grpc_port) == (8080, 8081)
+        assert args.search_consistency == "Bounded"
 
 
 def test_index_accepts_the_indexing_job_arguments(render, parser) -> None:
@@ -31,6 +32,25 @@ def test_index_accepts_the_indexing_job_arguments(render, parser) -> None:
     except SystemExit:
         pytest.fail(f"`image-search index` refuses the Job arguments {indexer['args']}")
     assert (args.shard_index, args.shard_count) == (3, 8)
+
+
+def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predictor(render, parser) -> None:
+    from predictor.config import vector_index
+
+    objects = render("indexing-job")
+    (job,) = of_kind(objects, "Job")
+    (indexer,) = job["spec"]["template"]["spec"]["containers"]
+    job_args = parser.parse_args([arg.replace("$(JOB_COMPLETION_INDEX)", "0") for arg in indexer["args"]])
+    for _, predictor in predictors(one(objects, "InferenceService")):
+        serve_args = parser.parse_args(["serve", *server_container(predictor)["args"]])
+        for args in (job_args, serve_args):
+            config = vector_index(args)
+            assert (config.index_type, config.params, config.search_params) == (
+                "IVF_FLAT",
+                {"nlist": 2048},
+                {"nprobe": 48},
+            )
+            assert args.precision == "auto"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

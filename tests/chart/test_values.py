@@ -88,6 +88,9 @@ def test_schema_rejects_an_unknown_key(render, setting: str) -> None:
         (["model.storageUri=ftp://models/1"], "storageUri"),
         (["milvus.tokenSecret=hunter2"], "tokenSecret"),
         (["predictor.maxRequestBytes=0"], "maxRequestBytes"),
+        (["predictor.requestTimeoutSeconds=0"], "requestTimeoutSeconds"),
+        (["predictor.searchWorkers=0"], "searchWorkers"),
+        (["predictor.namespaceHeader=x tenant"], "namespaceHeader"),
         (["networkPolicy.egress.dns=null"], "dns"),
     ],
 )

@@ -186,3 +186,16 @@ def test_every_hack_script_that_is_run_directly_is_executable():
         str(p.relative_to(REPO)) for p in hack_scripts() if p.name not in sourced and not p.stat().st_mode & 0o111
     ]
     assert not not_executable
+
+
+def test_the_released_image_is_pushed_with_an_sbom_and_provenance():
+    release = yaml.safe_load((REPO / ".github" / "workflows" / "release.yaml").read_text())
+    pushes = [
+        step["with"]
+        for job in release["jobs"].values()
+        for step in job["steps"]
+        if step.get("uses", "").startswith("docker/build-push-action@") and step.get("with", {}).get("push")
+    ]
+    assert pushes, "the release workflow pushes no image"
+    for push in pushes:
+        assert push.get("sbom") is True and str(push.get("provenance", "")).startswith("mode=max"), push

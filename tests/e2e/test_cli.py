@@ -1,5 +1,6 @@
 """The `image-search` command as a user runs it: index idempotently, survive bad files, query, refuse wrong models."""
 
+import base64
 import json
 import re
 
@@ -58,6 +59,32 @@ def test_query_command_prints_the_most_similar_images(server, catalogue):
         assert len(rows) == 2 and rows[0].rstrip().endswith("coffee.jpg")
 
 
+def test_query_command_takes_the_search_options(server, catalogue):
+    photo = str(catalogue.photos["coffee"])
+
+    def uris(*options: str) -> list[str]:
+        result = run_cli("query", photo, *options)
+        assert result.returncode == 0, result.stderr
+        return [line.split()[-1] for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+-?\d\.\d{3}", line)]
+
+    second = uris("--url", server.http_url, "--top-k", "1", "--offset", "1", "--namespace", "default")
+    assert len(second) == 1 and not second[0].endswith("coffee.jpg")
+    only_coffee = 'metadata["filename"] == "coffee.jpg"'
+    found = uris(
+        "--url",
+        server.grpc_address,
+        "--transport",
+        "grpc",
+        "--top-k",
+        "3",
+        "--filter",
+        only_coffee,
+        "--min-score",
+        "0.5",
+    )
+    assert len(found) == 1 and found[0].endswith("coffee.jpg")
+
+
 def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir):
     uri = str(tmp_path / "milvus.db")
     assert run_cli("index", str(subset_dir), "--milvus-uri", uri).returncode == 0
@@ -73,12 +100,17 @@ def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir
     assert f"runs {default.name}:finetuned-2" in result.stderr
 
 
-def test_server_without_an_index_is_live_but_not_ready_and_says_why(tmp_path):
+def test_server_without_an_index_is_live_but_not_ready_and_says_why(tmp_path, catalogue):
     with run_predictor(str(tmp_path / "empty.db"), tmp_path, wait_for="/v2/health/live") as server:
         assert httpx.get(f"{server.http_url}/v2/health/ready").status_code == 503
         response = httpx.get(f"{server.http_url}/v2/models/image-search/ready")
         assert response.status_code == 503
         assert "does not exist" in response.json()["error"] and "index images first" in response.json()["error"]
+        photo = base64.b64encode(catalogue.photos["coffee"].read_bytes()).decode()
+        search = httpx.post(
+            f"{server.http_url}/v1/models/image-search:predict", json={"instances": [{"image": {"b64": photo}}]}
+        )
+        assert search.status_code == 503 and "index images first" in search.json()["error"], search.text
         assert httpx.get(f"{server.http_url}/v2/models/image-classifier/ready").status_code == 200
 
 

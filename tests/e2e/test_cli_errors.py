@@ -90,9 +90,12 @@ def test_unknown_collection(tmp_path):
 
 
 @pytest.mark.parametrize("milvus_uri", ["milvus-lite"], indirect=True)
-def test_query_the_server_refuses(server, tmp_path):
+def test_query_the_server_refuses(server, tmp_path, catalogue):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("a shopping list, not a photo")
     for transport, url in (("http", server.http_url), ("grpc", server.grpc_address)):
         result = run_cli("query", str(not_an_image), "--url", url, "--transport", transport)
         assert_one_line_error(result, "refused the query", "image 0")
+    photo = str(catalogue.photos["coffee"])
+    bad_filter = run_cli("query", photo, "--url", server.http_url, "--filter", "vector != 0")
+    assert_one_line_error(bad_filter, "refused the query", "'vector' is not a metadata field")

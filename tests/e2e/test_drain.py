@@ -48,6 +48,8 @@ def draining_server(tmp_path):
         str(PAUSE_S),
         "--shutdown-grace-seconds",
         str(GRACE_S),
+        "--request-timeout-s",
+        str(GRACE_S),
         wait_for="/v2/health/live",
     ) as server:
         yield server

@@ -49,6 +49,8 @@ def environment(tmp_path_factory) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "text",
         "IMAGE_SEARCH_NAMESPACE_HEADER": "x-tenant",
+        "IMAGE_SEARCH_SEARCH_CONSISTENCY": "Strong",
+        "IMAGE_SEARCH_UI": "true",
     }
 
 
@@ -86,6 +88,8 @@ def test_index_and_serve_configured_by_environment_alone(tmp_path, catalogue, en
             timeout=60,
         )
         assert elsewhere.json()["predictions"] == [[]], "IMAGE_SEARCH_NAMESPACE_HEADER names the namespace header"
+        page = httpx.get(f"{server.http_url}/ui/", timeout=10)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"], "IMAGE_SEARCH_UI serves /ui/"
         log = server.log()
     assert log.strip(), "the server logged nothing at all"
     assert not re.search(r"\bINFO\b", log), "LOG_LEVEL=WARNING still let INFO lines through"

@@ -1,5 +1,5 @@
-"""Every typed error a request can hit has its status on every transport: V1 JSON, V2 REST and gRPC, through real
-clients (tritonclient for V2). Milvus outages are covered in test_milvus_outage.py."""
+"""Every typed error a request can hit has its status on every transport: V1 JSON, V2 REST (JSON and binary) and
+gRPC, through real clients (tritonclient for V2). Milvus outages are covered in test_milvus_outage.py."""
 
 import base64
 
@@ -43,6 +43,7 @@ def photo(catalogue) -> bytes:
 
 
 CASES = {
+    "bad image": (("image", "truncated photo"), {}, ("400", "INVALID_ARGUMENT"), "image 0: corrupt or truncated"),
     "bad parameter": (("image", "photo"), {"top_k": 0}, ("400", "INVALID_ARGUMENT"), "'top_k' must be an integer"),
     "bad filter": (("image", "photo"), {"filter": "vector != 0"}, ("400", "INVALID_ARGUMENT"), "'vector' is not a"),
     "unknown id": (("id", "nope"), {}, ("400", "INVALID_ARGUMENT"), "id 'nope' is not in namespace 'default'"),
@@ -53,9 +54,10 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_client_errors_get_their_status_on_v2_rest_and_grpc(server, photo, transport, case):
     (name, value), parameters, statuses, message = CASES[case]
-    values = [photo if value == "photo" else value]
+    image = photo[: len(photo) // 3] if value == "truncated photo" else photo
+    values = [image if name == "image" else value]
     if transport == "rest-json" and name == "image":
-        values = [base64.b64encode(photo)]
+        values = [base64.b64encode(image)]
     status, text = refused(lambda: v2_call(server, transport, name, values, **parameters))
     assert status == (statuses[1] if transport == "grpc" else statuses[0])
     assert message in text
@@ -64,7 +66,8 @@ def test_client_errors_get_their_status_on_v2_rest_and_grpc(server, photo, trans
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_client_errors_get_their_status_on_v1(server, photo, case):
     (name, value), parameters, statuses, message = CASES[case]
-    instance = {"image": {"b64": base64.b64encode(photo).decode()}} if value == "photo" else {name: value}
+    image = photo[: len(photo) // 3] if value == "truncated photo" else photo
+    instance = {"image": {"b64": base64.b64encode(image).decode()}} if name == "image" else {name: value}
     response = httpx.post(
         f"{server.http_url}/v1/models/{MODEL}:predict",
         json={"instances": [instance], "parameters": parameters},
@@ -73,7 +76,7 @@ def test_client_errors_get_their_status_on_v1(server, photo, case):
     assert response.status_code == int(statuses[0]) and message in response.json()["error"]
 
 
-@pytest.mark.parametrize("transport", ["rest-json", "grpc"])
+@pytest.mark.parametrize("transport", ["rest-json", "rest-binary", "grpc"])
 def test_an_unknown_model_version_is_404_or_not_found(server, photo, transport):
     status, text = refused(lambda: v2_call(server, transport, "image", [base64.b64encode(photo)], version="9"))
     assert status == ("NOT_FOUND" if transport == "grpc" else "404")
@@ -83,6 +86,8 @@ def test_an_unknown_model_version_is_404_or_not_found(server, photo, transport):
 def test_an_unknown_model_is_404_or_not_found(server, photo):
     response = httpx.post(f"{server.http_url}/v2/models/nope/infer", json={"inputs": []}, timeout=30)
     assert response.status_code == 404
+    v1 = httpx.post(f"{server.http_url}/v1/models/nope:predict", json={"instances": []}, timeout=30)
+    assert v1.status_code == 404 and "nope" in v1.json()["error"]
     client = grpcclient.InferenceServerClient(server.grpc_address)
     tensor = grpcclient.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))

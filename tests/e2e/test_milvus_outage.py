@@ -42,6 +42,8 @@ def test_search_while_milvus_is_down_is_unavailable_not_a_crash(server_without_m
 def test_search_while_milvus_is_down_is_unavailable_with_the_reason_on_v2_rest_and_grpc(
     server_without_milvus, catalogue
 ):
+    import base64
+
     import numpy as np
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
@@ -62,4 +64,14 @@ def test_search_while_milvus_is_down_is_unavailable_with_the_reason_on_v2_rest_a
             call()
         assert refused.value.status() == status
         assert "Milvus" in refused.value.message(), "the reason travels with the status"
+    v2_json = httpx.post(
+        f"{server_without_milvus.http_url}/v2/models/image-search/infer",
+        json={
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(photo[0]).decode()]}
+            ]
+        },
+        timeout=120,
+    )
+    assert v2_json.status_code == 503 and "Milvus" in v2_json.json()["error"], v2_json.text
     assert server_without_milvus.process.poll() is None

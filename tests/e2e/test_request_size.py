@@ -8,7 +8,10 @@ classifier, which needs no index, answers the gRPC requests.
 
 import base64
 import io
+import socket
+import time
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -135,3 +138,27 @@ def test_the_server_serves_normally_after_refusals(server, catalogue):
     tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))
     assert client.infer(CLASSIFIER, [tensor]).as_numpy("labels").shape[0] == 1
     assert server.process.poll() is None
+
+
+def test_clients_that_stall_halfway_through_their_bodies_hold_up_no_one_else(server, catalogue):
+    photo = catalogue.photos["coffee"].read_bytes()
+    host, port = server.http_url.removeprefix("http://").rsplit(":", 1)
+    head = f"POST {INFER} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    stalled = [socket.create_connection((host, int(port)), timeout=30) for _ in range(8)]
+    try:
+        for connection in stalled:
+            connection.sendall(head.encode() + v2_json_head())  # and then nothing more
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        tensor = grpcclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))
+        assert client.infer(CLASSIFIER, [tensor]).as_numpy("labels").shape[0] == 1
+        rest = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"), network_timeout=60)
+        rest_tensor = httpclient.InferInput("image", [1], "BYTES")
+        rest_tensor.set_data_from_numpy(np.array([photo], dtype=np.object_), binary_data=True)
+        assert rest.infer(CLASSIFIER, [rest_tensor]).as_numpy("labels").shape[0] == 1
+        started = time.monotonic()
+        assert httpx.get(f"{server.http_url}/v2/health/live", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for connection in stalled:
+            connection.close()

@@ -122,6 +122,15 @@ def test_model_metadata_declares_inputs_outputs_and_parameters(server):
     assert metadata["versions"] == [default_spec().version]
     assert metadata["parameters"]["inputs"] == "send exactly one of image, embedding, id"
     assert set(metadata["parameters"]) >= {"top_k", "offset", "min_score", "filter", "namespace", "return_metadata"}
+    # The collection was made with the default index, so effort is its nprobe, bounded by its 1024 lists.
+    assert metadata["parameters"]["effort"] == {
+        "type": "integer",
+        "index_type": "IVF_FLAT",
+        "search_parameter": "nprobe",
+        "default": 32,
+        "minimum": 1,
+        "maximum": 1024,
+    }
 
 
 def test_health_endpoints_report_live_and_ready(server):
@@ -159,3 +168,22 @@ def test_each_request_leaves_one_json_log_line_without_image_data(server, catalo
             and line["latency_ms"] > 0
         )
     assert base64.b64encode(photo).decode()[:200] not in server.log()
+
+
+def test_the_precision_served_shows_in_the_build_info_metric_and_the_log(server):
+    import re
+
+    import httpx
+    import torch
+
+    from predictor import precision
+    from predictor.model_package import DEFAULT_PRECISIONS
+
+    text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    labels = set(re.findall(r'image_search_build_info\{[^}]*precision="([a-z0-9]+)"', text))
+    planned = precision.choose_precision("auto", torch.device("cpu"), DEFAULT_PRECISIONS)
+    (served,) = labels
+    loaded = [line for line in server.log().splitlines() if "loaded efficientnet-lite0" in line]
+    assert loaded and f" at {served} (" in loaded[-1]
+    # What `auto` picks here, unless the probe against fp32 refused it, in which case the log says so.
+    assert served == planned or (served == "fp32" and "serving fp32" in loaded[-1])

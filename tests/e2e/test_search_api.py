@@ -230,6 +230,27 @@ def test_metadata_set_changed_a_row_without_touching_its_vector(api, catalogue):
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_effort_within_the_collections_index_is_searched_and_beyond_it_refused(api, catalogue, transport):
+    image = [photo(catalogue, "coins")]
+    coins = sha(catalogue.photos["coins"])
+    # The default index is IVF_FLAT with 1024 lists, so nprobe goes from 1 to 1024. One list holds the query's own
+    # vector (milvus-lite builds the index even for these few rows, and then finds little else); all of them hold all.
+    narrow = query(api, transport, "image", image, top_k=3, effort=1)
+    assert narrow["ids"][0][0] == coins
+    found = query(api, transport, "image", image, top_k=3, effort=1024)
+    assert found["ids"][0][0] == coins and len([i for i in found["ids"][0] if i]) == 3
+    with pytest.raises(InferenceServerException) as refused:
+        query(api, transport, "image", image, top_k=3, effort=1025)
+    assert "parameter 'effort' must be an integer from 1 to 1024" in refused.value.message()
+    assert "IVF_FLAT index (its nprobe)" in refused.value.message()
+    assert refused.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+    image_v1 = {"image": {"b64": base64.b64encode(image[0]).decode()}}
+    assert v1(api, [image_v1], top_k=3, effort=64).status_code == 200
+    wrong_type = v1(api, [image_v1], effort="high")
+    assert wrong_type.status_code == 400 and "parameter 'effort' must be an integer" in wrong_type.json()["error"]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_an_unknown_id_is_refused_naming_it(api, transport):
     with pytest.raises(InferenceServerException, match="id 'no-such-image' is not in namespace 'default'"):
         query(api, transport, "id", ["no-such-image"])
@@ -251,3 +272,57 @@ def test_a_pinned_model_version_reaches_the_server_and_another_is_not_found(api,
     grpc = grpcclient.InferenceServerClient(api.grpc_address)
     assert list(grpc.get_model_metadata(MODEL, VERSION).versions) == [VERSION]
     assert grpc.get_server_metadata().name == "image-search"
+
+
+def test_rows_written_while_the_server_runs_are_found_as_soon_as_the_writer_returns(
+    milvus_server_uri, catalogue, tmp_path
+):
+    """The server searches at Bounded consistency, which does not wait for Milvus's time tick, so what it sees right
+    after a write rests on the writer: `index`, `metadata set` and `delete` return only once Milvus has applied their
+    writes (ImageIndex.settle), and every write here is followed at once by a query, with no waiting. (A Milvus
+    server: milvus-lite lets one process at a time open its file, so nothing can write to it while a server runs.)"""
+    from predictor.index import ImageIndex, IndexRow
+    from predictor.milvus import MilvusAccess
+
+    alias = f"fresh_{uuid.uuid4().hex[:8]}"
+    first, late = tmp_path / "first", tmp_path / "late"
+    first.mkdir()
+    late.mkdir()
+    for name in ("brick", "grass"):
+        shutil.copy(catalogue.photos[name], first / f"{name}.jpg")
+    shutil.copy(catalogue.photos["rocket"], late / "rocket.jpg")
+    rocket = sha(catalogue.photos["rocket"])
+
+    def cli(*args: str) -> str:
+        return ok(run_cli(*args, "--milvus-uri", milvus_server_uri, "--collection", alias))
+
+    cli("index", str(first))
+    with run_predictor(milvus_server_uri, tmp_path, "--collection", alias) as server:
+        image = [photo(catalogue, "rocket")]
+        assert rocket not in query(server, "grpc", "image", image, top_k=3)["ids"][0]
+        cli("index", str(late))
+        found = query(server, "grpc", "image", image, top_k=3)
+        assert found["ids"][0][0] == rocket and found["scores"][0][0] > 0.999
+        manifest = tmp_path / "update.jsonl"
+        manifest.write_text(json.dumps({"id": rocket, "category": "space"}) + "\n")
+        cli("metadata", "set", "--metadata", str(manifest))
+        assert query(server, "http", "image", image, top_k=1)["metadata"][0][0]["category"] == "space"
+        cli("delete", "--id", rocket)
+        assert rocket not in query(server, "grpc", "id", [sha(catalogue.photos["brick"])], top_k=3)["ids"][0]
+
+        # A writer that does not exit after writing (the CLI's exit alone takes longer than Milvus's time tick).
+        client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+        tensor = httpclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array(image, dtype=np.object_))
+        vector = client.infer(MODEL, [tensor], parameters={"return_embedding": True}).as_numpy("embedding")
+        writer = ImageIndex.for_model(MilvusAccess(milvus_server_uri), alias, default_spec().identity)
+        try:
+            for number in range(3):
+                row_id = f"written-{number}"
+                writer.upsert("late", [IndexRow(row_id, vector[0], f"memory://{row_id}", {})])
+                writer.settle()
+                assert query(server, "grpc", "embedding", vector, top_k=1, namespace="late")["ids"] == [[row_id]]
+                writer.delete("late", [row_id])
+                writer.settle()
+        finally:
+            writer.close()

@@ -1,6 +1,7 @@
 """Stand-ins for the request-path tests: a tiny backbone, an in-memory index, and the real KServe app and gRPC server
 running in process around the real models, so a protocol change is tested without starting a server process."""
 
+import argparse
 import asyncio
 import concurrent.futures
 import io
@@ -16,11 +17,12 @@ import torch
 from PIL import Image
 
 from predictor.config import MilvusSettings, ServeSettings
-from predictor.errors import IndexUnavailable
+from predictor.errors import IndexUnavailable, RequestTimedOut
 from predictor.identity import ModelIdentity
 from predictor.images import ImageLimits, Preprocessing
 from predictor.index import Hit
 from predictor.search_options import SearchOptions, SearchSettings
+from predictor.vector_index import VectorIndex
 
 DIMENSION = 4
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 210), "grey": (128, 128, 128)}
@@ -35,6 +37,11 @@ def solid_jpeg(rgb: tuple[int, int, int], size: int = 16) -> bytes:
 def colour_vector(rgb: tuple[float, float, float]) -> np.ndarray:
     vector = np.array([*rgb, 64.0], dtype=np.float32)
     return vector / np.linalg.norm(vector)
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
 
 
 class FakeBackbone:
@@ -53,6 +60,8 @@ class FakeBackbone:
         self.device = torch.device("cpu")
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="device")
         self.batches: list[int] = []
+        # A forward pass waits while this is clear: a device busy with a long batch.
+        self.free = _set(threading.Event())
 
     def load(self) -> None:
         pass
@@ -62,6 +71,7 @@ class FakeBackbone:
 
     def run(self, pixels: np.ndarray, with_probabilities: bool = False) -> SimpleNamespace:
         self.batches.append(len(pixels))
+        self.free.wait(60)
         embeddings = np.stack([colour_vector(image.reshape(-1, 3).mean(axis=0)) for image in pixels])
         probabilities = None
         if with_probabilities:
@@ -90,15 +100,24 @@ class FakeIndex:
     unavailable: bool = False
     failing_searches: bool = False
     searches: list[tuple[SearchOptions, int]] = field(default_factory=list)
+    vector_index: VectorIndex = field(default_factory=lambda: VectorIndex("IVF_FLAT", {"nlist": 128}))
+    # Searches and reads by id wait while this is clear, as calls to a stalled Milvus do, until their timeout.
+    answering: threading.Event = field(default_factory=lambda: _set(threading.Event()))
+    call_timeouts: list[float | None] = field(default_factory=list)
 
-    def _check(self) -> None:
+    def _check(self, timeout_s: float | None = None) -> None:
+        self.call_timeouts.append(timeout_s)
+        if not self.answering.wait(timeout_s):
+            raise RequestTimedOut(f"Milvus search on {self.collection!r} did not answer within {timeout_s:.3g} s")
         if self.unavailable:
             raise IndexUnavailable(f"Milvus search on {self.collection!r} failed: connection refused")
 
-    def search(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
-        self._check()
+    def search(self, vectors: np.ndarray, options: SearchOptions, timeout_s: float | None = None) -> list[list[Hit]]:
+        self._check(timeout_s)
         if self.failing_searches:
             raise IndexUnavailable(f"Milvus search on {self.collection!r} failed: deadline exceeded")
+        # What ImageIndex._search_params asks of the collection's index, refusals included.
+        self.vector_index.search_request(options.window, options.effort, options.offset + options.top_k)
         self.searches.append((options, len(vectors)))
         rows = [row for row in self.rows if row.namespace == options.namespace]
         results = []
@@ -109,14 +128,14 @@ class FakeIndex:
             )
         return results
 
-    def vectors_of(self, namespace: str, ids: list[str]) -> dict[str, np.ndarray]:
-        self._check()
+    def vectors_of(self, namespace: str, ids: list[str], timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        self._check(timeout_s)
         return {row.id: row.vector for row in self.rows if row.namespace == namespace and row.id in ids}
 
     def count(self) -> int:
         return len(self.rows)
 
-    def ping(self) -> bool:
+    def ping(self, timeout_s: float | None = None) -> bool:
         return not self.unavailable
 
     def sample_vectors(self) -> np.ndarray:
@@ -166,9 +185,9 @@ class InProcessServer:
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.run(self.rest.get(path, **kwargs))
 
-    def grpc(self, method: str, request: Any, metadata: tuple = ()) -> Any:
+    def grpc(self, method: str, request: Any, metadata: tuple = (), timeout: float | None = None) -> Any:
         async def call() -> Any:
-            return await getattr(self.grpc_stub, method)(request, metadata=metadata)
+            return await getattr(self.grpc_stub, method)(request, metadata=metadata, timeout=timeout)
 
         return self.run(call())
 
@@ -202,6 +221,8 @@ def in_process_server() -> InProcessServer:
     grpc_port = free_port()
     server = ModelServer(http_port=free_port(), grpc_port=grpc_port, workers=1, enable_grpc=True)
     kserve_compat.install(server, models)
+    # As serve() does: the gRPC message limit follows the request size limit (KServe's own flags not given).
+    kserve_compat.follow_request_limit_on_grpc(argparse.Namespace(), settings.max_request_bytes)
     RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, 0).create_application()
     grpc_server = GRPCServer(grpc_port, server.dataplane, server.model_repository_extension, kwargs=vars(kserve_args))
 

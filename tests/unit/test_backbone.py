@@ -14,7 +14,8 @@ from predictor.model_package import default_spec, load_state_dict
 
 @pytest.fixture(scope="module")
 def backbone() -> Backbone:
-    model = Backbone(default_spec(), device="cpu")
+    # fp32: these tests are about the network's own mechanics; tests/unit/test_precision.py covers the others.
+    model = Backbone(default_spec(), device="cpu", precision_name="fp32")
     model.load()
     return model
 

@@ -3,7 +3,7 @@
 import pytest
 
 from predictor.errors import InvalidRequest
-from predictor.filters import MAX_FILTER_DEPTH, MAX_FILTER_LENGTH, FilterError, validate_filter
+from predictor.filters import MAX_EXPRESSION_LENGTH, MAX_FILTER_DEPTH, MAX_FILTER_LENGTH, FilterError, validate_filter
 
 
 @pytest.mark.parametrize(
@@ -61,6 +61,7 @@ def test_accepted_filters_are_rewritten_from_their_parse(given, sent):
         ("not " * (MAX_FILTER_DEPTH + 1) + 'metadata["a"] == 1', "nests deeper"),
         ('metadata["a"] == "' + "x" * MAX_FILTER_LENGTH + '"', f"the limit is {MAX_FILTER_LENGTH}"),
         (None, "filter must be a string"),
+        (f'metadata["{"f" * 500}"] in [{",".join(["1"] * 700)}]', f"the limit is {MAX_EXPRESSION_LENGTH}"),
     ],
 )
 def test_refused_filters_say_what_is_wrong(given, problem):

@@ -3,6 +3,7 @@
 If a KServe upgrade changes how errors, parameters, binary requests, readiness or versions travel, a test here fails.
 """
 
+import asyncio
 import contextlib
 import json
 from importlib import metadata
@@ -106,6 +107,8 @@ def test_model_metadata_and_readiness_honour_versions_on_rest(in_process_server)
     metadata_answer = in_process_server.get("/v2/models/image-search")
     assert metadata_answer.json()["versions"] == ["7"]
     assert "inputs" in metadata_answer.json()["parameters"], "optional inputs are declared"
+    effort = metadata_answer.json()["parameters"]["effort"]
+    assert (effort["search_parameter"], effort["minimum"], effort["maximum"]) == ("nprobe", 1, 128), effort
     assert in_process_server.get("/v2/models/image-search/versions/7").json()["versions"] == ["7"]
     assert in_process_server.get("/v2/models/image-search/versions/7/ready").json()["ready"] is True
     assert in_process_server.get("/v2/models/image-search/versions/6").status_code == 404
@@ -223,3 +226,51 @@ def test_models_that_are_not_ready_yet_are_registered_before_start_because_kserv
     ours = ModelServer(http_port=free_port(), grpc_port=free_port(), workers=1)
     kserve_compat.register_before_start(ours, [waiting])
     assert ours.registered_models.get_model("waiting") is waiting
+
+
+def test_the_grpc_message_limit_follows_the_request_size_limit_so_a_9_mib_image_reaches_the_model(in_process_server):
+    request = pb.ModelInferRequest(model_name="image-search")
+    request.inputs.add(name="image", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"\0" * (9 << 20))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        in_process_server.grpc("ModelInfer", request)
+    # KServe's own 8 MiB limit would answer RESOURCE_EXHAUSTED before the model saw it.
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image 0" in refused.value.details()
+
+
+def test_kserve_makes_its_grpc_server_from_its_module_arguments_and_keeps_it_where_grpc_stopper_looks():
+    from kserve import ModelServer
+
+    names = ModelServer.start.__code__.co_names
+    assert {"GRPCServer", "vars", "args", "_grpc_server"} <= set(names), (
+        "KServe changed how ModelServer.start makes its gRPC server: re-check follow_request_limit_on_grpc and "
+        "grpc_stopper in predictor/kserve_compat.py"
+    )
+    assert ModelServer(http_port=0, grpc_port=0, workers=1)._grpc_server is None
+
+
+def test_grpc_stopper_stops_kserves_grpc_server():
+    from kserve import ModelServer
+    from kserve import model_server as kserve_model_server
+    from kserve.protocol.grpc.server import GRPCServer
+
+    from tests.support.predictor_server import free_port
+
+    server = ModelServer(http_port=free_port(), grpc_port=free_port(), workers=1)
+    stop = kserve_compat.grpc_stopper(server)
+
+    async def main() -> None:
+        await stop()  # before start() there is nothing to stop
+        server._grpc_server = GRPCServer(
+            server.grpc_port,
+            server.dataplane,
+            server.model_repository_extension,
+            kwargs=vars(kserve_model_server.args),
+            grace_period=1,
+        )
+        serving = asyncio.ensure_future(server._grpc_server.start(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            await stop()
+        await asyncio.wait_for(serving, 30)
+
+    asyncio.run(main())

@@ -87,6 +87,19 @@ def test_a_failed_request_carries_its_error_reason(capsys):
     assert line["error_reason"] == "image 0: not a supported image"
 
 
+@pytest.mark.parametrize(
+    ("status", "level"),
+    [(200, "INFO"), (400, "INFO"), (404, "INFO"), (413, "INFO"), (503, "WARNING"), (504, "WARNING"), (500, "ERROR")],
+)
+def test_a_refused_request_says_what_it_was_told_at_a_level_that_says_whose_fault_it_was(capsys, status, level):
+    logs.configure_logging()
+    told = None if status == 200 else "what the client was told"
+    logs.log_request(**request_fields(outcome="x", error=told, status=status))
+    (line,) = lines(capsys)
+    assert (line["level"], line["status"], line.get("error")) == (level, status, told)
+    assert "exception" not in line
+
+
 def test_extra_fields_of_any_logger_become_json_fields(capsys):
     logs.configure_logging()
     logging.getLogger("predictor.index").warning("search took %d ms", 250, extra={"collection": "images"})

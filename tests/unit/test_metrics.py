@@ -147,10 +147,10 @@ def test_an_exact_match_rounded_above_one_counts_as_similarity_one(serving, mode
 
 
 def test_build_info_and_index_rows(model):
-    metrics.set_build_info("1.2.3", model["model"], model["model_version"], "cpu")
+    metrics.set_build_info("1.2.3", model["model"], model["model_version"], "cpu", "bf16")
     metrics.set_index_rows(f"{model['model']}_collection", 1234)
     samples = scrape()
-    build = {"version": "1.2.3", "model": model["model"], "model_version": "v1", "device": "cpu"}
+    build = {"version": "1.2.3", "model": model["model"], "model_version": "v1", "device": "cpu", "precision": "bf16"}
     assert value(samples, "image_search_build_info", **build) == 1
     assert value(samples, "image_search_index_rows", collection=f"{model['model']}_collection") == 1234
 
@@ -203,7 +203,7 @@ def test_the_exposition_passes_promtool_check_metrics(serving, model, fake_nvml)
     serving.observe_top1([0.9])
     serving.set_reference_centroid(np.ones(DIMENSION))
     serving.observe_queries(unit_rows(np.ones((metrics.DRIFT_MIN_QUERIES, DIMENSION))))
-    metrics.set_build_info("1.2.3", model["model"], "v1", "cuda:0")
+    metrics.set_build_info("1.2.3", model["model"], "v1", "cuda:0", "fp16")
     metrics.set_index_rows("c", 1)
     metrics.start_gpu_metrics("cuda:5", interval_s=3600)
     text = generate_latest(our_metrics())

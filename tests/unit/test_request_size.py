@@ -1,11 +1,13 @@
 """The request size limit: its default follows the image limits, and the middleware refuses before it reads."""
 
 import asyncio
+import logging
 
 import pytest
 
 from predictor.config import MilvusSettings, ServeSettings
 from predictor.images import ImageLimits
+from predictor.logs import REQUEST_LOGGER
 from predictor.request_size import (
     DERIVED_LIMIT_CAP_BYTES,
     RequestSizeLimit,
@@ -68,10 +70,12 @@ class Recorder:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def call(limit: int, chunks: list[bytes], content_length: int | None) -> tuple[int, Recorder, int]:
+def call(
+    limit: int, chunks: list[bytes], content_length: int | None, path: str = "/v2/models/image-search/infer"
+) -> tuple[int, Recorder, int]:
     app = Recorder()
     headers = [] if content_length is None else [(b"content-length", str(content_length).encode())]
-    scope = {"type": "http", "headers": headers}
+    scope = {"type": "http", "headers": headers, "path": path}
     pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
     received = 0
     sent: list[dict] = []
@@ -102,3 +106,11 @@ def test_streamed_body_is_read_only_up_to_the_limit():
 def test_body_within_the_limit_reaches_the_app_whole(content_length):
     status, app, _ = call(100, [b"a" * 50, b"b" * 50], content_length=content_length)
     assert (status, app.body) == (200, b"a" * 50 + b"b" * 50)
+
+
+def test_a_refusal_is_one_request_line_naming_the_model_and_the_limit(caplog):
+    caplog.set_level(logging.INFO, logger=REQUEST_LOGGER)
+    call(100, [b"x" * 200], content_length=200, path="/v1/models/image-search:predict")
+    (line,) = [record for record in caplog.records if record.name == REQUEST_LOGGER]
+    assert (line.levelno, line.status, line.model, line.protocol) == (logging.INFO, 413, "image-search", "v1")
+    assert "200 bytes, over the limit of 100 bytes" in line.error and not line.exc_info

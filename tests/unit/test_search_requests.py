@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from predictor.vector_index import VectorIndex
 from tests.unit.conftest import COLOURS, colour_vector, solid_jpeg
 from tests.unit.transports import TRANSPORTS, ask, tensors
 
@@ -97,6 +98,40 @@ def test_each_bad_option_names_its_parameter(in_process_server, parameters, prob
     for transport in ("rest-v1", "rest-v2-json", "grpc"):
         answer = ask(in_process_server, transport, "image", [RED], parameters)
         assert answer.status in (400, "INVALID_ARGUMENT") and problem in answer.error, (transport, answer)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_effort_reaches_the_search_within_the_collections_index_bounds(in_process_server, transport):
+    answer = ask(in_process_server, transport, "image", [RED], {"top_k": 2, "effort": 64})
+    assert answer.ok and last_search(in_process_server).effort == 64
+    assert ask(in_process_server, transport, "image", [RED], {"top_k": 2}).ok
+    assert last_search(in_process_server).effort is None, "no effort asked: the index's default"
+    searches = len(in_process_server.index.searches)
+    for effort, problem in (
+        (129, "'effort' must be an integer from 1 to 128 for this collection's IVF_FLAT index (its nprobe), got 129"),
+        (0, "'effort' must be an integer from 1 to 128"),
+        ("lots", "'effort' must be an integer"),
+        (2.5, "'effort' must be an integer"),
+    ):
+        refused = ask(in_process_server, transport, "image", [RED], {"effort": effort})
+        assert refused.status in (400, "INVALID_ARGUMENT") and problem in refused.error, (transport, refused)
+    assert len(in_process_server.index.searches) == searches, "no refused effort reached the index"
+
+
+def test_effort_follows_the_index_type_hnsw_never_below_the_hits_and_flat_has_none(in_process_server):
+    index = in_process_server.index
+    original = index.vector_index
+    try:
+        index.vector_index = VectorIndex("HNSW")
+        assert ask(in_process_server, "grpc", "image", [RED], {"top_k": 3, "offset": 2, "effort": 5}).ok
+        refused = ask(in_process_server, "rest-v1", "image", [RED], {"top_k": 3, "offset": 2, "effort": 4})
+        assert refused.status == 400 and "from 5 to 2048" in refused.error and "offset + top_k" in refused.error
+        index.vector_index = VectorIndex("FLAT")
+        refused = ask(in_process_server, "rest-v2-binary", "image", [RED], {"effort": 8})
+        assert refused.status == 400 and "'effort' does not apply to this collection's FLAT index" in refused.error
+        assert ask(in_process_server, "rest-v2-binary", "image", [RED], {}).ok
+    finally:
+        index.vector_index = original
 
 
 def test_two_query_inputs_at_once_are_refused(in_process_server):

@@ -62,6 +62,7 @@ def ask(
     version: str | None = None,
     headers: dict[str, str] | None = None,
     outputs: list[str] | None = None,
+    grpc_timeout: float | None = None,
 ) -> Answer:
     """Send one query input (`image` bytes, `id` strings or `embedding` rows) with `parameters`."""
     parameters = parameters or {}
@@ -80,7 +81,7 @@ def ask(
         for output in outputs or []:
             request.outputs.add(name=output)
         try:
-            return Answer("OK", None, server.grpc("ModelInfer", request, tuple(headers.items())))
+            return Answer("OK", None, server.grpc("ModelInfer", request, tuple(headers.items()), grpc_timeout))
         except grpc.aio.AioRpcError as error:
             return Answer(error.code().name, error.details())
     if transport == "rest-v1":

@@ -85,6 +85,26 @@ canary's name is given in Standard mode.
 {{- end }}
 {{- end }}
 
+{{/* Index settings for `image-search serve` and `index`, as command-line arguments. */}}
+{{- define "image-search.indexArgs" -}}
+- --index-type={{ .Values.milvus.index.type }}
+{{- with .Values.milvus.index.params }}
+- --index-params={{ include "image-search.paramList" . }}
+{{- end }}
+{{- with .Values.milvus.index.searchParams }}
+- --search-params={{ include "image-search.paramList" . }}
+{{- end }}
+{{- end }}
+
+{{/* A map as NAME=VALUE,NAME=VALUE, sorted by name. */}}
+{{- define "image-search.paramList" -}}
+{{- $pairs := list }}
+{{- range $name, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%v" $name $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{/* The device the predictor runs on: the GPU block decides. */}}
 {{- define "image-search.device" -}}
 {{- if .Values.gpu.enabled }}cuda{{ else }}cpu{{ end }}

@@ -81,12 +81,20 @@ containers:
       - --workers=1
       - --collection={{ .collection }}
       - --device={{ include "image-search.device" $root }}
+      - --precision={{ $values.predictor.precision }}
+      {{- include "image-search.indexArgs" $root | nindent 6 }}
+      - --search-consistency={{ $values.milvus.searchConsistency }}
       - --max-batch-size={{ $values.predictor.maxBatchSize }}
       - --max-batch-delay-ms={{ $values.predictor.maxBatchDelayMs }}
       {{- with $values.predictor.maxRequestBytes }}
       - --max-request-bytes={{ int64 . }}
       {{- end }}
       - --shutdown-grace-seconds={{ $values.predictor.drain.shutdownGraceSeconds }}
+      - --request-timeout-s={{ $values.predictor.requestTimeoutSeconds }}
+      - --search-workers={{ $values.predictor.searchWorkers }}
+      {{- with $values.predictor.namespaceHeader }}
+      - --namespace-header={{ . }}
+      {{- end }}
       {{- if .storageUri }}
       - --model-dir=/mnt/models
       {{- end }}

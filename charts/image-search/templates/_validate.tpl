@@ -41,6 +41,9 @@ Rules that span several values and so cannot live in values.schema.json. Each me
 {{- if and (not $knative) (gt (add $drain.preStopSeconds $drain.shutdownGraceSeconds) (int $v.predictor.terminationGracePeriodSeconds)) }}
 {{- fail (printf "predictor.drain.preStopSeconds (%v) + predictor.drain.shutdownGraceSeconds (%v) exceed predictor.terminationGracePeriodSeconds (%v): Kubernetes kills the pod before requests in flight finish; raise terminationGracePeriodSeconds or shorten the drain" $drain.preStopSeconds $drain.shutdownGraceSeconds $v.predictor.terminationGracePeriodSeconds) }}
 {{- end }}
+{{- if gt (float64 $v.predictor.requestTimeoutSeconds) (float64 $drain.shutdownGraceSeconds) }}
+{{- fail (printf "predictor.requestTimeoutSeconds (%v) exceeds predictor.drain.shutdownGraceSeconds (%v): a request in flight when the pod stops would be cut off before its own timeout; lower the timeout or raise the grace" $v.predictor.requestTimeoutSeconds $drain.shutdownGraceSeconds) }}
+{{- end }}
 {{- if and $knative (gt (int $drain.shutdownGraceSeconds) (int $v.predictor.timeoutSeconds)) }}
 {{- fail (printf "predictor.drain.shutdownGraceSeconds (%v) exceeds predictor.timeoutSeconds (%v), which Knative gives a stopping pod: lower it or raise timeoutSeconds" $drain.shutdownGraceSeconds $v.predictor.timeoutSeconds) }}
 {{- end }}
