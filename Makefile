@@ -82,6 +82,7 @@ eval: $(INSTALLED)
 	hack/eval-packages.sh
 	$(BIN)/image-search eval-sets --out $(EVAL_DATA)
 	$(BIN)/image-search eval --compare $(EVAL_SETS) --cross-check $(EVAL_DATA)/wesnoth --fit-set $(EVAL_DATA)/fit \
+	  --set clipart=$(EVAL_DATA)/clipart:$(EVAL_DATA)/near-duplicates-plain --set drawings=$(EVAL_DATA)/drawings \
 	  --report $(EVAL_DATA)/options.json
 	$(BIN)/image-search eval $(EVAL_SETS) --report $(EVAL_DATA)/default.json --min-precision 0.7 --min-recall 0.95
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Everything `make eval` reads: the test tools' GCompris pictures plus Wesnoth's unit art (about 150 MB, so not part
-# of `make test`). Idempotent.
+# Everything `make eval` reads: the test tools' GCompris pictures plus Wesnoth's unit art and the Open Clip Art
+# Library's drawings (about 150 MB and 25 MB to download, so not part of `make test`). Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bash "$here/tools/eval-data.sh"
 
-if [ -d /usr/share/games/wesnoth/1.16/data/core/images/units ]; then
+if [ -d /usr/share/games/wesnoth/1.16/data/core/images/units ] && [ -d /usr/share/openclipart/svg ]; then
   exit 0
 fi
 sudo=""
@@ -14,5 +14,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends wesnoth-1.16-data >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends wesnoth-1.16-data openclipart-svg >/dev/null
 test -d /usr/share/games/wesnoth/1.16/data/core/images/units
+test -d /usr/share/openclipart/svg

@@ -24,6 +24,7 @@ from predictor.rcc import ResourceFile
 
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
 WESNOTH_UNITS = Path("/usr/share/games/wesnoth/1.16/data/core/images/units")
+OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
 SVG_SIDE = 512
 RASTER = (".webp", ".png", ".jpg", ".jpeg")
 
@@ -68,6 +69,17 @@ GCOMPRIS_CATEGORIES: dict[str, tuple[Selection, ...]] = {
     "letters": (Selection("drawletters", r"[A-Z]1\.svg"), Selection("crane", r"letters/[a-z]\.svg")),
     "electric-components": (Selection("analog_electricity", r"(?!analog_electricity|connection)\w+\.svg"),),
 }
+# The development set's drawings: the style closest to a clip-art catalogue, scored on their own as well.
+GCOMPRIS_DRAWINGS = (
+    "musical-instruments",
+    "chess-pieces",
+    "food-drawings",
+    "money",
+    "animal-drawings",
+    "digits",
+    "letters",
+    "electric-components",
+)
 # drawnumbers also holds its drawing board's dots and paper.
 _NOT_DIGITS = re.compile(r"(point|paper)")
 
@@ -86,6 +98,28 @@ WESNOTH_RACES: dict[str, tuple[str, ...]] = {
     "trolls": ("trolls",),
     "undead": ("undead", "undead-necromancers", "undead-skeletal"),
 }
+
+# The clip-art set: Open Clip Art Library drawings by the library's own top-level folders (sub-folders included), the
+# eleven that hold pictures of things; "shapes", "signs_and_symbols", "special", "unsorted" and the near-empty
+# folders are not categories of things. A seeded sample of each keeps the set at a catalogue's size and its
+# categories balanced, as a clip-art catalogue with about 25 pictures per category would be.
+OPENCLIPART_CATEGORIES = (
+    "animals",
+    "buildings",
+    "electronics",
+    "food",
+    "geography",
+    "office",
+    "people",
+    "plants",
+    "recreation",
+    "tools",
+    "transportation",
+)
+OPENCLIPART_PER_CATEGORY = 25
+# Drawings per category that the plain near-duplicate set copies, after the ones the clip-art set holds: 5 of each
+# of 11 categories is about the 56 originals of the issue's held-out near-duplicates.
+CLIPART_NEAR_DUPLICATES = 5
 
 # Real photographs for the near-duplicate set, besides scikit-image's: GCompris activities that the development set
 # does not use.
@@ -192,6 +226,15 @@ def build_gcompris_set(out_dir: Path, per_category: int | None = None) -> Path:
     return root
 
 
+def build_drawings_set(out_dir: Path) -> Path:
+    """The development set's GCOMPRIS_DRAWINGS categories on their own, copied from a built development set."""
+    root = out_dir / "drawings"
+    for category in GCOMPRIS_DRAWINGS:
+        for path in sorted((out_dir / "gcompris" / category).iterdir()):
+            _write(root / category, path.name, path.read_bytes())
+    return root
+
+
 def _standing_picture(path: Path) -> bool:
     # "archer.png" and "mage+female.png" stand; "archer-bow-attack-1.png" is a frame of an animation.
     return "-" not in path.stem
@@ -220,6 +263,55 @@ def build_wesnoth_set(out_dir: Path, per_category: int | None = None) -> Path:
     return root
 
 
+def _openclipart_files() -> dict[str, list[Path]]:
+    if not OPENCLIPART_SVG.is_dir():
+        raise MissingSource(f"{OPENCLIPART_SVG} is missing; install the Debian package openclipart-svg")
+    files = {category: sorted((OPENCLIPART_SVG / category).rglob("*.svg")) for category in OPENCLIPART_CATEGORIES}
+    # The library files some drawings under two folders; such a drawing has no single category, so it is left out.
+    folders: dict[str, set[str]] = {}
+    for category, paths in files.items():
+        for path in paths:
+            folders.setdefault(_digest(path.read_bytes()), set()).add(category)
+    return {
+        category: [path for path in paths if len(folders[_digest(path.read_bytes())]) == 1]
+        for category, paths in files.items()
+    }
+
+
+def _clipart_order(seed: int) -> dict[str, list[Path]]:
+    """Each category's drawings in a seeded order: the clip-art set takes the first ones, the plain near-duplicate
+    set the next ones, so the two never share a drawing."""
+    ordered = {}
+    for category, paths in _openclipart_files().items():
+        order = list(paths)
+        random.Random(f"{seed}-{category}").shuffle(order)
+        ordered[category] = order
+    return ordered
+
+
+def _clipart_name(category: str, path: Path) -> str:
+    return "-".join(path.relative_to(OPENCLIPART_SVG / category).with_suffix(".png").parts)
+
+
+def _write_drawing(folder: Path, name: str, svg: Path) -> Path | None:
+    """The drawing as a PNG in `folder`, or None when rsvg-convert cannot draw it (such drawings are left out)."""
+    if (folder / name).exists():
+        return folder / name
+    try:
+        return _write(folder, name, render_svg(svg.read_bytes()))
+    except (ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def build_clipart_set(out_dir: Path, per_category: int = OPENCLIPART_PER_CATEGORY, seed: int = 0) -> Path:
+    """The clip-art set: the first `per_category` drawings of each OPENCLIPART_CATEGORIES folder in a seeded order."""
+    root = out_dir / "clipart"
+    for category, order in _clipart_order(seed).items():
+        for path in order[:per_category]:
+            _write_drawing(root / category, _clipart_name(category, path), path)
+    return root
+
+
 def near_duplicate(data: bytes, rng: random.Random) -> bytes:
     """A copy as people make them: cropped 2-8% per side, resized, colours a little off, turned a few degrees or
     mirrored, and re-encoded as a JPEG of quality 50-90."""
@@ -239,6 +331,20 @@ def near_duplicate(data: bytes, rng: random.Random) -> bytes:
         image = enhancer(image).enhance(rng.uniform(0.9, 1.1))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=rng.randint(50, 90))
+    return out.getvalue()
+
+
+def plain_near_duplicate(data: bytes, rng: random.Random) -> bytes:
+    """A copy as the issue's held-out set makes them: cropped 4% per side, resized to 50-90%, JPEG quality 70.
+    A transparent drawing is flattened onto white first, as it looks wherever it is shown and copied from."""
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGBA")
+    image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    width, height = image.size
+    image = image.crop((round(width * 0.04), round(height * 0.04), round(width * 0.96), round(height * 0.96)))
+    scale = rng.uniform(0.5, 0.9)
+    image = image.resize((max(round(image.width * scale), 32), max(round(image.height * scale), 32)))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=70)
     return out.getvalue()
 
 
@@ -274,6 +380,26 @@ def build_near_duplicates(out_dir: Path, copies: int = 2, seed: int = 0, limit: 
     return root
 
 
+def build_plain_near_duplicates(
+    out_dir: Path, drawings_per_category: int = CLIPART_NEAR_DUPLICATES, seed: int = 0
+) -> Path:
+    """Near-duplicates made the way the issue's held-out set made them (`plain_near_duplicate`), one copy each, of
+    the near-duplicate set's photographs and of clip-art drawings that the clip-art set does not hold."""
+    root = out_dir / "near-duplicates-plain"
+    rng = random.Random(seed)
+    originals: list[tuple[str, bytes]] = list(_photos())
+    for category, order in _clipart_order(seed).items():
+        for path in order[OPENCLIPART_PER_CATEGORY : OPENCLIPART_PER_CATEGORY + drawings_per_category]:
+            written = _write_drawing(root / "originals", f"clipart-{category}-{_clipart_name(category, path)}", path)
+            if written is not None:
+                originals.append((written.name, written.read_bytes()))
+    for name, data in originals:
+        _write(root / "originals", name, data)
+        edited = plain_near_duplicate(data, rng)
+        _write(root / "copies", f"{name.rsplit('.', 1)[0]}--0.jpg", edited)
+    return root
+
+
 def build_fit_set(out_dir: Path) -> Path:
     """Pictures for fitting a shipped projection: GCompris files in none of the evaluation sets, by content."""
     root = out_dir / "fit"
@@ -292,7 +418,10 @@ def build_fit_set(out_dir: Path) -> Path:
 def build_all(out_dir: Path) -> dict[str, Path]:
     return {
         "development": build_gcompris_set(out_dir),
+        "drawings": build_drawings_set(out_dir),
         "cross-check": build_wesnoth_set(out_dir),
         "near-duplicates": build_near_duplicates(out_dir),
+        "clip-art": build_clipart_set(out_dir),
+        "plain near-duplicates": build_plain_near_duplicates(out_dir),
         "fit": build_fit_set(out_dir),
     }

@@ -56,7 +56,20 @@ BUILT_IN_OPTIONS: tuple[Option, ...] = (
     Option(
         "lite0 letterbox gem", lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(224), pooling=GEM)
     ),
+    Option("lite0 letterbox 288", lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(288))),
+    Option(
+        "lite0 letterbox 288 gem",
+        lambda: bundled_spec("efficientnet-lite0", preprocessing=_letterbox(288), pooling=GEM),
+    ),
     Option("lite1 letterbox", lambda: bundled_spec("efficientnet-lite1", preprocessing=_letterbox(240))),
+    Option(
+        "lite1 letterbox 272 gem",
+        lambda: bundled_spec("efficientnet-lite1", preprocessing=_letterbox(272), pooling=GEM),
+    ),
+    Option(
+        "lite2 letterbox 240 gem",
+        lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(240), pooling=GEM),
+    ),
     Option("lite2 letterbox", lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(260))),
     Option(
         "lite2 letterbox gem", lambda: bundled_spec("efficientnet-lite2", preprocessing=_letterbox(260), pooling=GEM)
@@ -68,11 +81,12 @@ PROJECTION_OPTIONS: tuple[tuple[str, ProjectionRecipe], ...] = (
     ("pca256 whiten", ProjectionRecipe(256, 0.5)),
 )
 # Projections and re-ranking are tried on the bases they are likeliest to help.
-PROJECTED_BASES = ("lite0 letterbox", "lite2 letterbox gem")
+PROJECTED_BASES = ("lite0 letterbox", "lite0 letterbox 288 gem", "lite2 letterbox gem")
 RERANKED = ("lite2 letterbox gem + centre",)
 
 
-def built_in_options() -> list[Option]:
+def built_in_options(only: list[str] | None = None) -> list[Option]:
+    """Every built-in option, or those named in `only` (the first option, the baseline of the ratios, always)."""
     options = list(BUILT_IN_OPTIONS)
     by_name = {option.name: option for option in options}
     for base in PROJECTED_BASES:
@@ -81,7 +95,12 @@ def built_in_options() -> list[Option]:
     by_name = {option.name: option for option in options}
     for name in RERANKED:
         options.append(replace(by_name[name], name=f"{name} + aQE", rerank=QueryExpansion()))
-    return options
+    if only is None:
+        return options
+    unknown = sorted(set(only) - {option.name for option in options})
+    if unknown:
+        raise ValueError(f"no built-in option is named {', '.join(map(repr, unknown))}; see the names --compare lists")
+    return [option for number, option in enumerate(options) if number == 0 or option.name in only]
 
 
 def _base_key(spec: ModelSpec) -> tuple:
@@ -133,6 +152,8 @@ class OptionResult:
     scores: dict[str, Scores]  # by set name
     images_per_second: float
     speed_ratio: float  # against the first option
+    flops_per_image: float  # convolution and matrix multiply FLOPs of one forward pass, torch.utils.flop_counter
+    flops_ratio: float  # against the first option
 
 
 @dataclass(frozen=True)
@@ -144,19 +165,21 @@ class Comparison:
 
     def table(self) -> str:
         set_names = list(self.sets)
+        first = self.results[0].scores if self.results else {}
+        with_copies = [name for name in set_names if first and first[name].near_duplicate_queries]
         header = ["option", "dim"]
         for name in set_names:
             header += [f"{name} p@1", f"{name} p@5", f"{name} mAP@10"]
-        header += ["nd-recall@1", "images/s", "speed"]
+        header += [f"{name} nd-recall@1" for name in with_copies]
+        header += ["images/s", "speed", "FLOPs"]
         rows = [header, ["---"] * len(header)]
         for result in self.results:
             row = [result.name, str(result.dimension)]
             for name in set_names:
                 s = result.scores[name]
                 row += [f"{s.precision_at_1:.3f}", f"{s.precision_at_5:.3f}", f"{s.map_at_10:.3f}"]
-            recall = result.scores[set_names[0]].near_duplicate_recall_at_1
-            row += ["-" if recall is None else f"{recall:.3f}", f"{result.images_per_second:.1f}"]
-            row.append(f"{result.speed_ratio:.2f}x")
+            row += [f"{result.scores[name].near_duplicate_recall_at_1:.3f}" for name in with_copies]
+            row += [f"{result.images_per_second:.1f}", f"{result.speed_ratio:.2f}x", f"{result.flops_ratio:.2f}x"]
             rows.append(row)
         return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -203,6 +226,21 @@ def _speed(specs: dict[str, ModelSpec], sample: list[bytes], rounds: int, device
             backbone.run(pixels)
             timings[name].append(time.perf_counter() - started)
     return {name: len(sample) / statistics.median(values) for name, values in timings.items()}
+
+
+def forward_flops(spec: ModelSpec, device: str = "cpu") -> float:
+    """FLOPs of one image's forward pass and projection (convolutions and matrix products, as
+    torch.utils.flop_counter counts them): a measure of compute that no other load on the machine changes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from predictor.backbone import Backbone
+
+    backbone = Backbone(spec, device)
+    backbone.load()
+    side = spec.preprocessing.input_size
+    with FlopCounterMode(display=False) as counter:
+        backbone.run(np.zeros((1, side, side, 3), dtype=np.uint8))
+    return float(counter.get_total_flops())
 
 
 def compare(
@@ -256,6 +294,7 @@ def compare(
         sample = sample[:speed_images]
         progress(f"speed: {speed_rounds} interleaved rounds of {len(sample)} images")
         speeds = _speed(speed_specs, sample, speed_rounds, device)
+        flops = {name: forward_flops(spec, device) for name, spec in speed_specs.items()}
     baseline = speeds[options[0].name]
     return Comparison(
         sets={name: f"{s.labels.size} images, {len(set(s.labels.tolist()))} categories" for name, s in sets.items()},
@@ -269,6 +308,8 @@ def compare(
                 scores=scores,
                 images_per_second=speeds[name],
                 speed_ratio=speeds[name] / baseline,
+                flops_per_image=flops[name],
+                flops_ratio=flops[name] / flops[options[0].name],
             )
             for name, (spec, scores) in results.items()
         ],

@@ -168,8 +168,9 @@ def default_base_spec() -> ModelSpec:
     """The default model before its projection: what `make default-projection` fits the projection for."""
     return bundled_spec(
         "efficientnet-lite0",
-        version="letterbox-1",
-        preprocessing=Preprocessing(mode="letterbox", input_size=224),
+        version="letterbox288-gem-1",
+        preprocessing=Preprocessing(mode="letterbox", input_size=288),
+        pooling=Pooling("gem", 3.0),
     )
 
 
@@ -236,6 +237,12 @@ def _checked_file(directory: Path, name: str, expected_sha: str, what: str) -> P
     return path
 
 
+def _unstored_shorter_side(mode: str, side: int) -> int:
+    # Only a centre crop stores its resize; any other mode never reads it, and loads with the value it was built with
+    # (Preprocessing's own), so that a package reads back equal to the spec it was written from.
+    return imagenet_crop(side).resize_shorter_side if mode == "center-crop" else Preprocessing.resize_shorter_side
+
+
 def _preprocessing(manifest: dict, path: Path, input_size: int) -> tuple[Preprocessing, tuple, tuple]:
     section = manifest.get("preprocessing", {})
     if not isinstance(section, dict):
@@ -249,7 +256,7 @@ def _preprocessing(manifest: dict, path: Path, input_size: int) -> tuple[Preproc
         geometry = Preprocessing(
             mode=mode,
             input_size=side,
-            resize_shorter_side=int(section.get("resize_shorter_side", imagenet_crop(side).resize_shorter_side)),
+            resize_shorter_side=int(section.get("resize_shorter_side", _unstored_shorter_side(mode, side))),
             pad_color=tuple(int(v) for v in section.get("pad_color", (255, 255, 255))),
             background=tuple(int(v) for v in section.get("background", (255, 255, 255))),
         )

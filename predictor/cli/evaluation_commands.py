@@ -16,21 +16,32 @@ def _eval_set(args: argparse.Namespace, directory: str, scratch: Path):
     return load_eval_set(Path(directory), near_duplicates, copies_dir=None if near_duplicates else scratch)
 
 
+def _named_set(value: str) -> tuple[str, Path, Path | None]:
+    name, separator, folders = value.partition("=")
+    labelled, _, near_duplicates = folders.partition(":")
+    if not separator or not name or not labelled:
+        raise ValueError(f"--set takes NAME=LABELLED_DIR[:NEAR_DUPLICATES_DIR], got {value!r}")
+    return name, Path(labelled), Path(near_duplicates) if near_duplicates else None
+
+
 def _compare(args: argparse.Namespace, scratch: Path) -> int:
-    from predictor.evaluation import write_json
+    from predictor.evaluation import load_eval_set, write_json
     from predictor.evaluation_options import built_in_options, compare
     from predictor.indexing import discover
 
     if not args.fit_set:
         raise ValueError("--compare needs --fit-set DIR: projections are fitted there, never on the evaluated images")
     sets = {"dev": _eval_set(args, args.labelled, scratch / "dev")}
-    if args.cross_check:
-        sets["cross"] = _eval_set(args, args.cross_check, scratch / "cross")
+    extra = ([f"cross={args.cross_check}"] if args.cross_check else []) + (args.set or [])
+    for name, labelled, near_duplicates in (_named_set(value) for value in extra):
+        if name in sets:
+            raise ValueError(f"--set {name}: two sets are named {name}; give each its own name")
+        sets[name] = load_eval_set(labelled, near_duplicates)
     from predictor.projection_fitting import sample_paths
 
     fit_paths = sample_paths(discover([args.fit_set]), args.fit_sample, seed=0)
     comparison = compare(
-        built_in_options(),
+        built_in_options(args.option),
         sets,
         fit_paths,
         fitted_on=args.fit_set,
@@ -112,7 +123,22 @@ def register(add_command, for_serving: bool) -> None:
     evaluation.add_argument(
         "--compare", action="store_true", help="Compare the built-in preprocessing/model/pooling/projection options."
     )
-    evaluation.add_argument("--cross-check", help="With --compare: a second labelled folder, scored alongside.")
+    evaluation.add_argument(
+        "--cross-check", help="With --compare: a second labelled folder, scored alongside (as --set cross=DIR)."
+    )
+    evaluation.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=LABELLED[:NEAR_DUPLICATES]",
+        help="With --compare: one more labelled folder scored alongside, optionally with its own near-duplicates "
+        "(searched against their originals and this set); repeat for more.",
+    )
+    evaluation.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME",
+        help="With --compare: only this built-in option (and the first, the ratios' baseline); repeat for more.",
+    )
     evaluation.add_argument("--fit-set", help="With --compare: images that projections are fitted on.")
     evaluation.add_argument("--fit-sample", type=int, default=400, help="With --compare: fit on this many of them.")
     evaluation.add_argument("--speed-rounds", type=int, default=3, help="With --compare: interleaved timing rounds.")

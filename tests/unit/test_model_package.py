@@ -28,6 +28,7 @@ def exported(tmp_path_factory):
 def test_exported_package_loads_with_the_default_identity(exported):
     spec = load_package(exported)
     assert spec.identity == default_spec().identity
+    assert (spec.preprocessing, spec.pooling) == (default_spec().preprocessing, default_spec().pooling)
     assert spec.weights_sha256 == file_sha256(spec.weights_path)
 
 

@@ -72,7 +72,8 @@ def test_int8_needs_a_package_that_allows_it():
 def test_probe_and_calibration_sets_are_fixed_real_photos_and_differ():
     preprocessing = default_spec().preprocessing
     probe, calibration = probe_pixels(preprocessing), calibration_pixels(preprocessing)
-    assert probe.shape == (34, 224, 224, 3) and calibration.shape == (36, 224, 224, 3)
+    side = preprocessing.input_size
+    assert probe.shape == (34, side, side, 3) and calibration.shape == (36, side, side, 3)
     assert probe.dtype == np.uint8 and probe.std() > 20
     np.testing.assert_array_equal(probe, probe_pixels(preprocessing))
     assert not any((calibration == image).all(axis=(1, 2, 3)).any() for image in probe)
