@@ -227,8 +227,9 @@ def select_runner(
             failures.append(f"{label} could not be prepared ({type(error).__name__}: {error})")
             continue
         if worst >= min_cosine:
-            reason = f"probe cosine vs fp32 >= {worst:.4f} (bar {min_cosine})" + (
-                f"; {'; '.join(failures)}" if failures else ""
+            # Names the way that passed, so a log that also lists a failed way is not read as a contradiction.
+            reason = f"{label}: probe cosine vs fp32 >= {worst:.4f} (bar {min_cosine})" + (
+                f"; tried first: {'; '.join(failures)}" if failures else ""
             )
             return Selection(candidate, requested, tried, label, worst, reason)
         failures.append(f"{label} embeds the probe images with cosine down to {worst:.4f} against fp32")
