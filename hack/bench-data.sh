@@ -6,9 +6,6 @@ set -euo pipefail
 if [ -d /usr/share/games/wesnoth/1.16 ]; then
   exit 0
 fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends wesnoth-1.16-data
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/tools/apt.sh"
+apt_install wesnoth-1.16-data

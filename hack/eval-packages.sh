@@ -8,12 +8,8 @@ bash "$here/tools/eval-data.sh"
 if [ -d /usr/share/games/wesnoth/1.16/data/core/images/units ] && [ -d /usr/share/openclipart/svg ]; then
   exit 0
 fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends wesnoth-1.16-data openclipart-svg >/dev/null
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/tools/apt.sh"
+apt_install wesnoth-1.16-data openclipart-svg
 test -d /usr/share/games/wesnoth/1.16/data/core/images/units
 test -d /usr/share/openclipart/svg

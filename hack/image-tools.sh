@@ -19,11 +19,7 @@ for tool in podman runc mmdebstrap; do
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/tools/apt.sh"
 echo "image tools: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt_install "${missing[@]}"

@@ -10,11 +10,7 @@ if command -v chromedriver >/dev/null 2>&1; then
     fi
   done
 fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install chromium chromium-driver
 chromedriver --version >/dev/null

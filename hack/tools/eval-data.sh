@@ -8,12 +8,8 @@ if [ -f /usr/share/gcompris-qt/rcc/categorization.rcc ] && command -v rsvg-conve
   exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends gcompris-qt-data librsvg2-bin >/dev/null
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install gcompris-qt-data librsvg2-bin
 test -f /usr/share/gcompris-qt/rcc/categorization.rcc
 rsvg-convert --version >/dev/null

@@ -7,10 +7,8 @@ if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1;
   exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/apt.sh"
 
 # invoke-rc.d and deb-systemd-invoke consult policy-rc.d; exit 101 means "do not start services".
 policy=/usr/sbin/policy-rc.d
@@ -27,9 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+apt_install prometheus
 
 # A systemd host may still have enabled the unit; keep port 9090 and the data directory free for the tests.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

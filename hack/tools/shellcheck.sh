@@ -4,11 +4,7 @@ set -euo pipefail
 if command -v shellcheck >/dev/null 2>&1; then
   exit 0
 fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+# shellcheck source=hack/tools/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install shellcheck
 shellcheck --version >/dev/null
