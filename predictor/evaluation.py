@@ -150,13 +150,18 @@ def score_embeddings(
     labels = eval_set.labels
     # The query itself sorts last (-inf); never let it into its own ranking.
     neighbours = ranked_neighbours(similarity, min(MAP_DEPTH, len(labels) - 1))
-    p1, p5, map10, per_category = retrieval_scores(labels, labels[neighbours])
     recall = None
     if eval_set.copies and copies is not None:
         gallery = labelled if originals is None else np.concatenate([originals, labelled])
         best = ranked_neighbours(copies @ gallery.T, 1)[:, 0]
         targets = np.array([target for target, _ in eval_set.copies])
         recall = float((best == targets).mean())
+    return measured_scores(eval_set, labels[neighbours], recall)
+
+
+def measured_scores(eval_set: EvalSet, neighbour_labels: np.ndarray, recall: float | None) -> Scores:
+    """The set's scores from the labels of each labelled query's ranked neighbours and the near-duplicate recall."""
+    p1, p5, map10, per_category = retrieval_scores(eval_set.labels, neighbour_labels)
     return Scores(
         images=len(eval_set.labelled),
         categories=len(set(eval_set.labels.tolist())),

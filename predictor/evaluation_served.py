@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.evaluation import MAP_DEPTH, EvalSet, Scores, retrieval_scores
+from predictor.evaluation import MAP_DEPTH, EvalSet, Scores, measured_scores
 from predictor.indexing import content_id
 from predictor.query_client import search
 
@@ -34,7 +34,6 @@ def evaluate_served(url: str, eval_set: EvalSet) -> Scores:
     for own, hits in zip(ids, _hits(url, labelled_paths, SERVED_TOP_K), strict=True):
         ranked = [label_of[hit] for hit in hits if hit != own and hit in label_of][:MAP_DEPTH]
         rows.append(ranked + [""] * (MAP_DEPTH - len(ranked)))
-    p1, p5, map10, per_category = retrieval_scores(eval_set.labels, np.array(rows))
     recall = None
     if eval_set.copies:
         gallery_ids = [content_id(path.read_bytes()) for path in eval_set.gallery()]
@@ -42,13 +41,4 @@ def evaluate_served(url: str, eval_set: EvalSet) -> Scores:
         recall = float(
             np.mean([bool(h) and h[0] == gallery_ids[t] for (t, _), h in zip(eval_set.copies, best, strict=True)])
         )
-    return Scores(
-        images=len(eval_set.labelled),
-        categories=len(set(eval_set.labels.tolist())),
-        precision_at_1=p1,
-        precision_at_5=p5,
-        map_at_10=map10,
-        near_duplicate_recall_at_1=recall,
-        near_duplicate_queries=len(eval_set.copies),
-        precision_at_5_by_category=per_category,
-    )
+    return measured_scores(eval_set, np.array(rows), recall)
