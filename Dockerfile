@@ -43,12 +43,19 @@ COPY predictor ./predictor
 RUN pip install --compile --no-deps --no-build-isolation .
 
 FROM python:3.11-slim
-# Bytecode was compiled at build time; at run time the root filesystem is read-only.
+# Bytecode was compiled at build time; at run time the root filesystem is read-only. Inductor (`--compile auto`)
+# builds the network's CPU kernels at start with g++ for the node's own CPU, and keeps them under /tmp, an emptyDir.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    XDG_CACHE_HOME=/tmp/.cache
+    XDG_CACHE_HOME=/tmp/.cache \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor
+# g++ is whichever the base image's Debian release ships; a pinned version would not exist in the next release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 1000 app \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

@@ -16,7 +16,7 @@ import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from predictor import precision
+from predictor import compilation, precision
 from predictor.model_package import ModelSpec, build_network
 from predictor.probe_images import calibration_pixels, probe_pixels
 from predictor.projection import DeviceProjection
@@ -139,10 +139,16 @@ class Backbone:
         device: str = "auto",
         precision_name: str | None = None,
         probe_min_cosine: float = precision.PROBE_MIN_COSINE,
+        compile_mode: str = "off",
     ) -> None:
         """`precision_name` None keeps what a Backbone always ran, fp32 on a CPU and fp16 on CUDA, so that library
-        callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`."""
+        callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`. So does
+        `compile_mode`: library callers run the eager network unless they ask (`on`, or `auto`, which here means
+        the same)."""
+        if compile_mode not in compilation.COMPILE_CHOICES:
+            raise ValueError(f"--compile must be one of {', '.join(compilation.COMPILE_CHOICES)}, got {compile_mode!r}")
         self.spec = spec
+        self.compile_mode = compile_mode
         self.device = resolve_device(device)
         if precision_name is None:
             precision_name = "fp16" if self.device.type == "cuda" else "fp32"
@@ -153,6 +159,7 @@ class Backbone:
         self.half = self.planned_precision == "fp16"
         self.dtype = torch.float16 if self.half else torch.float32
         self.selection: precision.Selection | None = None
+        self.compilation = "not loaded"
         self._runner: precision.Runner | None = None
         self._network: nn.Module | None = None
         self._mean: torch.Tensor | None = None
@@ -196,6 +203,17 @@ class Backbone:
                 calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
                 min_cosine=self.probe_min_cosine,
             )
+            if self.device.type == "cpu":
+                self.selection, self.compilation = compilation.compile_selection(
+                    self.selection,
+                    precision.fp32_runner(network),
+                    probe=lambda: self._input_batches(probe_pixels(self.spec.preprocessing)),
+                    batch_sizes=tuple(range(1, CPU_SLICE + 1)),
+                    min_cosine=self.probe_min_cosine,
+                    mode=self.compile_mode,
+                )
+            else:
+                self.compilation = "not compiled (CPU only)"
             self._runner = self.selection.runner
             self.half = self._runner.input_dtype == torch.float16
             self.dtype = self._runner.input_dtype
@@ -203,12 +221,13 @@ class Backbone:
             self._projection = DeviceProjection(projection, self.device)
             self._network = network
             logger.info(
-                "loaded %s:%s on %s at %s (%s; %d batch norms folded)",
+                "loaded %s:%s on %s at %s (%s; %s; %d batch norms folded)",
                 self.spec.name,
                 self.spec.version,
                 self.device,
                 self._runner.name,
                 self.selection.reason,
+                self.compilation,
                 folded,
             )
 

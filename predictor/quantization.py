@@ -66,9 +66,10 @@ def int8_embed(
     compiled = torch.compile(converted)
     example = calibration[0]
     # Freezing folds the int8 weights into constants, which lets Inductor pre-pack them for oneDNN.
-    with torch.no_grad(), inductor_config.patch(freezing=True):
+    # Inference-mode tensors in channels-last, as the server runs them: another kind of tensor would compile again.
+    with torch.inference_mode(), inductor_config.patch(freezing=True):
         for size in batch_sizes:
-            compiled(example[:1].expand(size, *example.shape[1:]).contiguous(memory_format=torch.channels_last))
+            compiled(example[:1].expand(size, *example.shape[1:]).clone(memory_format=torch.channels_last))
     logger.info(
         "int8 network calibrated on %d batches and compiled in %.1f s", len(calibration), time.perf_counter() - started
     )

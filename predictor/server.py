@@ -26,7 +26,9 @@ CLASSIFIER_MODEL = "image-classifier"
 
 
 def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
-    backbone = Backbone(resolve_spec(settings.model_dir), settings.device, settings.precision)
+    backbone = Backbone(
+        resolve_spec(settings.model_dir), settings.device, settings.precision, compile_mode=settings.compile
+    )
     access = MilvusAccess(settings.milvus.uri, settings.milvus.token)
 
     def open_index() -> ImageIndex:

@@ -23,6 +23,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# The servers and CLI commands the tests start run the eager network unless a test asks for `--compile auto`, the
+# default users get: compiling costs 10 to 20 s per process, and tests start dozens. The search tests' own servers,
+# the compilation tests and the container tests run compiled.
+os.environ.setdefault("IMAGE_SEARCH_COMPILE", "off")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fuzz: property tests of parsers on untrusted input; `make fuzz` runs them long")

@@ -69,9 +69,12 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
         conditions = {"mode": "served"}
     else:
         from predictor.backbone import Backbone
+        from predictor.compilation import for_batch_job
         from predictor.evaluation import backbone_embedder, evaluate
 
-        backbone = Backbone(spec, args.device, args.precision)
+        images = len(eval_set.labelled) + len(eval_set.originals) + len(eval_set.copies)
+        compile_mode = for_batch_job(args.compile, images)
+        backbone = Backbone(spec, args.device, args.precision, compile_mode=compile_mode)
         backbone.load()
         scores = evaluate(backbone_embedder(backbone), eval_set)
         model = str(spec.identity)

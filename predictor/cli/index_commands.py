@@ -32,6 +32,7 @@ def _index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from predictor.backbone import Backbone
+    from predictor.compilation import for_batch_job
     from predictor.indexing import discover_images, in_shard, index_images, unmatched_rows
     from predictor.manifests import read_manifest
     from predictor.model_package import resolve_spec
@@ -47,7 +48,7 @@ def _index(args: argparse.Namespace) -> int:
     images = [image for image in everything if in_shard(image.path, args.shard_index, args.shard_count)]
     spec = resolve_spec(args.model_dir)
     index = open_index(args, spec)
-    backbone = Backbone(spec, args.device, args.precision)
+    backbone = Backbone(spec, args.device, args.precision, compile_mode=for_batch_job(args.compile, len(images)))
     # Milvus before the network: an unreachable or foreign collection is reported before seconds of model loading.
     index.ensure_collection()
     index.check_writable(namespace)

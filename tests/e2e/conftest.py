@@ -74,5 +74,8 @@ def indexed_uri(milvus_uri, catalogue) -> str:
 
 @pytest.fixture(scope="session")
 def server(indexed_uri, tmp_path_factory) -> RunningServer:
-    with run_predictor(indexed_uri, tmp_path_factory.mktemp("predictor")) as running:
+    """Serving as users get it by default: at `--precision auto`, compiled."""
+    with run_predictor(
+        indexed_uri, tmp_path_factory.mktemp("predictor"), env={"IMAGE_SEARCH_COMPILE": "auto"}
+    ) as running:
         yield running

@@ -176,7 +176,7 @@ def test_the_precision_served_shows_in_the_build_info_metric_and_the_log(server)
     import httpx
     import torch
 
-    from predictor import precision
+    from predictor import compilation, precision
     from predictor.model_package import DEFAULT_PRECISIONS
 
     text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
@@ -187,3 +187,8 @@ def test_the_precision_served_shows_in_the_build_info_metric_and_the_log(server)
     assert loaded and f" at {served} (" in loaded[-1]
     # What `auto` picks here, unless the probe against fp32 refused it, in which case the log says so.
     assert served == planned or (served == "fp32" and "serving fp32" in loaded[-1])
+    # Compiled for the CPU where a C++ compiler is, as `--compile auto` does; otherwise the log says why not.
+    if compilation.missing_compiler() is None:
+        assert "; compiled for batch sizes 1, 2, 3, 4 in " in loaded[-1]
+    else:
+        assert "; not compiled: no C++ compiler" in loaded[-1]

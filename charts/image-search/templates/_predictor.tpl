@@ -82,6 +82,7 @@ containers:
       - --collection={{ .collection }}
       - --device={{ include "image-search.device" $root }}
       - --precision={{ $values.predictor.precision }}
+      - --compile={{ $values.predictor.compile }}
       {{- include "image-search.indexArgs" $root | nindent 6 }}
       - --search-consistency={{ $values.milvus.searchConsistency }}
       - --max-batch-size={{ $values.predictor.maxBatchSize }}
