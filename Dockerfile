@@ -55,7 +55,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends g++ \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && python -c 'import pathlib, sysconfig; h = pathlib.Path(sysconfig.get_paths()["include"], "Python.h"); \
+assert h.exists(), f"{h} is missing: Inductor compiles against it"'
 RUN groupadd --gid 1000 app \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

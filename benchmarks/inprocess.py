@@ -23,7 +23,7 @@ BATCH_SIZES = (1, 4, 8, 16, 32)
 
 def load_backbone(device: str = "auto") -> Backbone:
     # At the precision the server picks (`--precision auto`), so the limit and the server compare like with like.
-    backbone = Backbone(default_spec(), device, "auto")
+    backbone = Backbone(default_spec(), device, "auto", compile_mode="auto")
     backbone.load()
     backbone.warm_up()
     return backbone

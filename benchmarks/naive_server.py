@@ -50,7 +50,7 @@ def create_app(milvus_uri: str, collection: str = "images", device: str = "auto"
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        backbone = Backbone(default_spec(), device, "auto")
+        backbone = Backbone(default_spec(), device, "auto", compile_mode="auto")
         backbone.load()
         # Searches at the real server's consistency, so the comparison is of the serving, not of Milvus waits.
         index = ImageIndex.open_for_search(

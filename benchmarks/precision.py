@@ -55,33 +55,45 @@ class PrecisionResult:
 
 
 def load_all(device: str, names: tuple[str, ...] | None = None) -> dict[str, tuple[Backbone, str, float]]:
-    """Each native precision as the server would load it; one that misses the probe bar is loaded again with no bar,
-    so that its speed and quality are measured all the same."""
+    """Each native precision as the server would load it, eager and (on a CPU) compiled; one that misses the probe bar
+    is loaded again with no bar, so that its speed and quality are measured all the same. Keys are labels such as
+    "bf16 compiled"; "fp32" is eager fp32, the baseline of every ratio."""
     spec = replace(default_spec(), precisions=PRECISIONS)
-    native = precision.native_precisions(Backbone(spec, device, "fp32").device)
+    resolved = resolve_device(device)
+    native = precision.native_precisions(resolved)
     wanted = [name for name in (names or tuple(reversed(native))) if name == "fp32" or name in native]
+    # int8 is compiled its own way, and CUDA is never compiled.
+    compiles = {name: resolved.type == "cpu" and name != "int8" for name in wanted}
     loaded = {}
     for name in dict.fromkeys(["fp32", *wanted]):
-        started = time.perf_counter()
-        # A precision with one way to run is loaded once with no bar and judged by its probe cosine, which saves
-        # compiling int8 twice; one with several ways is loaded as the server loads it, to find the way it serves.
-        single = len(precision.variants(name, None, resolve_device(device), list)) == 1
-        backbone = Backbone(spec, device, name, probe_min_cosine=0.0 if single else precision.PROBE_MIN_COSINE)
-        backbone.load()
-        serves = f"{name} ({backbone.selection.variant})"
-        worst = backbone.selection.min_cosine
-        if single and worst is not None and worst < precision.PROBE_MIN_COSINE:
-            serves = "fp32: misses the probe bar"
-        elif backbone.precision != name:
-            serves = "fp32: misses the probe bar"
-            backbone.executor.shutdown()
-            backbone = Backbone(spec, device, name, probe_min_cosine=0.0)
-            backbone.load()
-        backbone.warm_up()
-        took = time.perf_counter() - started
-        loaded[name] = (backbone, serves, took)
-        print(f"  loaded {name} in {took:.0f} s; the server would serve {serves}", flush=True)
+        for compile_mode in ("off", "on") if compiles.get(name, resolved.type == "cpu") else ("off",):
+            label = f"{name} compiled" if compile_mode == "on" else name
+            started = time.perf_counter()
+            backbone, serves = _load(spec, device, name, compile_mode)
+            backbone.warm_up()
+            took = time.perf_counter() - started
+            loaded[label] = (backbone, serves, took)
+            print(f"  loaded {label} in {took:.0f} s; the server would serve {serves}", flush=True)
     return loaded
+
+
+def _load(spec, device: str, name: str, compile_mode: str) -> tuple[Backbone, str]:
+    # A precision with one way to run is loaded once with no bar and judged by its probe cosine, which saves
+    # compiling int8 twice; one with several ways is loaded as the server loads it, to find the way it serves.
+    single = len(precision.variants(name, None, resolve_device(device), list)) == 1
+    bar = 0.0 if single else precision.PROBE_MIN_COSINE
+    backbone = Backbone(spec, device, name, probe_min_cosine=bar, compile_mode=compile_mode)
+    backbone.load()
+    serves = f"{name} ({backbone.selection.variant})"
+    worst = backbone.selection.min_cosine
+    if single and worst is not None and worst < precision.PROBE_MIN_COSINE:
+        serves = "fp32: misses the probe bar"
+    elif backbone.precision != name:
+        serves = "fp32: misses the probe bar"
+        backbone.executor.shutdown()
+        backbone = Backbone(spec, device, name, probe_min_cosine=0.0, compile_mode=compile_mode)
+        backbone.load()
+    return backbone, serves
 
 
 def forward_throughput(backbone: Backbone, pixels: np.ndarray, min_seconds: float) -> float:
@@ -167,7 +179,7 @@ def measure(
             results[name].rates.append(rate)
             results[name].forward_rates.append(forward)
             print(
-                f"  round {round_number + 1}: {name:<5} {rate:6.1f} images/s with decoding, {forward:6.1f} forward",
+                f"  round {round_number + 1}: {name:<13} {rate:6.1f} images/s with decoding, {forward:6.1f} forward",
                 flush=True,
             )
     for name, (backbone, _, _) in loaded.items():
@@ -202,7 +214,7 @@ def table(results: list[PrecisionResult]) -> str:
     fp32 = next(result for result in results if result.name == "fp32")
     base, forward_base = max(fp32.rates), max(fp32.forward_rates)
     header = (
-        f"{'precision':<10} {'images/s':>9} {'x fp32':>7} {'forward/s':>9} {'x fp32':>7} {'1-img p50':>10} "
+        f"{'precision':<14} {'images/s':>9} {'x fp32':>7} {'forward/s':>9} {'x fp32':>7} {'1-img p50':>10} "
         f"{'probe cos':>10} {'photos cos':>10} "
         f"{'p@5':>6} {'dp@5':>7} {'r@1':>6} {'dr@1':>7} {'mixed dp@5':>10} {'mixed dr@1':>10}  serves"
     )
@@ -213,7 +225,7 @@ def table(results: list[PrecisionResult]) -> str:
         unseen = "-" if result.unseen_min_cosine is None else f"{result.unseen_min_cosine:.4f}"
         p50 = float(np.percentile(result.latencies_ms, 50))
         lines.append(
-            f"{result.name:<10} {best:>9.1f} {best / base:>7.2f} {max(result.forward_rates):>9.1f} "
+            f"{result.name:<14} {best:>9.1f} {best / base:>7.2f} {max(result.forward_rates):>9.1f} "
             f"{max(result.forward_rates) / forward_base:>7.2f} {p50:>8.1f}ms {cos:>10} {unseen:>10} "
             f"{result.same.precision_at_k:>6.3f} {result.same.precision_at_k - fp32.same.precision_at_k:>+7.3f} "
             f"{result.same.near_duplicate_recall_at_1:>6.3f} "

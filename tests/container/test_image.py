@@ -230,6 +230,13 @@ def test_metrics_count_what_was_served(served, answers):
     assert 'device="cpu"' in text
 
 
+def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root(served):
+    # Inductor needs the image's g++ and writes its kernels to the /tmp emptyDir; without either it would serve eager.
+    logs = container_engine("logs", served.name)
+    loaded = [line for line in (logs.stdout + logs.stderr).splitlines() if "loaded efficientnet" in line]
+    assert loaded and "compiled for batch sizes 1, 2, 3, 4 in " in loaded[-1], loaded
+
+
 def test_every_module_has_valid_bytecode_so_a_read_only_root_costs_no_compiling(pod):
     # pip compiles at install time and skips files for other Python versions; a module whose bytecode is missing or
     # stale would be compiled in memory at every start, because the root filesystem is read-only.
