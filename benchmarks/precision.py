@@ -90,7 +90,6 @@ def _load(spec, device: str, name: str, compile_mode: str) -> tuple[Backbone, st
         serves = "fp32: misses the probe bar"
     elif backbone.precision != name:
         serves = "fp32: misses the probe bar"
-        backbone.executor.shutdown()
         backbone = Backbone(spec, device, name, probe_min_cosine=0.0, compile_mode=compile_mode)
         backbone.load()
     return backbone, serves
@@ -184,7 +183,6 @@ def measure(
             )
     for name, (backbone, _, _) in loaded.items():
         results[name].latencies_ms = single_image_latencies(backbone, images, 1)
-        backbone.executor.shutdown()
     return list(results.values())
 
 

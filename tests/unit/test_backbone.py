@@ -179,3 +179,26 @@ def test_cpu_backbones_keep_freed_memory_for_the_next_batch(backbone):
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the allocator settings are glibc's")
     assert keep_freed_memory()
+
+
+def test_every_cpu_network_runs_its_torch_work_on_the_one_device_thread(backbone):
+    # A second thread running torch would give OpenMP a second team of threads, which slows every forward pass.
+    import concurrent.futures
+    import threading
+
+    other = Backbone(default_spec(), "cpu", "fp32")
+    assert other.executor is backbone.executor
+    threads = set()
+    embed = backbone._runner.embed
+    backbone._runner.embed = lambda x, with_logits: (threads.add(threading.get_ident()), embed(x, with_logits))[1]
+    try:
+        pixels = pixels_of("chelsea", "coffee")
+        from_main = backbone.run(pixels).embeddings
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            from_elsewhere = pool.submit(backbone.run, pixels).result().embeddings
+        from_device = backbone.executor.submit(backbone.run, pixels).result().embeddings
+    finally:
+        backbone._runner.embed = embed
+    assert threads == {backbone.executor.submit(threading.get_ident).result()}
+    np.testing.assert_array_equal(from_main, from_elsewhere)
+    np.testing.assert_array_equal(from_main, from_device)
