@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             phase("1b. the limit again, after the servers")
             again, again_latencies = inprocess.recheck(backbone, workload.images, best_batch, min_seconds)
             settle_limit(rows, again, again_latencies)
-                del backbone
+            del backbone
             gc.collect()
 
         if "search" in parts:
