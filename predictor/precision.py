@@ -104,7 +104,8 @@ class Runner:
     input_dtype: torch.dtype
     embed: Embed
     # What compilation needs (predictor/compilation.py): the network whose feature_map() this runner runs, and the
-    # autocast dtype it runs that under (None: at the network's own dtype). None for a runner already compiled.
+    # autocast dtype it runs that under (None: at the network's own dtype). No network: not compiled that way (fp16,
+    # int8, which compiles itself, or a runner compiled already).
     network: nn.Module | None = None
     autocast_dtype: torch.dtype | None = None
 
@@ -139,7 +140,8 @@ def bf16_runner(
     `kept_in_fp32` picks modules of the network that stay out of bf16. Each output of a depthwise (grouped)
     convolution sums only 9 or 25 products of one channel, so bf16 rounding of its input is not averaged away. On
     EfficientNet-Lite0 the first one alone, on the stem's output at the highest resolution, decides the probe: in
-    fp32 it takes the worst cosine from 0.989 to 0.998, as keeping all 16 in fp32 does, at a third of their cost.
+    fp32 it takes the worst cosine from 0.989 to 0.998, as keeping all 16 in fp32 does, and the eager forward pass
+    runs 1.54x fp32 instead of 1.07x.
     """
     if kept_in_fp32 is not None:
         network = copy.deepcopy(network)
