@@ -6,6 +6,7 @@ CUDA paths give embeddings with the same meaning.
 
 import concurrent.futures
 import ctypes
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -220,12 +221,14 @@ class Backbone:
             shape = (1, 3, 1, 1)
             self._mean = (torch.tensor(self.spec.mean, dtype=torch.float32).view(shape) * 255.0).to(self.device)
             self._std = (torch.tensor(self.spec.std, dtype=torch.float32).view(shape) * 255.0).to(self.device)
+            # Decoded once, and only when a reduced precision or a compiled network has to be probed.
+            probe = functools.cache(lambda: self._input_batches(probe_pixels(self.spec.preprocessing)))
             self.selection = precision.select_runner(
                 self.requested_precision,
                 network,
                 self.device,
                 self.spec.precisions,
-                probe=lambda: self._input_batches(probe_pixels(self.spec.preprocessing)),
+                probe=probe,
                 calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
                 min_cosine=self.probe_min_cosine,
             )
@@ -233,7 +236,7 @@ class Backbone:
                 self.selection, self.compilation = compilation.compile_selection(
                     self.selection,
                     precision.fp32_runner(network),
-                    probe=lambda: self._input_batches(probe_pixels(self.spec.preprocessing)),
+                    probe=probe,
                     batch_sizes=tuple(range(1, CPU_SLICE + 1)),
                     min_cosine=self.probe_min_cosine,
                     mode=self.compile_mode,
