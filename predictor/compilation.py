@@ -15,9 +15,11 @@ import copy
 import logging
 import os
 import shutil
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -48,10 +50,13 @@ def for_batch_job(mode: str, images: int) -> str:
 
 
 def missing_compiler() -> str | None:
-    """Why Inductor could not build CPU kernels here, or None. It compiles C++ with $CXX, else g++."""
+    """Why Inductor could not build CPU kernels here, or None. It compiles C++ with $CXX, else g++, against Python.h."""
     compiler = os.environ.get("CXX", "g++")
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler!r} is not on PATH; install g++ or set CXX)"
+    headers = Path(sysconfig.get_paths()["include"])
+    if not (headers / "Python.h").exists():
+        return f"no Python headers ({headers / 'Python.h'} is missing; install the python3-dev package)"
     return None
 
 

@@ -16,7 +16,9 @@ from predictor.probe_images import calibration_pixels
 CPU = torch.device("cpu")
 HAS_COMPILER = compilation.missing_compiler() is None
 HAS_NATIVE_BF16 = "bf16" in precision.native_precisions(CPU)
-needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler (g++) for Inductor on this machine")
+needs_compiler = pytest.mark.skipif(
+    not HAS_COMPILER, reason=f"Inductor cannot compile here: {compilation.missing_compiler()}"
+)
 
 
 class TinyNetwork(nn.Module):
