@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.clients import grpc_sender, naive_sender, rest_sender
 from benchmarks.loadgen import Send, closed_loop
 from benchmarks.stats import Row
+from benchmarks.thread_cpu import cpu_by_stage, describe_cpu
 from tests.support.predictor_server import REPO_ROOT, free_port, run_cli, run_predictor
 
 SEARCH_MODEL = "image-search"
@@ -84,14 +85,27 @@ def measure_row(
     images_per_request: int,
     timing: Timing,
     metrics_url: str | None = None,
+    server_pid: int | None = None,
 ) -> Row:
     async def go():
         async with factory() as send:
             return await closed_loop(send, variants, concurrency, timing.warmup_s, timing.duration_s)
 
     before = server_counters(metrics_url) if metrics_url else {}
+    cpu_before = cpu_by_stage(server_pid) if server_pid else {}
+    client_before, started = os.times(), time.monotonic()
     result = asyncio.run(go())
+    wall_s, client_after = time.monotonic() - started, os.times()
+    cpu = describe_cpu(
+        cpu_before,
+        cpu_by_stage(server_pid) if server_pid else {},
+        # The warm-up's requests are in the CPU time too.
+        result.requests_per_s * images_per_request * wall_s,
+        wall_s,
+        (client_after.user + client_after.system) - (client_before.user + client_before.system),
+    )
     work = describe_server_work(before, server_counters(metrics_url)) if metrics_url else ""
+    work = "; ".join(part for part in (work, cpu) if part)
     row = Row(
         group,
         name,
@@ -130,7 +144,11 @@ def measure_server(
         for transport, factory in factories.items():
             for concurrency in concurrency_levels:
                 name = f"server {transport}, c={concurrency}"
-                rows.append(measure_row("server", name, factory, variants, concurrency, 1, timing, server.http_url))
+                rows.append(
+                    measure_row(
+                        "server", name, factory, variants, concurrency, 1, timing, server.http_url, server.process.pid
+                    )
+                )
         batch = BATCH_REQUEST_IMAGES
         rows.append(
             measure_row(
@@ -142,6 +160,7 @@ def measure_server(
                 batch,
                 timing,
                 server.http_url,
+                server.process.pid,
             )
         )
         return rows

@@ -21,6 +21,7 @@ from predictor import compilation, precision
 from predictor.model_package import ModelSpec, build_network
 from predictor.probe_images import calibration_pixels, probe_pixels
 from predictor.projection import DeviceProjection
+from predictor.thread_names import name_os_thread
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def device_thread(device: torch.device) -> tuple[concurrent.futures.ThreadPoolEx
     """
     with _device_threads_lock:
         if str(device) not in _device_threads:
-            executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"device-{device}")
+            executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"device-{device}", initializer=name_os_thread
+            )
             _device_threads[str(device)] = (executor, executor.submit(threading.get_ident).result())
         return _device_threads[str(device)]
 

@@ -19,6 +19,7 @@ from predictor.images import ImageLimits, InvalidImage, load_pixels
 from predictor.index import ImageIndex, IndexRow
 from predictor.manifests import Manifest, ManifestRow
 from predictor.search_options import DEFAULT_NAMESPACE
+from predictor.thread_names import name_os_thread
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def index_images(
     report = IndexReport()
     preprocessing = backbone.spec.preprocessing
     used_rows: set[int] = set()
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode") as pool:
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode", initializer=name_os_thread) as pool:
         for batch in _batches(images, batch_size):
             candidates = []
             for image in batch:

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from predictor.errors import SearchBacklogFull
+from predictor.thread_names import name_os_thread
 
 Key = TypeVar("Key", bound=Hashable)
 # search(key, vectors, timeout_s): one result per row; timeout_s None waits as long as Milvus takes.
@@ -59,7 +60,9 @@ class SearchPool(Generic[Key]):
         self._workers = workers
         self._max_queries = max_queries_per_call
         self._max_waiting = max_waiting_queries
-        self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="search")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="search", initializer=name_os_thread
+        )
         self._waiting: dict[Key, list[_Waiting]] = {}
         self._waiting_queries = 0
         self._running = 0

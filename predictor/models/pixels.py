@@ -19,6 +19,7 @@ from predictor.device_images import prepare_on_device, wants_device_decode
 from predictor.errors import InvalidRequest
 from predictor.images import ImageLimits, InvalidImage, Preprocessing, decode_image, preprocess
 from predictor.metrics import ServingMetrics
+from predictor.thread_names import name_os_thread
 
 # Decoding fills whatever CPU the forward pass leaves. At equal priority, a handful of busy decode threads take cores
 # from torch's intra-op threads in the middle of a layer, and the whole forward pass waits at the next barrier.
@@ -28,7 +29,8 @@ _decode_executor: concurrent.futures.ThreadPoolExecutor | None = None
 _decode_executor_lock = threading.Lock()
 
 
-def _lower_priority() -> None:
+def _start_decode_thread() -> None:
+    name_os_thread()
     with contextlib.suppress(OSError, AttributeError):
         thread = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + DECODE_NICENESS)
@@ -40,7 +42,7 @@ def decode_executor() -> concurrent.futures.ThreadPoolExecutor:
     with _decode_executor_lock:
         if _decode_executor is None:
             _decode_executor = concurrent.futures.ThreadPoolExecutor(
-                len(os.sched_getaffinity(0)) + 2, thread_name_prefix="decode", initializer=_lower_priority
+                len(os.sched_getaffinity(0)) + 2, thread_name_prefix="decode", initializer=_start_decode_thread
             )
         return _decode_executor
 
