@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from predictor import compilation, precision
+from predictor.config import COMPILE_CHOICES
 from predictor.model_package import ModelSpec, build_network
 from predictor.probe_images import calibration_pixels, probe_pixels
 from predictor.projection import DeviceProjection
@@ -169,8 +170,8 @@ class Backbone:
         callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`. So does
         `compile_mode`: library callers run the eager network unless they ask (`on`, or `auto`, which here means
         the same)."""
-        if compile_mode not in compilation.COMPILE_CHOICES:
-            raise ValueError(f"--compile must be one of {', '.join(compilation.COMPILE_CHOICES)}, got {compile_mode!r}")
+        if compile_mode not in COMPILE_CHOICES:
+            raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile_mode!r}")
         self.spec = spec
         self.compile_mode = compile_mode
         self.device = resolve_device(device)
