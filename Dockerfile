@@ -51,11 +51,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
     TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor
-# g++ is whichever the base image's Debian release ships; a pinned version would not exist in the next release.
+# g++ and tcmalloc are whichever the base image's Debian release ships; a pinned version would not exist in the next.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends g++ \
+    && apt-get install --yes --no-install-recommends g++ libtcmalloc-minimal4 \
     && rm -rf /var/lib/apt/lists/*
+# tcmalloc instead of glibc's malloc: on CPU, 6 to 10% more images/s served and none of the servers that came up at
+# the slower of two speeds (docs/benchmarks.md). It reports allocations over 1 GiB on stderr unless told otherwise.
+ENV LD_PRELOAD=libtcmalloc_minimal.so.4 \
+    TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776
 RUN groupadd --gid 1000 app \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

@@ -53,26 +53,29 @@ test-slow: $(INSTALLED)
 test-e2e: $(INSTALLED)
 	$(BIN)/python -m pytest tests/e2e tests/container
 
+# The image serves with tcmalloc (Dockerfile); the benchmarks and the soak run with it too, to measure what pods do.
+WITH_TCMALLOC := hack/with-tcmalloc.sh
+
 # Every part in one run; BENCH_ARGS adds options (e.g. BENCH_ARGS=--quick for a short smoke run of every part).
 BENCH_ARGS ?=
 bench: $(INSTALLED) test-slow
 	hack/bench-data.sh
-	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # One part at a time: fp32/bf16/int8 side by side; the limit, this server and the naive one; search at scale.
 bench-precision: $(INSTALLED) test-slow
-	$(BIN)/python -m benchmarks.run --only precision $(BENCH_ARGS)
+	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks.run --only precision $(BENCH_ARGS)
 
 bench-serving: $(INSTALLED)
-	$(BIN)/python -m benchmarks.run --only serving $(BENCH_ARGS)
+	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks.run --only serving $(BENCH_ARGS)
 
 bench-scale: $(INSTALLED)
 	hack/bench-data.sh
-	$(BIN)/python -m benchmarks.run --only scale $(BENCH_ARGS)
+	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks.run --only scale $(BENCH_ARGS)
 
 # On a machine with a CUDA GPU: fp32/fp16/bf16, the server up to 64 callers, and the GPU targets.
 bench-gpu: $(INSTALLED)
-	$(BIN)/python -m benchmarks.run --gpu --only precision,serving $(BENCH_ARGS)
+	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks.run --gpu --only precision,serving $(BENCH_ARGS)
 
 # Retrieval quality: builds the evaluation sets from Debian packages under $(EVAL_DATA), compares every option
 # (quality and in-process speed, docs/evaluation.md) and gates the default model on the development set.
@@ -105,7 +108,7 @@ eval-served: $(INSTALLED)
 SOAK_DURATION_S ?= 600
 SOAK_CONCURRENCY ?= 32
 soak: $(INSTALLED)
-	$(BIN)/python -m benchmarks.soak --duration-s $(SOAK_DURATION_S) --concurrency $(SOAK_CONCURRENCY)
+	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks.soak --duration-s $(SOAK_DURATION_S) --concurrency $(SOAK_CONCURRENCY)
 
 # Every property test marked `fuzz` (tests/unit), with FUZZ_EXAMPLES examples each instead of make test's few.
 FUZZ_EXAMPLES ?= 20000

@@ -32,6 +32,15 @@ RESULTS_DIR = Path(__file__).parent / "results"
 PARTS = ("precision", "serving", "search", "scale")
 
 
+def allocator() -> str:
+    """The malloc this process runs with: tcmalloc where it was preloaded (as in the image), else the C library's."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return "tcmalloc" if "libtcmalloc" in maps else "glibc malloc"
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -47,6 +56,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator(),
         "platform": platform.platform(),
         "cpu_precision_flags": sorted(cpu_flags() & (CPU_BF16_FLAGS | CPU_INT8_FLAGS)),
     }
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     tables: list[str] = []
     device, dimension = device_name, None
+    # The image preloads tcmalloc; a run without it measures another allocator than pods have (`make bench` sets it).
+    print(f"memory allocator: {allocator()}", flush=True)
 
     def phase(name: str) -> None:
         # Load average at each phase's start: other work on the machine shows up in every figure after it.

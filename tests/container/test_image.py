@@ -237,6 +237,14 @@ def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root(serv
     assert loaded and "compiled for batch sizes 1, 2, 3, 4 in " in loaded[-1], loaded
 
 
+def test_the_server_allocates_with_tcmalloc_as_benchmarked(served):
+    # The image preloads it by name; were the library missing, the loader would warn and serve with glibc's malloc.
+    maps = container_engine("exec", served.name, "cat", "/proc/1/maps").stdout
+    assert "libtcmalloc_minimal.so" in maps
+    logs = container_engine("logs", served.name)
+    assert "cannot be preloaded" not in logs.stdout + logs.stderr
+
+
 def test_every_module_has_valid_bytecode_so_a_read_only_root_costs_no_compiling(pod):
     # pip compiles at install time and skips files for other Python versions; a module whose bytecode is missing or
     # stale would be compiled in memory at every start, because the root filesystem is read-only.
