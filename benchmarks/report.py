@@ -252,13 +252,17 @@ def write_chart(path: Path, rows: list[Row], title: str) -> bool:
     for row in searches:
         engine, size = row.name.rsplit(", ", 1)
         engines.setdefault(engine, []).append((int(size.rstrip("k")) * 1000, row.p50))
-    for engine, points in engines.items():
-        search_axis.plot(*zip(*sorted(points), strict=True), marker="o", label=engine)
-    search_axis.set_xscale("log")
-    search_axis.set_yscale("log")
-    search_axis.set_xlabel("vectors in the collection")
-    search_axis.set_ylabel("p50 latency per query, ms")
-    search_axis.legend(fontsize=8)
+    if engines:
+        for engine, points in engines.items():
+            search_axis.plot(*zip(*sorted(points), strict=True), marker="o", label=engine)
+        search_axis.set_xscale("log")
+        search_axis.set_yscale("log")
+        search_axis.set_xlabel("vectors in the collection")
+        search_axis.set_ylabel("p50 latency per query, ms")
+        search_axis.legend(fontsize=8)
+    else:
+        search_axis.text(0.5, 0.5, "search part not run", ha="center", va="center", transform=search_axis.transAxes)
+        search_axis.set_axis_off()
 
     figure.tight_layout()
     figure.savefig(path, dpi=110)
