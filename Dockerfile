@@ -64,7 +64,7 @@ RUN groupadd --gid 1000 app \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 # The server's own check of what Inductor needs (a C++ compiler, Python.h): an image without them fails here, not later.
-RUN python -c 'import sys; from predictor.compilation import missing_compiler; sys.exit(missing_compiler())'
+RUN python -c 'import sys; from predictor.embedding.compilation import missing_compiler; sys.exit(missing_compiler())'
 USER 1000:1000
 WORKDIR /tmp
 EXPOSE 8080 8081

@@ -18,7 +18,7 @@ from benchmarks.clients import grpc_sender, naive_sender, rest_sender
 from benchmarks.loadgen import Send, closed_loop
 from benchmarks.stats import Row
 from benchmarks.thread_cpu import cpu_by_stage, describe_cpu
-from tests.support.predictor_server import REPO_ROOT, free_port, run_cli, run_predictor
+from harness.predictor_server import REPO_ROOT, free_port, run_cli, run_predictor
 
 SEARCH_MODEL = "image-search"
 CONCURRENCY = (1, 8, 32)

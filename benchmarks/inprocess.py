@@ -14,9 +14,9 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.stats import Row
-from predictor.backbone import Backbone
-from predictor.images import ImageLimits, load_pixels
-from predictor.model_package import default_spec
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import default_spec
+from predictor.imaging.decoding import ImageLimits, load_pixels
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
 

@@ -19,12 +19,12 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from predictor.backbone import Backbone
-from predictor.images import ImageLimits, InvalidImage, load_pixels
-from predictor.index import ImageIndex
-from predictor.milvus import MilvusAccess
-from predictor.model_package import default_spec
-from predictor.search_options import DEFAULT_CONSISTENCY, SearchOptions
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import default_spec
+from predictor.imaging.decoding import ImageLimits, InvalidImage, load_pixels
+from predictor.index.collection import ImageIndex
+from predictor.index.milvus import MilvusAccess
+from predictor.index.search_options import DEFAULT_CONSISTENCY, SearchOptions
 
 LIMITS = ImageLimits()
 

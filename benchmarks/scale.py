@@ -33,7 +33,7 @@ MEMORY_SIZE = 50_000
 MEMORY_DIMENSIONS = (1280, 512, 2048, 256)
 COLLECTION = "scale_bench"
 
-# (index type, build parameters, search settings); the defaults of predictor.vector_index are among them.
+# (index type, build parameters, search settings); the defaults of predictor.index.vector_index are among them.
 LITE_INDEXES = (
     ("FLAT", {}, ({},)),
     ("IVF_FLAT", {"nlist": 1024}, ({"nprobe": 8}, {"nprobe": 32}, {"nprobe": 128})),
@@ -137,7 +137,7 @@ def measure_index(
 
 
 def run_engine(uri: str, vectors: np.ndarray, queries: np.ndarray, indexes, log=print) -> list[dict]:
-    from predictor.vector_index import VectorIndex
+    from predictor.index.vector_index import VectorIndex
 
     client = _client(uri)
     took = fill(client, vectors)
@@ -199,8 +199,8 @@ def memory_per_million(workdir: Path, real: np.ndarray, count: int = MEMORY_SIZE
     and then gains less than the new collection needs. 1280-d are the real vectors, 256-d their PCA projection;
     512-d and 2048-d are random unit vectors, since memory depends on the count and the dimension, not on the values.
     """
-    from predictor.vector_index import VectorIndex
-    from tests.support.milvus_server import milvus_server_pids, run_milvus_server
+    from harness.milvus_server import milvus_server_pids, run_milvus_server
+    from predictor.index.vector_index import VectorIndex
 
     default_index = VectorIndex()
     rng = np.random.default_rng(0)
@@ -253,7 +253,7 @@ def _lite_in_own_process(workdir: Path, cache: Path, index_types: tuple[str, ...
 
 
 def to_rows(engine: str, results: list[dict], size: int) -> list[Row]:
-    from predictor.vector_index import VectorIndex
+    from predictor.index.vector_index import VectorIndex
 
     default = VectorIndex()
     rows = []
@@ -315,8 +315,8 @@ def table(results: dict, size: int, memory: list[dict], diagnosis: dict) -> str:
 def served_geometry(vectors: np.ndarray) -> np.ndarray:
     """The vectors as the served default stores them: through its projection (centring, for instance) when it has one.
 
-    The figures in docs/benchmarks.md were measured before the default had a projection, on the plain vectors."""
-    from predictor.model_package import default_spec
+    The 200,000-vector figures in docs/benchmarks.md are in this geometry."""
+    from predictor.embedding.model_package import default_spec
 
     spec = default_spec()
     if spec.projection is None or spec.projection.input_dim != vectors.shape[1]:
@@ -335,7 +335,7 @@ def measure(
     index_types: tuple[str, ...] | None = None,
 ) -> tuple:
     from benchmarks import vectorset
-    from tests.support.milvus_server import run_milvus_server
+    from harness.milvus_server import run_milvus_server
 
     size = size or (QUICK_SIZE if quick else SIZE)
     queries = 100 if quick else 300

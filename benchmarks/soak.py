@@ -1,7 +1,7 @@
 """`make soak`: a long loopback load on a real server and a real Milvus server, to show nothing leaks or drifts.
 
-python -m benchmarks.soak                      # 32 callers for 10 minutes
-python -m benchmarks.soak --duration-s 180     # a shorter run
+python -m benchmarks soak                      # 32 callers for 10 minutes
+python -m benchmarks soak --duration-s 180     # a shorter run
 
 Callers send good and bad requests, mixed, over REST (binary data) and gRPC, through the same load generator and
 tritonclient senders as `make bench`. The run is cut into windows; it reports every window's throughput and p99,
@@ -35,9 +35,9 @@ from benchmarks.clients import grpc_sender, rest_sender
 from benchmarks.e2e import index_catalogue
 from benchmarks.loadgen import Send, closed_loop
 from benchmarks.workload import build_workload
-from tests.support.milvus_server import run_milvus_server
-from tests.support.predictor_server import run_predictor
-from tests.support.process_memory import MIB, rss_bytes
+from harness.milvus_server import run_milvus_server
+from harness.predictor_server import run_predictor
+from harness.process_memory import MIB, rss_bytes
 
 RESULTS_DIR = Path(__file__).parent / "results"
 RSS_GROWTH_TARGET = 0.05
@@ -196,21 +196,17 @@ def summarise(warm_rss_mib: float, windows: list[Window]) -> dict:
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Soak the image search server: long mixed load, leaks and drift.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-s", type=float, default=600.0, help="Measured time, after the warm-up.")
     parser.add_argument("--concurrency", type=int, default=32, help="Callers, each with one request in flight.")
     parser.add_argument("--windows", type=int, default=10, help="Windows the measured time is cut into.")
     parser.add_argument("--warmup-s", type=float, default=30.0, help="Load before measuring starts.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the JSON record goes.")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.duration_s <= 0 or args.windows < 2 or args.concurrency < 1 or args.warmup_s < 0:
-        parser.error("--duration-s must be positive, --windows at least 2, --concurrency at least 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+        raise SystemExit("soak: --duration-s must be positive, --windows at least 2, --concurrency at least 1")
     with tempfile.TemporaryDirectory(prefix="image-search-soak-") as tmp:
         workdir = Path(tmp)
         workload = build_workload(workdir)
@@ -251,7 +247,3 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {path}")
     return 0 if summary["passed"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

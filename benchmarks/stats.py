@@ -41,3 +41,33 @@ class Row:
         data.pop("latencies_ms")
         data.update(requests=len(self.latencies_ms), p50_ms=self.p50, p95_ms=self.p95, p99_ms=self.p99)
         return data
+
+
+def find(rows: list[Row], group: str, concurrency: int | None = None, startswith: str = "") -> Row | None:
+    """The first row of `group` (at `concurrency`, named starting with `startswith`), if any."""
+    for row in rows:
+        if row.group == group and row.name.startswith(startswith):
+            if concurrency is None or row.concurrency == concurrency:
+                return row
+    return None
+
+
+def limit_rows(rows: list[Row]) -> tuple[Row, Row] | None:
+    """The limit and the single-image row, when the serving part ran."""
+    throughput = next((row for row in rows if row.group == "limit" and row.concurrency is None), None)
+    single = next((row for row in rows if row.group == "limit" and row.concurrency == 1), None)
+    return (throughput, single) if throughput and single else None
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Each image row against the in-process limit, and each server row against the naive one at its concurrency."""
+    if limit_rows(rows) is None:
+        return
+    limit, _ = limit_rows(rows)
+    for row in rows:
+        if row.unit != "images":
+            continue
+        row.ratio_to_limit = row.per_s / limit.per_s
+        naive = find(rows, "naive", row.concurrency or 32)
+        if naive is not None and row.group in ("server", "server-batch", "naive") and naive.per_s > 0:
+            row.ratio_to_baseline = row.per_s / naive.per_s

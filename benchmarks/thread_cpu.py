@@ -1,7 +1,8 @@
 """A running process's CPU time by the stage its threads serve, read from /proc: where a server's CPU goes per image.
 
-The server names its OS threads after their stage (predictor/thread_names.py); torch's OpenMP threads carry the
-device thread's name, and the main thread runs the event loop (KServe's data plane, parsing, responses).
+The server names its OS threads after their stage (predictor/observability/thread_names.py); torch's OpenMP
+threads carry the device thread's name, and the main thread runs the event loop (KServe's data plane, parsing,
+responses).
 """
 
 import os

@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from torch import nn
 
-from predictor.backbone import Backbone
-from predictor.catalogue import PHOTOS, photo
-from predictor.model_package import legacy_spec
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import legacy_spec
+from predictor.imaging.sample_catalogue import PHOTOS, photo
 
 CACHE_DIR = Path("data/vectorsets")
 DEFAULT_SOURCE_DIRS = (Path("/usr/share/games/wesnoth"),)

@@ -1,7 +1,7 @@
 """Before and after: another commit's server against this tree's, at the same load, in alternating rounds of one run.
 
-python -m benchmarks.versus --ref main                      # gRPC at concurrency 1 and 32, three rounds each
-python -m benchmarks.versus --ref main --milvus-server      # both on a real Milvus server instead of milvus-lite
+python -m benchmarks versus --ref main                      # gRPC at concurrency 1 and 32, three rounds each
+python -m benchmarks versus --ref main --milvus-server      # both on a real Milvus server instead of milvus-lite
 
 Both servers run at once, each on its own index of the same catalogue built by its own code, and are loaded in turn
 (before, after, before, after, ...), so drift in what else the machine is doing falls on both sides alike. Figures
@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from benchmarks.clients import grpc_sender
 from benchmarks.e2e import Timing, measure_row
 from benchmarks.stats import Row
 from benchmarks.workload import build_workload
-from tests.support.predictor_server import REPO_ROOT, RunningServer, run_cli, run_predictor
+from harness.predictor_server import REPO_ROOT, RunningServer, run_cli, run_predictor
 
 
 def export_tree(ref: str, into: Path) -> Path:
@@ -37,7 +36,7 @@ def milvus_uris(workdir: Path, server: bool) -> Iterator[tuple[str, str]]:
     if not server:
         yield str(workdir / "before.db"), str(workdir / "after.db")
         return
-    from tests.support.milvus_server import run_milvus_server
+    from harness.milvus_server import run_milvus_server
 
     with run_milvus_server(workdir / "milvus") as uri:
         yield uri, uri
@@ -103,19 +102,16 @@ def summary(rows: list[Row]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compare another commit's server with this tree's.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref", default="main", help="The commit (branch, tag) to compare against.")
     parser.add_argument("--concurrency", type=int, action="append", help="Concurrent requests (repeatable).")
     parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds per concurrency.")
     parser.add_argument("--duration", type=float, default=6.0, help="Seconds measured per round, after warm-up.")
     parser.add_argument("--milvus-server", action="store_true", help="Search a real Milvus server, not milvus-lite.")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     timing = Timing(warmup_s=1.5, duration_s=args.duration)
     rows = measure(args.ref, tuple(args.concurrency or (1, 32)), args.rounds, timing, args.milvus_server)
     print("\n" + "\n".join(summary(rows)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

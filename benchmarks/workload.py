@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from predictor.catalogue import write_catalogue
+from predictor.imaging.sample_catalogue import write_catalogue
 
 PHONE_LONG_SIDE = 4032
 PHONE_QUALITY = 90

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Puts the tools `make image` needs in place: nothing when a Docker engine answers; otherwise podman and runc to build
 # and run, and mmdebstrap for hack/base-image.sh's stand-in base image (Debian packages). A second run does nothing.
-# Not part of `make test`: the image tests skip without podman.
+# `make image` runs it; .ci/run builds the image before `make test`, so CI installs these.
 set -euo pipefail
 
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then

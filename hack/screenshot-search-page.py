@@ -19,7 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.browser import chromium, chromium_missing  # noqa: E402
+from harness.browser import chromium, chromium_missing  # noqa: E402
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Every typed error a request can hit, and the status it gets on every transport.
 
 One table: each error class carries its `Status` (HTTP status, gRPC status code name, metrics reason), and
-`predictor/kserve_compat.py` turns it into the answer of REST V1, REST V2 and gRPC alike. To add an error, subclass
+`predictor/serving/kserve/` turns it into the answer of REST V1, REST V2 and gRPC alike. To add an error, subclass
 `ServiceError` with a `status`, for example::
 
     class QuotaExceeded(ServiceError):
@@ -35,7 +35,7 @@ class Status:
     """What one kind of failure is called on each transport.
 
     `grpc` is the name of a `grpc.StatusCode` member; `reason` is the `reason` label of `image_search_errors_total`
-    (one of `predictor.metrics.ERROR_REASONS`) under which a request that fails this way is counted.
+    (one of `predictor.observability.metrics.ERROR_REASONS`) under which a request that fails this way is counted.
     """
 
     http: int
@@ -111,6 +111,13 @@ class RequestTimedOut(ServiceError):
     shorter; whatever it still waited for (the device, Milvus) was given up."""
 
     status = Status(504, "DEADLINE_EXCEEDED", "timeout")
+
+
+class ClientGaveUp(RequestTimedOut):
+    """The gRPC client's own deadline passed first: the client stopped waiting, so the request counts as cancelled
+    (`image_search_requests_total{outcome="cancelled"}`), not as the server's timeout or error."""
+
+    status = Status(504, "DEADLINE_EXCEEDED", "cancelled")
 
 
 class ThumbnailNotFound(ServiceError):

@@ -1,23 +1,26 @@
-"""Assembles the KServe ModelServer: both models on one shared backbone, KServe's fixes (kserve_compat.py), the request
-size limit, the drain and, with --ui, the search page (predictor/ui/)."""
+"""The composition root: the KServe ModelServer with both models on one shared backbone, KServe's fixes
+(serving/kserve/), the request size limit, the drain and, with --ui, the search page (ui/). It sits above every
+layer it wires."""
 
 import argparse
 
 from kserve import ModelServer
 from kserve import model_server as kserve_model_server
 
-from predictor import __version__, kserve_compat
-from predictor.backbone import Backbone
-from predictor.config import ServeSettings
-from predictor.drain import Drain
-from predictor.index import ImageIndex
-from predictor.metrics import set_build_info, start_gpu_metrics
-from predictor.milvus import MilvusAccess
-from predictor.model_package import resolve_spec
+from predictor import __version__
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import resolve_spec
+from predictor.index.collection import ImageIndex
+from predictor.index.milvus import MilvusAccess
+from predictor.index.search_options import SearchSettings
 from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
-from predictor.request_size import RequestSizeLimit
-from predictor.search_options import SearchSettings
+from predictor.observability.metrics import set_build_info, start_gpu_metrics
+from predictor.serving import kserve
+from predictor.serving.drain import Drain
+from predictor.serving.kserve import grpc_service
+from predictor.serving.request_size import RequestSizeLimit
+from predictor.serving.settings import ServeSettings
 from predictor.ui import routes as search_page
 from predictor.ui.settings import UiSettings
 
@@ -56,8 +59,8 @@ def serve(
         model.load()
         set_build_info(__version__, model.name, model.version, str(model.backbone.device), model.backbone.precision)
     start_gpu_metrics(str(models[0].backbone.device))
-    kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
-    kserve_compat.follow_request_limit_on_grpc(args, settings.max_request_bytes)
+    kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.request_bytes_limit)
+    grpc_service.follow_request_limit_on_grpc(args, settings.request_bytes_limit)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -69,9 +72,9 @@ def serve(
         grace_period=settings.shutdown_grace_s,
     )
 
-    drain = Drain(settings.drain_s, kserve_compat.grpc_stopper(server))
+    drain = Drain(settings.drain_s, grpc_service.grpc_stopper(server))
     kserve_model_server.app.router.on_startup.append(drain.install)
-    kserve_compat.install(server, list(models), drain=drain)
+    kserve.install(server, list(models), drain=drain)
     if ui is not None and ui.enabled:
         search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits, settings.request_timeout_s)
     server.start(list(models))

@@ -19,7 +19,7 @@ MAX_MESSAGE_CHARS = 600
 _SERVICE_ERRORS = {"MilvusException": "Milvus refused", "InferenceServerException": "the server answered"}
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
 

@@ -1,4 +1,4 @@
-"""`image-search eval` (the quality gate, an option comparison, or a running server's figures) and `eval-sets`."""
+"""`image-search eval`: the quality gate, an option comparison, or a running server's figures."""
 
 import argparse
 import sys
@@ -6,11 +6,11 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from predictor.cli.tracking_options import add_tracking_arguments, check_tracking_arguments, track_evaluation
+from predictor.cli.mlflow_options import add_tracking_arguments, check_tracking_arguments, track_evaluation
 
 
 def _eval_set(args: argparse.Namespace, directory: str, scratch: Path):
-    from predictor.evaluation import load_eval_set
+    from predictor.evaluation.retrieval import load_eval_set
 
     near_duplicates = Path(args.near_duplicates) if args.near_duplicates else None
     return load_eval_set(Path(directory), near_duplicates, copies_dir=None if near_duplicates else scratch)
@@ -25,9 +25,9 @@ def _named_set(value: str) -> tuple[str, Path, Path | None]:
 
 
 def _compare(args: argparse.Namespace, scratch: Path) -> int:
-    from predictor.evaluation import load_eval_set, write_json
-    from predictor.evaluation_options import built_in_options, compare
-    from predictor.indexing import discover
+    from predictor.evaluation.options import built_in_options, compare
+    from predictor.evaluation.retrieval import load_eval_set, write_json
+    from predictor.index.ingestion import discover
 
     if not args.fit_set:
         raise ValueError("--compare needs --fit-set DIR: projections are fitted there, never on the evaluated images")
@@ -37,7 +37,7 @@ def _compare(args: argparse.Namespace, scratch: Path) -> int:
         if name in sets:
             raise ValueError(f"--set {name}: two sets are named {name}; give each its own name")
         sets[name] = load_eval_set(labelled, near_duplicates)
-    from predictor.projection_fitting import sample_paths
+    from predictor.embedding.projection_fitting import sample_paths
 
     fit_paths = sample_paths(discover([args.fit_set]), args.fit_sample, seed=0)
     comparison = compare(
@@ -56,21 +56,22 @@ def _compare(args: argparse.Namespace, scratch: Path) -> int:
 
 
 def _single(args: argparse.Namespace, scratch: Path) -> int:
-    from predictor.evaluation import EvalReport, gate_failures, write_json
-    from predictor.model_package import resolve_spec
+    from predictor.embedding.model_package import resolve_spec
+    from predictor.evaluation.retrieval import EvalReport, gate_failures, write_json
 
     spec = resolve_spec(args.model_dir)
     eval_set = _eval_set(args, args.labelled, scratch)
     if args.url:
-        from predictor.evaluation_served import evaluate_served
+        from predictor.evaluation.served import evaluate_served
 
         scores = evaluate_served(args.url, eval_set)
         model = f"{spec.identity} served at {args.url}"
         conditions = {"mode": "served"}
     else:
-        from predictor.backbone import Backbone
-        from predictor.compilation import for_batch_job
-        from predictor.evaluation import backbone_embedder, evaluate
+        from predictor.embedding.backbone import Backbone
+        from predictor.embedding.compilation import for_batch_job
+        from predictor.embedding.file_embedding import backbone_embedder
+        from predictor.evaluation.retrieval import evaluate
 
         images = len(eval_set.labelled) + len(eval_set.originals) + len(eval_set.copies)
         compile_mode = for_batch_job(args.compile, images)
@@ -79,9 +80,18 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
         scores = evaluate(backbone_embedder(backbone), eval_set)
         model = str(spec.identity)
         conditions = {"mode": "in-process", "device": str(backbone.device), "precision": backbone.precision}
+    text_scores = None
+    if spec.has_text_tower and not args.url:
+        from predictor.evaluation.text_to_image import evaluate_text_to_image
+
+        text_scores = evaluate_text_to_image(backbone, eval_set, args.text_template)
     report = EvalReport(model=model, spec=spec.describe(), scores=scores)
     print(report.table())
-    write_json(asdict(report), Path(args.report))
+    payload = asdict(report)
+    if text_scores is not None:
+        print("\n" + text_scores.table())
+        payload["scores"]["text_to_image"] = asdict(text_scores)
+    write_json(payload, Path(args.report))
     print(f"\nreport written to {args.report}")
     failures = gate_failures(scores, args.min_precision, args.min_recall)
     for failure in failures:
@@ -92,20 +102,15 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     check_tracking_arguments(args)
+    from predictor.evaluation.text_to_image import check_template
+
+    check_template(args.text_template)
     with tempfile.TemporaryDirectory() as scratch:
         return _compare(args, Path(scratch)) if args.compare else _single(args, Path(scratch))
 
 
-def _eval_sets(args: argparse.Namespace) -> int:
-    from predictor.eval_sets import build_all
-
-    for name, path in build_all(Path(args.out)).items():
-        print(f"{name}: {path}")
-    return 0
-
-
 def register(add_command, for_serving: bool) -> None:
-    from predictor.config import add_model_arguments
+    from predictor.cli.options import add_model_arguments
 
     evaluation = add_command(
         "eval",
@@ -142,13 +147,14 @@ def register(add_command, for_serving: bool) -> None:
         metavar="NAME",
         help="With --compare: only this built-in option (and the first, the ratios' baseline); repeat for more.",
     )
+    evaluation.add_argument(
+        "--text-template",
+        default="a photo of a {category}",
+        help="For a model with a text tower (in process): the text query of each category, text -> image.",
+    )
     evaluation.add_argument("--fit-set", help="With --compare: images that projections are fitted on.")
     evaluation.add_argument("--fit-sample", type=int, default=400, help="With --compare: fit on this many of them.")
     evaluation.add_argument("--speed-rounds", type=int, default=3, help="With --compare: interleaved timing rounds.")
     add_model_arguments(evaluation)
     add_tracking_arguments(evaluation)
     evaluation.set_defaults(handler=_eval)
-
-    sets = add_command("eval-sets", help="Build the evaluation sets from installed Debian data packages.")
-    sets.add_argument("--out", default="data/eval", help="Directory to build them in.")
-    sets.set_defaults(handler=_eval_sets)

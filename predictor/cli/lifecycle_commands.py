@@ -4,15 +4,15 @@ import argparse
 
 
 def _access(args: argparse.Namespace):  # noqa: ANN202 - lazy imports keep the CLI fast
-    from predictor.config import milvus_settings
-    from predictor.milvus import MilvusAccess
+    from predictor.cli.options import milvus_settings
+    from predictor.index.milvus import MilvusAccess
 
     milvus = milvus_settings(args)
     return MilvusAccess(milvus.uri, milvus.token), milvus
 
 
 def _collections(args: argparse.Namespace) -> int:
-    from predictor.lifecycle import list_collections
+    from predictor.index.lifecycle import list_collections
 
     access, milvus = _access(args)
     infos = list_collections(access, milvus.collection)
@@ -30,7 +30,7 @@ def _collections(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from predictor.lifecycle import find_version, promote
+    from predictor.index.lifecycle import find_version, promote
 
     access, milvus = _access(args)
     target = find_version(access, milvus.collection, args.to, args.model_name)
@@ -40,7 +40,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from predictor.lifecycle import rollback
+    from predictor.index.lifecycle import rollback
 
     access, milvus = _access(args)
     current, previous = rollback(access, milvus.collection)
@@ -49,7 +49,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def register(add_command, for_serving: bool) -> None:
-    from predictor.config import add_milvus_arguments
+    from predictor.cli.options import add_milvus_arguments
 
     collections = add_command("collections", help="List model collections, their size and the live one.")
     add_milvus_arguments(collections)

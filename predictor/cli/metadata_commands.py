@@ -7,8 +7,8 @@ from pathlib import Path
 
 def _metadata_set(args: argparse.Namespace) -> int:
     from predictor.cli.index_commands import open_index
-    from predictor.manifests import read_manifest
-    from predictor.search_options import check_namespace
+    from predictor.index.metadata_manifests import read_manifest
+    from predictor.index.search_options import check_namespace
 
     namespace = check_namespace(args.namespace)
     manifest = read_manifest(Path(args.metadata))
@@ -22,7 +22,10 @@ def _metadata_set(args: argparse.Namespace) -> int:
     updates: dict[str, dict] = {}
     unmatched = []
     for row in manifest.rows:
-        ids = {row.id} if row.id else stored.get(by_uri[row.path], set())
+        if row.id:
+            ids = {row.id}
+        else:
+            ids = stored.get(by_uri[row.path], set()) if row.path else set()
         if not ids:
             unmatched.append(row)
         for image_id in ids:
@@ -39,7 +42,7 @@ def _metadata_set(args: argparse.Namespace) -> int:
 
 def register(add_command, for_serving: bool) -> None:
     from predictor.cli.index_commands import add_namespace_argument
-    from predictor.config import add_milvus_arguments, add_model_arguments
+    from predictor.cli.options import add_milvus_arguments, add_model_arguments
 
     metadata = add_command("metadata", help="Change indexed images' metadata without embedding them again.")
     metadata.add_argument(

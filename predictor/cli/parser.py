@@ -4,7 +4,6 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 
 from predictor import __version__, environment
 from predictor.cli import (
@@ -18,6 +17,7 @@ from predictor.cli import (
     registry_commands,
     rollout_commands,
     serve_commands,
+    sync_commands,
 )
 from predictor.cli.errors import USER_ERROR, report
 
@@ -25,6 +25,7 @@ from predictor.cli.errors import USER_ERROR, report
 COMMAND_MODULES = (
     serve_commands,
     index_commands,
+    sync_commands,
     metadata_commands,
     query_commands,
     catalogue_commands,
@@ -35,8 +36,6 @@ COMMAND_MODULES = (
     rollout_commands,
 )
 
-AddCommand = Callable[..., argparse.ArgumentParser]
-
 
 class CommandParser(argparse.ArgumentParser):
     """Reports a bad flag in one line that says where help is, instead of argparse's usage block."""
@@ -45,7 +44,7 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _logging_options() -> argparse.ArgumentParser:
+def _logging_options() -> "CommandParser":
     options = CommandParser(add_help=False)
     options.add_argument(
         "--log-level",
@@ -79,7 +78,7 @@ def build_parser(for_serving: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(for_serving="serve" in argv).parse_args(argv)
-    from predictor.logs import configure_logging
+    from predictor.observability.logs import configure_logging
 
     try:
         configure_logging(args.log_level, args.log_format or ("json" if args.command == "serve" else "text"))

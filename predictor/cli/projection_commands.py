@@ -6,9 +6,9 @@ from pathlib import Path
 
 
 def _fit_projection(args: argparse.Namespace) -> int:
-    from predictor.indexing import discover
-    from predictor.model_package import default_base_spec, install_default_projection, resolve_spec
-    from predictor.projection_fitting import fit_package
+    from predictor.embedding.model_package import default_base_spec, resolve_spec
+    from predictor.embedding.projection_fitting import fit_package
+    from predictor.index.ingestion import discover
 
     if args.dimension is None and args.whiten:
         raise ValueError("--whiten needs --dimension: whitening is part of the PCA")
@@ -26,16 +26,16 @@ def _fit_projection(args: argparse.Namespace) -> int:
         source=", ".join(args.catalogue),
         device=args.device,
     )
-    if args.install_as_default:
-        print(f"installed as the bundled default's projection: {install_default_projection(spec)}")
-    fitted = spec.projection.fitted_on
-    print(f"wrote model package {out}: {spec.identity}, {spec.projection.kind} fitted on {fitted['images']} images")
+    projection = spec.projection
+    assert projection is not None  # fit_package always writes one
+    fitted = projection.fitted_on
+    print(f"wrote model package {out}: {spec.identity}, {projection.kind} fitted on {fitted['images']} images")
     print(f"it is a new model version: index into it with  image-search index SOURCE --model-dir {out}")
     return 0
 
 
 def register(add_command, for_serving: bool) -> None:
-    from predictor.config import add_model_arguments
+    from predictor.cli.options import add_model_arguments
 
     fit = add_command(
         "fit-projection", help="Fit mean centring (and optionally PCA) on a catalogue; write a new model version."
@@ -47,10 +47,5 @@ def register(add_command, for_serving: bool) -> None:
     fit.add_argument("--whiten", action="store_true", help="Whiten the kept components (needs --dimension).")
     fit.add_argument("--sample", type=int, default=2000, help="Fit on at most this many catalogue images.")
     fit.add_argument("--seed", type=int, default=0, help="Seed of the sample, so a fit can be repeated.")
-    fit.add_argument(
-        "--install-as-default",
-        action="store_true",
-        help="Also make it the bundled default's projection (make default-projection; for maintainers).",
-    )
     add_model_arguments(fit)
     fit.set_defaults(handler=_fit_projection)

@@ -5,8 +5,10 @@ from pathlib import Path
 
 
 def _query(args: argparse.Namespace) -> int:
-    from predictor.query_client import print_table, search
+    from predictor.client.query import print_table, search
 
+    if bool(args.images) == bool(args.text):
+        raise ValueError("give image files to search with, or --text, not both")
     results = search(
         args.url,
         args.transport,
@@ -18,9 +20,13 @@ def _query(args: argparse.Namespace) -> int:
         filter=args.filter,
         namespace=args.namespace,
         effort=args.effort,
+        diversity=args.diversity,
+        group_by=args.group_by,
+        group_size=args.group_size,
+        texts=args.text,
     )
-    for path, hits in zip(args.images, results, strict=True):
-        print_table(path, hits)
+    for query, hits in zip(args.images or args.text, results, strict=True):
+        print_table(query, hits)
     return 0
 
 
@@ -48,7 +54,13 @@ Or try it from another terminal:
 
 def register(add_command, for_serving: bool) -> None:
     query = add_command("query", help="Ask a running server for the images most similar to these.")
-    query.add_argument("images", nargs="+", help="Image files to search with.")
+    query.add_argument("images", nargs="*", help="Image files to search with.")
+    query.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        help="Words to search for instead, such as 'a red bicycle' (repeatable; needs a model with a text tower).",
+    )
     query.add_argument("--url", default="http://localhost:8080", help="Server: http://host:8080 or host:8081 for gRPC.")
     query.add_argument("--transport", choices=["http", "grpc"], default="http", help="V2 transport to use.")
     query.add_argument("--top-k", type=int, default=5, help="How many similar images to list per query image.")
@@ -62,6 +74,14 @@ def register(add_command, for_serving: bool) -> None:
     query.add_argument(
         "--effort", type=int, default=None, help="Search effort of the collection's index (default: the index's own)."
     )
+    query.add_argument(
+        "--diversity",
+        type=float,
+        default=None,
+        help="0 to 1: trade similarity for variety among the hits (maximal marginal relevance; default 0, off).",
+    )
+    query.add_argument("--group-by", default=None, help="Metadata field: at most --group-size hits per value of it.")
+    query.add_argument("--group-size", type=int, default=None, help="Hits per --group-by value (1 to 10, default 1).")
     query.add_argument("--namespace", default=None, help="Search this namespace (default: the server's default).")
     query.add_argument("--timeout-s", type=float, default=60.0, help="Give up on the server after this many seconds.")
     query.set_defaults(handler=_query)

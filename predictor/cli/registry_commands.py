@@ -5,21 +5,21 @@ import json
 import os
 from pathlib import Path
 
-from predictor.cli.tracking_options import DEFAULT_EXPERIMENT
+from predictor.cli.mlflow_options import DEFAULT_EXPERIMENT
 
 DEFAULT_MODEL_NAME = "image-search"
 ALIASES = ("champion", "challenger")
 
 
 def _client(args: argparse.Namespace):
-    from predictor.tracking.client import connect
+    from predictor.registry.mlflow_client import connect
 
     return connect(args.mlflow_uri)
 
 
 def _register(args: argparse.Namespace) -> int:
     client = _client(args)
-    from predictor.tracking.registry import register_package
+    from predictor.registry.packages import register_package
 
     registered, created = register_package(client, args.name, Path(args.model_dir), args.experiment, args.run_id)
     if args.json:
@@ -33,7 +33,7 @@ def _register(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     client = _client(args)
-    from predictor.tracking.registry import promote
+    from predictor.registry.packages import promote
 
     previous = promote(client, args.name, args.alias, args.version)
     was = f"version {previous}" if previous else "unset"
@@ -42,11 +42,11 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> int:
-    from predictor.tracking.storage_uri import parse_model_uri, storage_uri
+    from predictor.registry.storage_uri import parse_model_uri, storage_uri
 
     reference = parse_model_uri(args.model_uri)
     client = _client(args)
-    from predictor.tracking.registry import download_package, lookup
+    from predictor.registry.packages import download_package, lookup
 
     registered = lookup(client, reference)
     if args.download:

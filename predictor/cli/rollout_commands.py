@@ -8,7 +8,7 @@ EXIT_CODES = "Exit status: 0 promote, 1 roll back, 2 not enough data yet (or Pro
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from predictor.rollout import (
+    from predictor.rollout.canary import (
         Analysis,
         Decision,
         PrometheusClient,

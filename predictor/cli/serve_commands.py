@@ -4,10 +4,8 @@ import argparse
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from predictor.config import serve_settings
-    from predictor.search_options import search_settings
+    from predictor.cli.options import search_settings, serve_settings, ui_settings
     from predictor.server import serve
-    from predictor.ui.settings import ui_settings
 
     if args.workers != 1:
         raise ValueError("--workers must be 1: one process per pod (scale with replicas); torch and CUDA don't fork")
@@ -24,9 +22,7 @@ def _kserve_server_parser() -> list[argparse.ArgumentParser]:
 
 
 def register(add_command, for_serving: bool) -> None:
-    from predictor.config import add_serving_arguments
-    from predictor.search_options import add_search_arguments
-    from predictor.ui.settings import add_ui_arguments
+    from predictor.cli.options import add_search_arguments, add_serving_arguments, add_ui_arguments
 
     serve = add_command(
         "serve",

@@ -1,4 +1,9 @@
-"""KServe model `image-classifier`: ImageNet-1k labels above a confidence threshold, with a latency breakdown."""
+"""KServe model `image-classifier`: ImageNet-1k labels above a confidence threshold, with a latency breakdown.
+
+It needs a package with an ImageNet classifier head (the bundled default, or any package of the architectures in
+predictor/architectures). An open_clip package has no head: the classifier then refuses every request with a 400
+that says so, and text queries to `image-search` are the way to ask such a model about words.
+"""
 
 import time
 from dataclasses import dataclass
@@ -8,10 +13,10 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from torchvision.models import EfficientNet_B0_Weights
 
 from predictor.errors import InvalidRequest
-from predictor.kserve_compat import request_parameters
-from predictor.models import protocol
 from predictor.models.base import ImageModel
-from predictor.models.pixels import PreparedImage
+from predictor.protocol import inference
+from predictor.serving.image_preparation import PreparedImage
+from predictor.serving.kserve.grpc_service import request_parameters
 
 # torchvision ships the ImageNet-1k class names with every ImageNet weights enum; no download involved.
 IMAGENET_LABELS: list[str] = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
@@ -55,6 +60,13 @@ class ImageClassifierModel(ImageModel):
         self.ready = True
         return self.ready
 
+    def metadata_parameters(self) -> dict:
+        """What the model metadata declares beyond the tensors: the request's parameters."""
+        return {
+            "confidence_threshold": {"type": "number", "default": DEFAULT_THRESHOLD, "minimum": 0.0, "maximum": 1.0},
+            "top_k": {"type": "integer", "default": DEFAULT_TOP_K, "minimum": 1, "maximum": len(IMAGENET_LABELS)},
+        }
+
     def get_output_types(self) -> list[dict]:
         return [
             {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
@@ -64,6 +76,8 @@ class ImageClassifierModel(ImageModel):
     def _classify(self, pixels: list[np.ndarray]) -> list[Classification]:
         started = time.perf_counter()
         probabilities = self.backbone.run(np.stack(pixels), with_probabilities=True).probabilities
+        if probabilities is None:
+            raise RuntimeError(f"{self.backbone.spec.architecture} gave no class probabilities")
         elapsed = time.perf_counter() - started
         self.metrics.observe_stage("embed", elapsed)
         return [Classification(row, elapsed) for row in probabilities]
@@ -72,26 +86,32 @@ class ImageClassifierModel(ImageModel):
         return len(parsed.images)
 
     async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> ClassifyRequest:
+        spec = self.backbone.spec
+        if spec.has_text_tower:
+            raise InvalidRequest(
+                f"model {self.name} classifies ImageNet-1k with a classifier head, and {spec.identity} is an "
+                "open_clip package without one; search it by text with the image-search model's 'text' input"
+            )
         max_images = self.settings.limits.max_images
         if isinstance(payload, InferRequest):
             parameters = request_parameters(payload)
-            _, tensor = protocol.v2_inputs(payload, [protocol.IMAGE_INPUT])
-            images = protocol.images_from_tensor(tensor, max_images)
-            threshold = protocol.float_parameter(parameters, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0)
-            top_k = protocol.int_parameter(parameters, "top_k", DEFAULT_TOP_K, 1, len(IMAGENET_LABELS))
-            outputs = protocol.requested_output_names(payload, OUTPUTS, OUTPUTS)
+            _, tensor = inference.v2_inputs(payload, [inference.IMAGE_INPUT])
+            images = inference.images_from_tensor(tensor, max_images)
+            threshold = inference.float_parameter(parameters, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0)
+            top_k = inference.int_parameter(parameters, "top_k", DEFAULT_TOP_K, 1, len(IMAGENET_LABELS))
+            outputs = inference.requested_output_names(payload, OUTPUTS, OUTPUTS)
             return ClassifyRequest(payload, images, [threshold] * len(images), top_k, outputs)
-        instances = protocol.v1_instances(payload, max_images)
-        parameters = protocol.v1_parameters(payload)
-        top_k = protocol.int_parameter(parameters, "top_k", DEFAULT_TOP_K, 1, len(IMAGENET_LABELS))
+        instances = inference.v1_instances(payload, max_images)
+        parameters = inference.v1_parameters(payload)
+        top_k = inference.int_parameter(parameters, "top_k", DEFAULT_TOP_K, 1, len(IMAGENET_LABELS))
         images, thresholds = [], []
         for position, instance in enumerate(instances):
             if not isinstance(instance, dict) or "image_base64" not in instance:
                 raise InvalidRequest(
                     f'instance {position}: expected {{"image_base64": "...", "confidence_threshold": x}}'
                 )
-            images.append(protocol.image_from_v1_value(instance["image_base64"], position))
-            thresholds.append(protocol.float_parameter(instance, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0))
+            images.append(inference.image_from_v1_value(instance["image_base64"], position))
+            thresholds.append(inference.float_parameter(instance, "confidence_threshold", DEFAULT_THRESHOLD, 0.0, 1.0))
         return ClassifyRequest(None, images, thresholds, top_k, OUTPUTS)
 
     async def predict(self, request: ClassifyRequest, headers: dict[str, str] | None = None) -> ClassifyResult:
@@ -125,7 +145,7 @@ class ImageClassifierModel(ImageModel):
             }
         width = max((len(labels) for labels in result.predictions), default=0)
         tensors = {
-            "labels": lambda: protocol.text_tensor([[label for label, _ in row] for row in result.predictions], width),
-            "confidences": lambda: protocol.number_tensor([[c for _, c in row] for row in result.predictions], width),
+            "labels": lambda: inference.text_tensor([[label for label, _ in row] for row in result.predictions], width),
+            "confidences": lambda: inference.number_tensor([[c for _, c in row] for row in result.predictions], width),
         }
-        return protocol.v2_response(self.name, self.version, request.v2, request.outputs, tensors)
+        return inference.v2_response(self.name, self.version, request.v2, request.outputs, tensors)

@@ -8,30 +8,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from predictor import deadlines
-from predictor.backbone import Backbone
-from predictor.config import ServeSettings
+from predictor.embedding.backbone import Backbone
 from predictor.errors import IndexUnavailable, ModelUnavailable, UnknownId
-from predictor.index import Hit, ImageIndex, IndexMismatch, IndexNotReady
-from predictor.metrics import set_index_rows
+from predictor.index.collection import Hit, ImageIndex, IndexMismatch, IndexNotReady
+from predictor.index.reranking import MAX_GROUP_SIZE, MAX_HITS_REORDERED
+from predictor.index.search_options import DEFAULT_NAMESPACE, MAX_RESULT_WINDOW, SearchOptions, SearchSettings
 from predictor.models.base import ImageModel
-from predictor.models.search_protocol import (
+from predictor.observability.metrics import set_index_rows
+from predictor.protocol.search import (
     EMBEDDING,
     ID,
     IMAGE,
+    TEXT,
     SearchRequest,
     SearchResult,
     page_of,
     parse_search_request,
     response,
 )
-from predictor.search_options import DEFAULT_NAMESPACE, MAX_RESULT_WINDOW, SearchOptions, SearchSettings
-from predictor.search_pool import SearchPool
+from predictor.serving import deadlines
+from predictor.serving.batching import MicroBatcher
+from predictor.serving.image_preparation import decode_executor
+from predictor.serving.search_pool import SearchPool
+from predictor.serving.settings import ServeSettings
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ class ImageSearchModel(ImageModel):
         self.search_settings = search
         self.index: ImageIndex | None = None
         self._pool: SearchPool[SearchOptions] | None = None
+        self._text_batcher: MicroBatcher | None = None
         self._healthy_until = 0.0
         self._healthy = False
         self._health_check_running = False
@@ -73,6 +81,14 @@ class ImageSearchModel(ImageModel):
         self.backbone.load()
         self.backbone.warm_up()
         self.start_batcher(self._embed)
+        if self.backbone.text is not None:
+            self._text_batcher = MicroBatcher(
+                self._embed_texts,
+                max_batch_size=self.settings.max_batch_size,
+                max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
+                executor=self.backbone.executor,
+                on_batch=self.metrics.observe_batch,
+            )
         self._pool = SearchPool(self._search, self.search_settings.search_workers)
         self._open_index(mismatch_is_fatal=True)
         return self.ready
@@ -116,29 +132,39 @@ class ImageSearchModel(ImageModel):
         return self._healthy
 
     async def _check_health(self, now: float) -> None:
-        if not self.ready:
+        index = self.index
+        if not self.ready or index is None:
             await asyncio.to_thread(self._open_index)
             self._healthy = self.ready
-        elif await asyncio.to_thread(self.index.ping, HEALTH_TIMEOUT_S):
+        elif await asyncio.to_thread(index.ping, HEALTH_TIMEOUT_S):
             self._healthy = True
             self.not_ready_reason = None
             if now - self._rows_counted_at > INDEX_ROWS_TTL_S:
                 await asyncio.to_thread(self._refresh_index_rows)
         else:
             self._healthy = False
-            self.not_ready_reason = f"Milvus at {self.index.uri} does not answer within {HEALTH_TIMEOUT_S:g} s"
+            self.not_ready_reason = f"Milvus at {index.uri} does not answer within {HEALTH_TIMEOUT_S:g} s"
 
     def _refresh_index_rows(self) -> None:
         """Keeps the index-size gauge current while indexing jobs add rows behind the server's back."""
+        index = self.index
+        if index is None:
+            return
         try:
-            set_index_rows(self.index.collection, self.index.count())
+            set_index_rows(index.collection, index.count())
             self._rows_counted_at = time.monotonic()
         except IndexUnavailable:
             pass
 
+    @property
+    def takes_text(self) -> bool:
+        return self.backbone.text is not None
+
     def get_input_types(self) -> list[dict[str, Any]]:
+        text = [{"name": TEXT, "datatype": "BYTES", "shape": [-1]}] if self.takes_text else []
         return [
             *super().get_input_types(),
+            *text,
             {"name": EMBEDDING, "datatype": "FP32", "shape": [-1, self.backbone.dimension]},
             {"name": ID, "datatype": "BYTES", "shape": [-1]},
         ]
@@ -156,7 +182,7 @@ class ImageSearchModel(ImageModel):
         """What the model metadata (REST) declares beyond the tensors: one query input per request, the options."""
         serve = self.settings
         return {
-            "inputs": "send exactly one of image, embedding, id",
+            "inputs": f"send exactly one of {', '.join(item['name'] for item in self.get_input_types())}",
             "optional_outputs": ["metadata (return_metadata: true)", "embedding (return_embedding: true)"],
             "top_k": {"type": "integer", "default": serve.default_top_k, "minimum": 1, "maximum": serve.max_top_k},
             "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum_with_top_k": MAX_RESULT_WINDOW},
@@ -164,6 +190,21 @@ class ImageSearchModel(ImageModel):
             "filter": {"type": "string", "example": 'metadata["category"] == "birds" and metadata["price"] < 20'},
             "namespace": {"type": "string", "default": DEFAULT_NAMESPACE},
             "effort": self._effort_metadata(),
+            "diversity": {
+                "type": "number",
+                "default": 0.0,
+                "minimum": 0.0,
+                "maximum": 1.0,
+                "note": "maximal marginal relevance over 10 candidates per hit; offset + top_k at most "
+                f"{MAX_HITS_REORDERED}; scores stay the similarity to the query",
+            },
+            "group_by": {
+                "type": "string",
+                "example": "shop",
+                "note": "a metadata field: at most group_size hits per value (a hit without it is a group of its own); "
+                f"offset + top_k at most {MAX_HITS_REORDERED}",
+            },
+            "group_size": {"type": "integer", "default": 1, "minimum": 1, "maximum": MAX_GROUP_SIZE},
             "return_metadata": {"type": "boolean", "default": False},
             "return_embedding": {"type": "boolean", "default": False},
         }
@@ -178,20 +219,55 @@ class ImageSearchModel(ImageModel):
         with self.metrics.stage("embed"):
             return self.backbone.run(np.stack(pixels)).embeddings
 
+    def _embed_texts(self, tokens: list["torch.Tensor"]) -> np.ndarray:
+        """Runs in the device thread: the text tower's forward pass for the whole batch of token rows."""
+        import torch
+
+        with self.metrics.stage("embed"):
+            return self.backbone.embed_text(torch.stack(tokens))
+
+    def _text_refusal(self) -> str | None:
+        if self.takes_text:
+            return None
+        spec = self.backbone.spec
+        return (
+            f"model {self.name} serves {spec.identity}, which has no text tower: it takes "
+            "image, embedding or id queries; text queries need a CLIP model package (export-model --open-clip)"
+        )
+
     def _search(self, options: SearchOptions, vectors: np.ndarray, timeout_s: float | None) -> list[list[Hit]]:
         """Runs in a search worker: one Milvus search for every query waiting with these options."""
+        index = self._open_index_or_refuse()
+        with self.metrics.stage("search"):
+            return index.search(vectors, options, timeout_s)
+
+    def _open_index_or_refuse(self) -> ImageIndex:
         if self.index is None:
             raise ModelUnavailable(f"{self.name} is not ready: {self.not_ready_reason}")
-        with self.metrics.stage("search"):
-            return self.index.search(vectors, options, timeout_s)
+        return self.index
+
+    def _search_pool(self) -> SearchPool[SearchOptions]:
+        if self._pool is None:
+            raise ModelUnavailable(f"{self.name} is not ready: {self.not_ready_reason}")
+        return self._pool
 
     def images_in(self, parsed: SearchRequest) -> int:
         return len(parsed.queries.images)
 
+    def queries_in(self, parsed: SearchRequest) -> int:
+        queries = parsed.queries
+        return len(queries.images) or len(queries.ids) or (0 if queries.embeddings is None else len(queries.embeddings))
+
     async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> SearchRequest:
         vector_index = self.index.vector_index if self.index is not None else None
         return parse_search_request(
-            payload, headers, self.settings, self.search_settings, self.backbone.dimension, vector_index
+            payload,
+            headers,
+            self.settings,
+            self.search_settings,
+            self.backbone.dimension,
+            vector_index,
+            text_refusal=self._text_refusal(),
         )
 
     async def _query_vectors(self, request: SearchRequest) -> np.ndarray:
@@ -199,10 +275,14 @@ class ImageSearchModel(ImageModel):
         if queries.kind == IMAGE:
             _, embeddings = await self.run_on_device(queries.images)
             return np.stack(embeddings)
-        if queries.kind == EMBEDDING:
+        text, text_batcher = self.backbone.text, self._text_batcher
+        if queries.kind == TEXT and text is not None and text_batcher is not None:
+            tokens = await asyncio.get_running_loop().run_in_executor(decode_executor(), text.tokenize, queries.texts)
+            return np.stack(await asyncio.gather(*(text_batcher.submit(row) for row in tokens)))
+        if queries.kind == EMBEDDING and queries.embeddings is not None:
             return queries.embeddings
         stored = await asyncio.to_thread(
-            self.index.vectors_of, request.options.namespace, queries.ids, deadlines.remaining_s()
+            self._open_index_or_refuse().vectors_of, request.options.namespace, queries.ids, deadlines.remaining_s()
         )
         missing = [image_id for image_id in queries.ids if image_id not in stored]
         if missing:
@@ -212,13 +292,15 @@ class ImageSearchModel(ImageModel):
     async def predict(self, request: SearchRequest, headers: dict[str, str] | None = None) -> SearchResult:
         try:
             vectors = await self._query_vectors(request)
-            rows = await self._pool.search(request.options, vectors, deadlines.deadline())
+            rows = await self._search_pool().search(request.options, vectors, deadlines.deadline())
         except IndexUnavailable:
             self._healthy_until = 0.0  # re-check Milvus on the next readiness probe, not in two seconds
             raise
         own_ids = request.queries.ids if request.queries.kind == ID else [None] * len(rows)
         hits = [page_of(row, request.options, own) for row, own in zip(rows, own_ids, strict=True)]
-        if request.queries.kind != ID:
+        # Top-1 similarity and drift describe image queries against an index of images. A text vector sits far from
+        # every image vector in a CLIP space (the modality gap), so counting it would read as drift.
+        if request.queries.kind not in (ID, TEXT):
             self.metrics.observe_top1([row[0].score for row in rows if row])
             self.metrics.observe_queries(vectors)
         return SearchResult(request, hits, vectors)

@@ -20,16 +20,17 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from predictor import deadlines
-from predictor.collection_schema import ID_MAX_LENGTH
 from predictor.errors import ModelUnavailable, ThumbnailNotFound
-from predictor.images import ImageLimits
-from predictor.index import ImageIndex
-from predictor.models.pixels import decode_executor
-from predictor.models.search_protocol import request_namespace
-from predictor.search_options import SearchSettings
+from predictor.imaging.decoding import ImageLimits
+from predictor.index.collection import ImageIndex
+from predictor.index.duplicates import DEFAULT_THRESHOLD
+from predictor.index.schema import ID_MAX_LENGTH
+from predictor.index.search_options import SearchSettings
+from predictor.protocol.search import request_namespace
+from predictor.serving import deadlines
+from predictor.serving.image_preparation import decode_executor
 from predictor.ui.settings import UiSettings
-from predictor.ui.thumbnails import Elsewhere, Thumbnails, Unreadable
+from predictor.ui.thumbnails import Elsewhere, InStore, Thumbnails, Unreadable
 
 __all__ = ["PAGE_PATH", "SearchPage", "install"]
 
@@ -142,6 +143,7 @@ class SearchPage:
                 "namespace": chosen,
                 "namespace_images": index.count(chosen),
                 "namespace_header": self.search.namespace_header,
+                "duplicate_threshold": DEFAULT_THRESHOLD,
             }
 
         async with self._deadline():
@@ -164,6 +166,13 @@ class SearchPage:
             return RedirectResponse(where.url, status_code=307, headers=headers)
         if isinstance(where, Unreadable):
             raise ThumbnailNotFound(where.reason)
+        if isinstance(where, InStore):
+            etag = self.thumbnails.object_etag(image)
+            headers |= {"ETag": etag, "X-Content-Type-Options": "nosniff"}
+            if _matches(request, etag):
+                return Response(status_code=304, headers=headers)
+            rendered = await self.thumbnails.render_object(where, etag)
+            return Response(rendered.body, media_type=rendered.content_type, headers=headers)
         etag = await self.thumbnails.etag(where)
         headers |= {"ETag": etag, "X-Content-Type-Options": "nosniff"}
         if _matches(request, etag):

@@ -1,21 +1,15 @@
-"""Settings of the search page (`image-search serve --ui`), read from flags with environment fallbacks and checked at
-start-up."""
+"""Settings of the search page (`image-search serve --ui`), checked when they are made; the flags are in cli/."""
 
-import argparse
-import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from predictor import environment
-
-__all__ = ["BaseUrl", "UiSettings", "add_ui_arguments", "parse_base_url", "ui_settings"]
+__all__ = ["BaseUrl", "UiSettings", "parse_base_url"]
 
 DEFAULT_THUMBNAIL_SIZE = 256
 DEFAULT_THUMBNAIL_CACHE_BYTES = 32 * 1024 * 1024
 THUMBNAIL_SIZES = (32, 1024)
 # A thumbnail of 256 px is about 15 KB as JPEG, so 32 MiB holds a couple of thousand; 1 GiB is far past any need.
 MAX_THUMBNAIL_CACHE_BYTES = 1024 * 1024 * 1024
-_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -72,42 +66,3 @@ class UiSettings:
             raise ValueError(f"--thumbnail-base-url names a prefix twice: {sorted(prefixes)}")
         # The longest matching prefix wins, so a folder can be mapped apart from its bucket.
         object.__setattr__(self, "base_urls", tuple(sorted(self.base_urls, key=lambda b: len(b.prefix), reverse=True)))
-
-
-def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ui",
-        action="store_true",
-        default=os.environ.get(environment.UI, "").lower() in _TRUE,
-        help="Serve the search page at /ui/ on the REST port, with thumbnails of indexed images. Env: IMAGE_SEARCH_UI.",
-    )
-    parser.add_argument(
-        "--thumbnail-size",
-        type=int,
-        default=DEFAULT_THUMBNAIL_SIZE,
-        help="Longest side of a thumbnail on the search page, in pixels.",
-    )
-    parser.add_argument(
-        "--thumbnail-cache-bytes",
-        type=int,
-        default=DEFAULT_THUMBNAIL_CACHE_BYTES,
-        help="Memory for recently served thumbnails (least recently used go first); 0 renders every one afresh.",
-    )
-    parser.add_argument(
-        "--thumbnail-base-url",
-        action="append",
-        default=[],
-        metavar="PREFIX=URL",
-        help="Show stored images whose uri starts with PREFIX from URL plus the rest of the uri (the browser loads "
-        "them from there), e.g. s3://bucket/images/=https://cdn.example.com/images/. Repeatable. Without one, "
-        "images this server cannot read (s3://, gs://, https://) show as links or placeholders.",
-    )
-
-
-def ui_settings(args: argparse.Namespace) -> UiSettings:
-    return UiSettings(
-        enabled=args.ui,
-        thumbnail_size=args.thumbnail_size,
-        thumbnail_cache_bytes=args.thumbnail_cache_bytes,
-        base_urls=tuple(parse_base_url(text) for text in args.thumbnail_base_url),
-    )

@@ -35,7 +35,7 @@ def test_index_accepts_the_indexing_job_arguments(render, parser) -> None:
 
 
 def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predictor(render, parser) -> None:
-    from predictor.config import vector_index
+    from predictor.cli.options import vector_index
 
     objects = render("indexing-job")
     (job,) = of_kind(objects, "Job")

@@ -1,5 +1,6 @@
 """The Dockerfile is hadolint-clean and builds the image the chart expects."""
 
+import ast
 import re
 import shutil
 import subprocess
@@ -50,6 +51,10 @@ def test_build_context_leaves_out_local_state() -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[[line.strip() for line in ignore].index("*")] == "*", "the context is an allow-list"
     assert {"!pyproject.toml", "!README.md", "!predictor/"} <= set(ignore)
+    # Development tools, tests and benchmarks never reach the image, whatever they import.
+    admitted = [line[1:].strip() for line in ignore if line.startswith("!")]
+    for folder in ("tools/", "harness/", "benchmarks/", "tests/", "hack/", "docs/", "data/"):
+        assert not [path for path in admitted if path.startswith(folder)], f"{folder} is in the build context"
 
 
 def test_the_build_ca_and_pip_config_come_in_as_secrets_and_nothing_else() -> None:
@@ -66,3 +71,30 @@ def test_a_cpu_only_build_is_one_build_argument_away() -> None:
     assert 'ARG TORCH_INDEX_URL=""' in INSTRUCTIONS
     (download,) = [line for line in INSTRUCTIONS if line.startswith("RUN ") and "requirements.txt" in line]
     assert '${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}' in download
+
+
+def test_what_the_dockerfile_imports_from_the_package_is_there() -> None:
+    # A module moved or renamed in predictor/ would otherwise fail only in the middle of an image build.
+    imports = re.findall(r"from (predictor(?:\.\w+)*) import (\w+(?:, \w+)*)", DOCKERFILE)
+    assert imports, "the Dockerfile no longer checks the image with the server's own code"
+    for module, names in imports:
+        path = REPO.joinpath(*module.split("."))
+        source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        assert source.is_file(), f"the Dockerfile imports {module}, which is not in the source tree"
+        tree = ast.parse(source.read_text())
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+        defined |= {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        defined |= {
+            (alias.asname or alias.name)
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom | ast.Import)
+            for alias in node.names
+        }
+        for name in names.split(", "):
+            assert name in defined, f"the Dockerfile imports {name} from {module}, which does not define it"

@@ -13,7 +13,7 @@ CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "prometheus-operator/monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
 }
-BUILTIN_KINDS = {"ServiceAccount", "NetworkPolicy", "Job", "Pod", "Service", "ConfigMap"}
+BUILTIN_KINDS = {"ServiceAccount", "NetworkPolicy", "Job", "CronJob", "Pod", "Service", "ConfigMap"}
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the one helm 4.1 is built against.
 KUBERNETES_VERSIONS = ["1.29.0", "1.35.0"]
 

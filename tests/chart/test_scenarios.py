@@ -168,14 +168,14 @@ def test_indexing_job_runs_one_indexed_completion_per_shard(render) -> None:
     assert initializer["args"] == ["s3://models/image-search/efficientnet-lite0/1", "/mnt/models"]
 
 
-def test_indexing_job_downloads_an_object_store_source_first(render) -> None:
+def test_indexing_job_downloads_a_source_it_cannot_read_itself_first(render) -> None:
     job = one(
-        render("indexing-job", "indexing.source.pvc.claimName=", "indexing.source.uri=s3://photos/catalogue"),
+        render("indexing-job", "indexing.source.pvc.claimName=", "indexing.source.uri=https://example.com/photos/"),
         "Job",
     )
     pod = job["spec"]["template"]["spec"]
     initializers = {c["name"]: c["args"] for c in pod["initContainers"]}
-    assert initializers["source-initializer"] == ["s3://photos/catalogue", "/data/source"]
+    assert initializers["source-initializer"] == ["https://example.com/photos/", "/data/source"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert "emptyDir" in volumes["source"]
     assert pod["containers"][0]["args"][1] == "/data/source"
@@ -189,3 +189,17 @@ def test_promoted_predictor_name_follows_into_the_test_and_keda_query(render) ->
     assert 'pod=~"image-search-v2-predictor-.*"' in query
     test_pod = one(docs, "Pod")
     assert "http://image-search-v2-predictor.search.svc.cluster.local" in test_pod["spec"]["containers"][0]["command"]
+
+
+def test_clip_scenario_serves_and_indexes_a_clip_package_from_its_storage_uri(render) -> None:
+    docs = render("clip")
+    container = server_container(one(docs, "InferenceService")["spec"]["predictor"])
+    assert env(container)["STORAGE_URI"]["value"] == "s3://models/image-search/vit-b-32-laion2b/1"
+    assert flags(container)["model-dir"] == "/mnt/models"
+    pod = one(docs, "Job")["spec"]["template"]["spec"]
+    initializers = {c["name"]: c["args"] for c in pod["initContainers"]}
+    assert ["s3://models/image-search/vit-b-32-laion2b/1", "/mnt/models"] in initializers.values()
+    # The catalogue is read from the object store by the indexer itself; only the model is downloaded first.
+    assert "source-initializer" not in initializers
+    assert pod["containers"][0]["args"][1] == "s3://catalogue/images/"
+    assert flags(pod["containers"][0])["model-dir"] == "/mnt/models"

@@ -5,7 +5,8 @@ import pytest
 from chart_helpers import REPO, SCENARIOS, of_kind, one, pod_specs, predictors, server_container
 
 cli = pytest.importorskip("predictor.cli", reason="the predictor package is not installed")
-from predictor.ui.settings import BaseUrl, UiSettings, ui_settings  # noqa: E402
+from predictor.cli.options import ui_settings  # noqa: E402
+from predictor.ui.settings import BaseUrl, UiSettings  # noqa: E402
 
 CANARY = ("canary.enabled=true", "canary.storageUri=s3://models/2", "canary.version=2")
 UI_FLAGS = ("--ui", "--thumbnail-")

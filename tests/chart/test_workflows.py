@@ -165,11 +165,11 @@ def test_kind_job_uses_the_committed_kind_config():
     assert [s["with"]["config"] for s in kind_steps] == ["manifests/kind-config.yaml"]
 
 
-def test_every_hack_script_passes_shellcheck():
+def test_every_hack_script_and_the_ci_entry_point_pass_shellcheck():
     binary = shutil.which("shellcheck")
     if binary is None:
         pytest.skip("shellcheck is not installed: run hack/tools/shellcheck.sh (make tools)")
-    scripts = hack_scripts()
+    scripts = [*hack_scripts(), REPO / ".ci" / "run"]
     assert len(scripts) >= 10, scripts
     result = subprocess.run(
         [binary, "--external-sources", *(str(p.relative_to(REPO)) for p in scripts)],

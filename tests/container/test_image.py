@@ -6,7 +6,8 @@ of the chart's emptyDirs, user and group 1000, every capability dropped and no p
 volume; then the server answers tritonclient over REST and gRPC from the host, and /metrics counts what it served.
 
 Needs podman (or CONTAINER_ENGINE=docker) and the image built from this checkout (`make image`); IMAGE names another
-tag, which is then tested whatever it was built from.
+tag, which is then tested whatever it was built from. Without them the tests skip and say why; with CI=true they fail
+instead, so a CI run cannot pass without testing the image.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def source_digest() -> str:
     ).stdout.strip()
 
 
-def _skip_reason() -> str | None:
+def unavailable() -> str | None:
+    """Why the image cannot be tested here, or None."""
     if shutil.which(engine()) is None:
         return f"{engine()} is not installed: `make image` installs podman (or set CONTAINER_ENGINE=docker)"
     if find_helm() is None:
@@ -83,7 +85,19 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def image_under_test() -> None:
+    """Skips the module where the image cannot be run; under CI=true fails it instead: CI must test what ships."""
+    reason = unavailable()
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true, so the image tests must run, but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import re
 import httpx
 import pytest
 
-from predictor.index import versioned_collection
-from predictor.model_package import default_spec
-from tests.support.predictor_server import run_cli, run_predictor
+from harness.predictor_server import run_cli, run_predictor
+from predictor.embedding.model_package import default_spec
+from predictor.index.collection import versioned_collection
 
 SUBSET = ["chelsea", "coffee", "rocket", "astronaut"]
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from tests.support.predictor_server import free_port, run_cli
+from harness.predictor_server import free_port, run_cli
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.support.predictor_server import run_predictor
+from harness.predictor_server import run_predictor
 
 PAUSE_S = 4.0
 GRACE_S = 20.0

@@ -1,6 +1,6 @@
 """Every documented environment variable, set as an operator would, read by the real `image-search` command.
 
-The variables are those of the README's configuration table and the chart's predictor and indexing containers. The
+The variables are those of docs/configuration.md and the chart's predictor and indexing containers. The
 Milvus token, which needs a Milvus server with authentication, is tested in test_milvus_faults.py.
 """
 
@@ -11,8 +11,8 @@ import re
 import httpx
 import pytest
 
-from predictor.indexing import in_shard
-from tests.support.predictor_server import run_cli, run_predictor
+from harness.predictor_server import run_cli, run_predictor
+from predictor.index.ingestion import in_shard
 
 PHOTOS = ["chelsea", "coffee", "rocket", "astronaut", "moon", "camera"]
 

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from predictor.model_package import default_spec
+from predictor.embedding.model_package import default_spec
 
 # Nothing here depends on which Milvus answers, so one kind is enough.
 pytestmark = pytest.mark.parametrize("milvus_uri", ["milvus-lite"], indirect=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from predictor.identity import ModelIdentity
-from predictor.index import ImageIndex, IndexRow
-from predictor.milvus import MilvusAccess
+from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.milvus import MilvusAccess
 from tests.e2e.conftest import BACKENDS
 
 ODD_IDS = ["it's", 'say "cheese"', "both ' and \" quotes", "back\\slash\\", "naïve 日本 ✓", "a/b/../c"]
@@ -71,3 +71,14 @@ def test_an_id_written_as_a_filter_finds_nothing_in_any_namespace(index):
         assert index.delete("default", [crafted]) == 0, crafted
     assert index.get("shop", "theirs") is not None, "the other namespace's row is still there"
     assert index.count() == 2
+
+
+def test_a_source_folder_with_like_wildcards_in_its_name_covers_only_its_own_rows(index):
+    # `_` and `%` are wildcards of a Milvus `like` pattern: /photos/a_b must not reach /photos/axb or /photos/a%b's
+    # neighbours, nor a sibling whose name only starts the same.
+    uris = ["/photos/a_b/1.jpg", "/photos/a_b", "/photos/axb/2.jpg", "/photos/a%b/3.jpg", "/photos/a%bc/4.jpg"]
+    rows = [IndexRow(f"id-{n}", vector(n), uri, {}) for n, uri in enumerate(uris)]
+    assert index.upsert("default", rows) == len(rows)
+    assert sorted(index.ids_under("default", "/photos/a_b")) == ["id-0", "id-1"]
+    assert sorted(index.ids_under("default", "/photos/a_b/")) == ["id-0"]
+    assert index.ids_under("default", "/photos/a%b") == ["id-3"]

@@ -13,8 +13,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from harness.predictor_server import run_cli, run_predictor
 from tests.e2e.conftest import BACKENDS
-from tests.support.predictor_server import run_cli, run_predictor
 
 MODEL = "image-search"
 PHOTOS = ["coins", "coffee", "clock", "camera", "moon", "rocket", "brick", "grass"]

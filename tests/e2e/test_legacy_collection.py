@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from predictor.backbone import Backbone
-from predictor.images import ImageLimits, load_pixels
-from predictor.index import versioned_collection
-from predictor.model_package import default_spec
+from harness.predictor_server import run_cli, run_predictor
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import default_spec
+from predictor.imaging.decoding import ImageLimits, load_pixels
+from predictor.index.collection import versioned_collection
 from tests.e2e.conftest import BACKENDS
-from tests.support.predictor_server import run_cli, run_predictor
 
 OLD_PHOTOS = ["chelsea", "coffee", "rocket", "moon", "brick"]
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from predictor.index import versioned_collection
-from predictor.model_package import default_spec
-from tests.support.polling import wait_for
-from tests.support.predictor_server import run_cli, run_predictor
+from harness.polling import wait_for
+from harness.predictor_server import run_cli, run_predictor
+from predictor.embedding.model_package import default_spec
+from predictor.index.collection import versioned_collection
 
 PHOTOS = ["chelsea", "coffee", "rocket", "astronaut"]
 

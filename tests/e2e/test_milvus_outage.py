@@ -3,9 +3,9 @@
 import httpx
 import pytest
 
-from tests.support.milvus_server import kill_milvus_server, run_milvus_server
-from tests.support.polling import wait_for
-from tests.support.predictor_server import run_cli, run_predictor
+from harness.milvus_server import kill_milvus_server, run_milvus_server
+from harness.polling import wait_for
+from harness.predictor_server import run_cli, run_predictor
 
 
 @pytest.fixture(scope="module")

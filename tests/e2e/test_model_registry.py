@@ -1,6 +1,6 @@
 """Tracked evaluations and the model registry, against a real MLflow tracking server.
 
-The flow of the README's "Model lifecycle": export a package, eval it with --mlflow-uri, register it, point an alias
+The flow of docs/model-lifecycle.md: export a package, eval it with --mlflow-uri, register it, point an alias
 at it, resolve the alias to a storageUri or a downloaded package, and serve that package.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.mlflow_server import MLFLOW_MISSING, RunningMlflow, mlflow_installed
-from tests.support.predictor_server import free_port, run_cli, run_predictor
+from harness.mlflow_server import MLFLOW_MISSING, RunningMlflow, mlflow_installed
+from harness.predictor_server import free_port, run_cli, run_predictor
 
 pytestmark = pytest.mark.skipif(not mlflow_installed(), reason=MLFLOW_MISSING)
 
@@ -444,9 +444,9 @@ def test_an_eval_whose_logging_fails_keeps_its_report_and_exits_non_zero(mlflow_
 
 
 def test_a_nan_metric_is_refused_before_any_run_exists(mlflow_server, tracked_eval, package, labelled, tmp_path):
-    from predictor.tracking.client import TrackingError, connect
-    from predictor.tracking.eval_runs import log_evaluation
-    from predictor.tracking.eval_set import fingerprint
+    from predictor.registry.eval_runs import log_evaluation
+    from predictor.registry.eval_set import fingerprint
+    from predictor.registry.mlflow_client import TrackingError, connect
 
     _, real = tracked_eval
     report = tmp_path / "report.json"

@@ -7,10 +7,10 @@ import uuid
 
 import httpx
 
-from predictor.index import versioned_collection
-from predictor.model_package import default_spec, export_package, legacy_spec
-from tests.support.polling import wait_for
-from tests.support.predictor_server import run_cli, run_predictor
+from harness.polling import wait_for
+from harness.predictor_server import run_cli, run_predictor
+from predictor.embedding.model_package import default_spec, export_package, legacy_spec
+from predictor.index.collection import versioned_collection
 
 
 def ok(result):

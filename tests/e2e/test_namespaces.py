@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from predictor.index import versioned_collection
-from predictor.model_package import default_spec
+from harness.predictor_server import run_cli
+from predictor.embedding.model_package import default_spec
+from predictor.index.collection import versioned_collection
 from tests.e2e.conftest import BACKENDS
-from tests.support.predictor_server import run_cli
 
 PHOTOS = ["chelsea", "coffee", "rocket"]
 

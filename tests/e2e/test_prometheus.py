@@ -30,8 +30,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support.predictor_server import REPO_ROOT, RunningServer, run_cli, run_predictor
-from tests.support.prometheus_server import RunningPrometheus, prometheus_binary, run_prometheus
+from harness.predictor_server import REPO_ROOT, RunningServer, run_cli, run_predictor
+from harness.prometheus_server import RunningPrometheus, prometheus_binary, run_prometheus
 
 pytestmark = pytest.mark.skipif(
     prometheus_binary() is None, reason="prometheus is not installed: run hack/tools/prometheus.sh (or make tools)"

@@ -19,11 +19,11 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from predictor.images import ImageLimits
-from predictor.request_size import default_max_request_bytes
-from tests.support.predictor_server import run_predictor
-from tests.support.process_memory import MIB, watch_peak_rss
-from tests.support.raw_http import post
+from harness.predictor_server import run_predictor
+from harness.process_memory import MIB, watch_peak_rss
+from harness.raw_http import post
+from predictor.imaging.decoding import ImageLimits
+from predictor.serving.request_size import default_max_request_bytes
 
 INFER = "/v2/models/image-search/infer"
 CLASSIFIER = "image-classifier"

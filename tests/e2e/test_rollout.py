@@ -28,9 +28,9 @@ import tritonclient.http as httpclient
 from safetensors.numpy import load_file, save_file
 from tritonclient.utils import InferenceServerException
 
+from harness.predictor_server import RunningServer, run_cli, run_predictor
+from harness.prometheus_server import RunningPrometheus, prometheus_binary, run_prometheus
 from tests.e2e.conftest import near_duplicate
-from tests.support.predictor_server import RunningServer, run_cli, run_predictor
-from tests.support.prometheus_server import RunningPrometheus, prometheus_binary, run_prometheus
 
 pytestmark = pytest.mark.skipif(
     prometheus_binary() is None, reason="prometheus is not installed: run hack/tools/prometheus.sh (or make tools)"

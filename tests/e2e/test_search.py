@@ -9,7 +9,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from predictor.model_package import default_spec
+from harness.polling import wait_for
+from predictor.embedding.model_package import default_spec
 from tests.e2e.conftest import near_duplicate
 
 QUERIES = ["chelsea", "coffee", "astronaut", "rocket", "motorcycle_left"]
@@ -156,9 +157,16 @@ def test_each_request_leaves_one_json_log_line_without_image_data(server, catalo
     tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))
     grpc.infer("image-search", [tensor], request_id="log-v2-grpc")
 
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    logged = {line["request_id"]: line for line in lines if line.get("message") == "request"}
     expected = {"log-v1": ("v1", 1), "log-v2-rest": ("v2-rest", 2), "log-v2-grpc": ("v2-grpc", 1)}
+
+    def logged_requests() -> dict:
+        # A request's line is written as its response goes out: read only the lines already complete.
+        text = server.log()
+        lines = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.startswith("{")]
+        return {line["request_id"]: line for line in lines if line.get("message") == "request"}
+
+    wait_for(lambda: expected.keys() <= logged_requests().keys(), 30, "a log line for each request")
+    logged = logged_requests()
     for request_id, (protocol, images) in expected.items():
         line = logged[request_id]
         assert (line["protocol"], line["images"], line["outcome"]) == (protocol, images, "success")
@@ -176,8 +184,8 @@ def test_the_precision_served_shows_in_the_build_info_metric_and_the_log(server)
     import httpx
     import torch
 
-    from predictor import compilation, precision
-    from predictor.model_package import DEFAULT_PRECISIONS
+    from predictor.embedding import compilation, precision
+    from predictor.embedding.model_package import DEFAULT_PRECISIONS
 
     text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
     labels = set(re.findall(r'image_search_build_info\{[^}]*precision="([a-z0-9]+)"', text))

@@ -16,9 +16,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from predictor.model_package import default_spec
+from harness.predictor_server import run_cli, run_predictor
+from predictor.embedding.model_package import default_spec
 from tests.e2e.conftest import BACKENDS
-from tests.support.predictor_server import run_cli, run_predictor
 
 MODEL = "image-search"
 VERSION = default_spec().version
@@ -281,8 +281,8 @@ def test_rows_written_while_the_server_runs_are_found_as_soon_as_the_writer_retu
     after a write rests on the writer: `index`, `metadata set` and `delete` return only once Milvus has applied their
     writes (ImageIndex.settle), and every write here is followed at once by a query, with no waiting. (A Milvus
     server: milvus-lite lets one process at a time open its file, so nothing can write to it while a server runs.)"""
-    from predictor.index import ImageIndex, IndexRow
-    from predictor.milvus import MilvusAccess
+    from predictor.index.collection import ImageIndex, IndexRow
+    from predictor.index.milvus import MilvusAccess
 
     alias = f"fresh_{uuid.uuid4().hex[:8]}"
     first, late = tmp_path / "first", tmp_path / "late"

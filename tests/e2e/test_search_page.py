@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predictor.index import ImageIndex, IndexRow
-from predictor.milvus import MilvusAccess
-from predictor.model_package import default_spec
-from tests.support import raw_http
-from tests.support.browser import chromium, chromium_missing
-from tests.support.predictor_server import run_cli, run_predictor
+from harness import raw_http
+from harness.browser import chromium, chromium_missing
+from harness.predictor_server import run_cli, run_predictor
+from predictor.embedding.model_package import default_spec
+from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.milvus import MilvusAccess
 
 VERSION = default_spec().version
 THUMBNAIL_SIZE = 128
@@ -99,6 +99,13 @@ def page(catalogue, tmp_path_factory):
         str(THUMBNAIL_SIZE),
         "--thumbnail-base-url",
         f"{MAPPED_PREFIX}={MAPPED_URL}",
+        env={
+            "AWS_ACCESS_KEY_ID": "",
+            "AWS_SECRET_ACCESS_KEY": "",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials"),
+        },
     ) as server:
         yield server, shop, workdir
 
@@ -213,9 +220,11 @@ def test_stored_files_the_server_cannot_show_are_404_and_never_served_as_they_ar
     assert_no_thumbnail(thumbnail(http, "not-an-image", "shop"), "cannot be shown: not a supported image")
     assert_no_thumbnail(thumbnail(http, "gone", "shop"), "cannot be read: No such file or directory")
     assert_no_thumbnail(thumbnail(http, "fifo", "shop"), "not a regular file")
-    for image_id, scheme in (("s3-unmapped", "s3"), ("https-unmapped", "https")):
-        assert_no_thumbnail(thumbnail(http, image_id, "shop"), f"cannot read {scheme}:// images")
-        assert "--thumbnail-base-url" in thumbnail(http, image_id, "shop").json()["error"]
+    assert_no_thumbnail(thumbnail(http, "https-unmapped", "shop"), "cannot read https:// images")
+    assert "--thumbnail-base-url" in thumbnail(http, "https-unmapped", "shop").json()["error"]
+    # An object is read with the server's own credentials; this server has none.
+    assert_no_thumbnail(thumbnail(http, "s3-unmapped", "shop"), "cannot be read: s3://bucket/catalogue/chelsea.jpg")
+    assert "no AWS credentials found" in thumbnail(http, "s3-unmapped", "shop").json()["error"]
 
 
 def test_a_uri_under_a_base_url_is_shown_from_there(http):
@@ -320,6 +329,7 @@ def test_a_photo_finds_itself_first_and_a_click_finds_more_like_the_result(brows
         "images": f"{20 + len(shop)} (20 in namespace default)",
     }
     assert browser.find_element(By.ID, "collection").text.startswith("page_")
+    assert not browser.find_element(By.ID, "text-form").is_displayed(), "an image-only model takes no words"
 
     chelsea = catalogue.photos["chelsea"]
     served_before = len(searches_served(server))

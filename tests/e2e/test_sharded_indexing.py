@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predictor.index import versioned_collection
-from predictor.indexing import in_shard
-from predictor.model_package import default_spec
-from tests.support.polling import wait_for
-from tests.support.predictor_server import CLI, REPO_ROOT, run_cli
+from harness.polling import wait_for
+from harness.predictor_server import CLI, REPO_ROOT, run_cli
+from predictor.embedding.model_package import default_spec
+from predictor.index.collection import versioned_collection
+from predictor.index.ingestion import in_shard
 
 SHARDS = 3
 

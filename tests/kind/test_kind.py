@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
-from predictor.catalogue import write_catalogue
+from predictor.imaging.sample_catalogue import write_catalogue
 from tests.kind.cluster import (
     REPO,
     port_forward,

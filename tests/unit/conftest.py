@@ -16,13 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-from predictor.config import MilvusSettings, ServeSettings
 from predictor.errors import IndexUnavailable, RequestTimedOut
 from predictor.identity import ModelIdentity
-from predictor.images import ImageLimits, Preprocessing
-from predictor.index import Hit
-from predictor.search_options import SearchOptions, SearchSettings
-from predictor.vector_index import VectorIndex
+from predictor.imaging.decoding import ImageLimits, Preprocessing
+from predictor.index.collection import Hit
+from predictor.index.search_options import SearchOptions, SearchSettings
+from predictor.index.settings import MilvusSettings
+from predictor.index.vector_index import VectorIndex
+from predictor.serving.settings import ServeSettings
 
 DIMENSION = 4
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 210), "grey": (128, 128, 128)}
@@ -48,6 +49,7 @@ class FakeBackbone:
     """Embeds an image as its normalised mean colour (plus a constant), so similar colours are near neighbours."""
 
     dimension = DIMENSION
+    text = None  # no text tower: an image-only model
 
     def __init__(self) -> None:
         identity = ModelIdentity("fake", "7", DIMENSION)
@@ -56,6 +58,7 @@ class FakeBackbone:
             version=identity.version,
             identity=identity,
             preprocessing=Preprocessing(resize_shorter_side=8, input_size=8),
+            has_text_tower=False,
         )
         self.device = torch.device("cpu")
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="device")
@@ -175,6 +178,7 @@ class InProcessServer:
     index: FakeIndex
     backbone: FakeBackbone
     search_model: Any
+    channel: Any = None
 
     def run(self, coroutine: Coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
@@ -191,6 +195,19 @@ class InProcessServer:
 
         return self.run(call())
 
+    def grpc_raw(self, method: str, request: Any, response_type: Any) -> Any:
+        """A method of the inference service that KServe's stub does not have, by its full name."""
+        call = self.channel.unary_unary(
+            f"/inference.GRPCInferenceService/{method}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+
+        async def answer() -> Any:
+            return await call(request, timeout=30)
+
+        return self.run(answer())
+
 
 @pytest.fixture(scope="session")
 def in_process_server() -> InProcessServer:
@@ -204,10 +221,11 @@ def in_process_server() -> InProcessServer:
     from kserve.protocol.grpc.server import GRPCServer
     from kserve.protocol.rest.server import RESTServer
 
-    from predictor import kserve_compat
+    from harness.predictor_server import free_port
     from predictor.models.image_classifier import ImageClassifierModel
     from predictor.models.image_search import ImageSearchModel
-    from tests.support.predictor_server import free_port
+    from predictor.serving import kserve
+    from predictor.serving.kserve import grpc_service
 
     backbone, index = FakeBackbone(), FakeIndex(colour_rows())
     settings = serve_settings()
@@ -220,9 +238,9 @@ def in_process_server() -> InProcessServer:
         model.load()
     grpc_port = free_port()
     server = ModelServer(http_port=free_port(), grpc_port=grpc_port, workers=1, enable_grpc=True)
-    kserve_compat.install(server, models)
+    kserve.install(server, models)
     # As serve() does: the gRPC message limit follows the request size limit (KServe's own flags not given).
-    kserve_compat.follow_request_limit_on_grpc(argparse.Namespace(), settings.max_request_bytes)
+    grpc_service.follow_request_limit_on_grpc(argparse.Namespace(), settings.max_request_bytes)
     RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, 0).create_application()
     grpc_server = GRPCServer(grpc_port, server.dataplane, server.model_repository_extension, kwargs=vars(kserve_args))
 
@@ -239,7 +257,7 @@ def in_process_server() -> InProcessServer:
 
     rest, channel, stub = asyncio.run_coroutine_threadsafe(clients(), loop).result(timeout=60)
     try:
-        yield InProcessServer(loop, rest, stub, index, backbone, search)
+        yield InProcessServer(loop, rest, stub, index, backbone, search, channel)
     finally:
 
         async def close() -> None:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from predictor.architectures import ARCHITECTURES, UnknownArchitecture, architecture, label_names
-from predictor.architectures.pooling import AveragePool, GeMPool, make_pooling
-from predictor.model_package import Pooling, build_network, bundled_spec
+from predictor.embedding.architectures import ARCHITECTURES, UnknownArchitecture, architecture, label_names
+from predictor.embedding.architectures.pooling import AveragePool, GeMPool, make_pooling
+from predictor.embedding.model_package import Pooling, build_network, bundled_spec
 
 
 def test_an_unknown_architecture_is_refused_instead_of_falling_through_to_another_network():

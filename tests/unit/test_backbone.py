@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from predictor.architectures.efficientnet_lite import EfficientNetLite0
-from predictor.backbone import Backbone, resolve_device
-from predictor.images import ImageLimits, Preprocessing, load_pixels
-from predictor.model_package import default_spec, load_state_dict
+from predictor.embedding.architectures.efficientnet_lite import EfficientNetLite0
+from predictor.embedding.backbone import Backbone, resolve_device
+from predictor.embedding.model_package import default_spec, load_state_dict
+from predictor.imaging.decoding import ImageLimits, Preprocessing, load_pixels
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,8 @@ def test_cuda_half_precision_embeddings_mean_the_same_as_cpu_float32(backbone):
 
 
 def test_batch_norms_fold_into_their_convolutions_without_changing_the_network():
-    from predictor.backbone import fold_batch_norms
-    from predictor.model_package import build_network
+    from predictor.embedding.backbone import fold_batch_norms
+    from predictor.embedding.model_package import build_network
 
     spec = default_spec()
     reference, folded = build_network(spec).eval(), build_network(spec).eval()
@@ -122,7 +122,7 @@ class _Untraceable(torch.nn.Module):
 
 
 def test_only_norms_that_see_nothing_but_one_convolution_are_folded():
-    from predictor.backbone import fold_batch_norms
+    from predictor.embedding.backbone import fold_batch_norms
 
     shared = _SharedConv().eval()
     assert fold_batch_norms(shared) == 0
@@ -155,7 +155,7 @@ def test_half_precision_is_chosen_only_for_cuda(monkeypatch):
 
 
 def test_large_cpu_batches_run_in_cache_sized_slices_with_the_same_results(backbone, monkeypatch):
-    from predictor import backbone as backbone_module
+    from predictor.embedding import backbone as backbone_module
 
     pixels = pixels_of(*(["chelsea", "coffee", "astronaut", "rocket", "camera"] * 4))
     seen = []
@@ -174,7 +174,7 @@ def test_large_cpu_batches_run_in_cache_sized_slices_with_the_same_results(backb
 def test_cpu_backbones_keep_freed_memory_for_the_next_batch(backbone):
     import platform
 
-    from predictor.backbone import keep_freed_memory
+    from predictor.embedding.backbone import keep_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the allocator settings are glibc's")

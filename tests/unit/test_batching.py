@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from predictor.batching import MicroBatcher
+from predictor.serving.batching import MicroBatcher
 
 
 class RecordingBatchFunction:

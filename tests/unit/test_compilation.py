@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
-from predictor import compilation, precision
-from predictor.backbone import CPU_SLICE, Backbone
-from predictor.model_package import default_spec
-from predictor.probe_images import calibration_pixels
+from predictor.embedding import compilation, precision
+from predictor.embedding.backbone import CPU_SLICE, Backbone
+from predictor.embedding.model_package import default_spec
+from predictor.embedding.probe_images import calibration_pixels
 
 CPU = torch.device("cpu")
 HAS_COMPILER = compilation.missing_compiler() is None
@@ -89,7 +89,7 @@ def test_bf16_is_compiled_after_its_eager_way_passed_the_probe_and_passes_it_aga
 
 def test_without_a_cpp_compiler_the_eager_network_serves_and_the_log_says_why(monkeypatch, caplog):
     monkeypatch.setenv("CXX", "no-such-compiler")
-    with caplog.at_level(logging.WARNING, logger="predictor.compilation"):
+    with caplog.at_level(logging.WARNING, logger="predictor.embedding.compilation"):
         backbone = Backbone(default_spec(), "cpu", "fp32", compile_mode="auto")
         backbone.load()
     assert not backbone.selection.compiled and backbone.selection.variant == "fp32"
@@ -101,7 +101,7 @@ def test_without_a_cpp_compiler_the_eager_network_serves_and_the_log_says_why(mo
 @needs_compiler
 def test_a_compiled_network_that_fails_the_probe_is_not_served(caplog):
     selection, reference, batches = tiny_selection()
-    with caplog.at_level(logging.WARNING, logger="predictor.compilation"):
+    with caplog.at_level(logging.WARNING, logger="predictor.embedding.compilation"):
         # Compiling reorders floating-point sums, so no compiled network reproduces the eager one above cosine 1.
         kept, note = compilation.compile_selection(selection, reference, lambda: batches, (2,), min_cosine=1.01)
     assert kept is selection and not kept.compiled

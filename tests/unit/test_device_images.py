@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 from skimage import data
 
-from predictor import device_images
-from predictor.backbone import Backbone
-from predictor.device_images import JpegHeader, jpeg_header, orient, prepare_on_device, wants_device_decode
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import default_spec
 from predictor.errors import InvalidRequest
-from predictor.images import ImageLimits, Preprocessing, decode_image, load_pixels
-from predictor.metrics import ServingMetrics
-from predictor.model_package import default_spec
-from predictor.models import pixels as pixels_module
+from predictor.imaging import device_decoding as device_images
+from predictor.imaging.decoding import ImageLimits, Preprocessing, decode_image, load_pixels
+from predictor.imaging.device_decoding import JpegHeader, jpeg_header, orient, prepare_on_device, wants_device_decode
+from predictor.observability.metrics import ServingMetrics
+from predictor.serving import image_preparation as pixels_module
 
 LIMITS = ImageLimits()
 PREPROCESSING = Preprocessing()
@@ -149,7 +149,7 @@ GEOMETRIES = [
 def test_cpu_device_and_indexer_paths_lay_out_an_image_identically(preprocessing, size):
     """The server's CPU path, its device-decode path and the indexer feed the network the same picture: identical
     letterbox bars, content within rounding of the resampler."""
-    from predictor.indexing import _Candidate, _try_pixels
+    from predictor.index.ingestion import _Candidate, _try_pixels
 
     encoded = jpeg(Image.fromarray(data.astronaut()).resize(size), quality=95)
     server_cpu = pixels_module.prepare_image(encoded, LIMITS, preprocessing).pixels

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictor.evaluation import EvalSet, gate_failures, retrieval_scores, score_embeddings
+from predictor.evaluation.retrieval import EvalSet, gate_failures, retrieval_scores, score_embeddings
 
 
 def test_precision_and_map_by_hand():

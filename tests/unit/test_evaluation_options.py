@@ -2,7 +2,7 @@
 
 import pytest
 
-from predictor.evaluation_options import built_in_options
+from predictor.evaluation.options import built_in_options
 
 
 def test_every_option_is_compared_by_default_and_names_are_unique():

@@ -3,7 +3,13 @@
 import pytest
 
 from predictor.errors import InvalidRequest
-from predictor.filters import MAX_EXPRESSION_LENGTH, MAX_FILTER_DEPTH, MAX_FILTER_LENGTH, FilterError, validate_filter
+from predictor.protocol.filters import (
+    MAX_EXPRESSION_LENGTH,
+    MAX_FILTER_DEPTH,
+    MAX_FILTER_LENGTH,
+    FilterError,
+    validate_filter,
+)
 
 
 @pytest.mark.parametrize(

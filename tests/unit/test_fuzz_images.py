@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from predictor.images import (
+from predictor.imaging.decoding import (
     ImageLimits,
     InvalidImage,
     Preprocessing,

@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import InferRequest
 
+from harness.process_memory import MIB, peak_rss_bytes, reset_peak_rss, rss_bytes
 from predictor.errors import InvalidRequest
-from predictor.filters import MAX_EXPRESSION_LENGTH, FilterError, validate_filter
-from predictor.kserve_compat import infer_request_from_binary, request_parameters
-from predictor.models.search_protocol import EMBEDDING, ID, IMAGE, parse_search_request, search_options
-from predictor.search_options import MAX_RESULT_WINDOW, NAMESPACE_PATTERN, SearchSettings
-from tests.support.process_memory import MIB, peak_rss_bytes, reset_peak_rss, rss_bytes
+from predictor.index.search_options import MAX_RESULT_WINDOW, NAMESPACE_PATTERN, SearchSettings
+from predictor.protocol.filters import MAX_EXPRESSION_LENGTH, FilterError, validate_filter
+from predictor.protocol.search import EMBEDDING, ID, IMAGE, parse_search_request, search_options
+from predictor.serving.kserve.grpc_service import request_parameters
+from predictor.serving.kserve.rest import infer_request_from_binary
 from tests.unit.conftest import DIMENSION, serve_settings
 from tests.unit.transports import grpc_parameter
 

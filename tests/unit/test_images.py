@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from predictor.images import (
+from predictor.imaging.decoding import (
     DecodedImage,
     ImageLimits,
     InvalidImage,

@@ -1,4 +1,4 @@
-"""KServe under each workaround in predictor/kserve_compat.py, through KServe's real REST app and gRPC server.
+"""KServe under each workaround in predictor/serving/kserve/, through KServe's real REST app and gRPC server.
 
 If a KServe upgrade changes how errors, parameters, binary requests, readiness or versions travel, a test here fails.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from predictor import __version__, kserve_compat
+from predictor import __version__
 from predictor.errors import (
     IndexUnavailable,
     InvalidRequest,
@@ -22,6 +22,8 @@ from predictor.errors import (
     ServiceError,
     UnknownId,
 )
+from predictor.serving import kserve
+from predictor.serving.kserve import grpc_service, rest
 from tests.unit.conftest import COLOURS, solid_jpeg
 from tests.unit.transports import TRANSPORTS, ask, grpc_parameter, model_version, tensors
 
@@ -33,8 +35,8 @@ def expected(transport: str, error: type[ServiceError]) -> int | str:
 
 
 def test_the_installed_kserve_is_the_one_the_workarounds_were_written_for():
-    assert metadata.version("kserve") == kserve_compat.KSERVE_VERSION, (
-        "KServe changed: re-check every workaround in predictor/kserve_compat.py, then update KSERVE_VERSION"
+    assert metadata.version("kserve") == kserve.KSERVE_VERSION, (
+        "KServe changed: re-check every workaround in predictor/serving/kserve/, then update KSERVE_VERSION"
     )
 
 
@@ -150,7 +152,7 @@ def test_a_float_parameter_from_a_triton_client_is_read_over_grpc(in_process_ser
     assert parameter.WhichOneof("parameter_choice") is None, "KServe's proto learned double_param: simplify"
     request = pb.ModelInferRequest(model_name="image-search")
     request.parameters["min_score"].CopyFrom(parameter)
-    assert kserve_compat.request_parameters(type("R", (), {"parameters": request.parameters})()) == {"min_score": 0.25}
+    assert grpc_service.request_parameters(type("R", (), {"parameters": request.parameters})()) == {"min_score": 0.25}
     answer = ask(in_process_server, "grpc", "image", [RED], {"min_score": 0.99})
     assert tensors(answer)["ids"].tolist() == [["red-id"]], "hits below min_score are dropped"
 
@@ -176,7 +178,7 @@ def test_binary_request_keeps_image_bytes_that_are_not_utf8(in_process_server):
 )
 def test_binary_parser_refuses_malformed_requests(body, length, problem):
     with pytest.raises(InvalidRequest, match=problem):
-        kserve_compat.infer_request_from_binary(body, length, "image-search")
+        rest.infer_request_from_binary(body, length, "image-search")
 
 
 def test_binary_parser_refuses_sizes_that_run_past_the_body_or_leave_bytes_over():
@@ -184,9 +186,9 @@ def test_binary_parser_refuses_sizes_that_run_past_the_body_or_leave_bytes_over(
         {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 10}}]}
     ).encode()
     with pytest.raises(InvalidRequest, match="runs past the request body"):
-        kserve_compat.infer_request_from_binary(header + b"x" * 5, len(header), "image-search")
+        rest.infer_request_from_binary(header + b"x" * 5, len(header), "image-search")
     with pytest.raises(InvalidRequest, match="5 bytes beyond"):
-        kserve_compat.infer_request_from_binary(header + b"x" * 15, len(header), "image-search")
+        rest.infer_request_from_binary(header + b"x" * 15, len(header), "image-search")
 
 
 def test_binary_parser_reads_raw_tensors_kserve_can_decode():
@@ -201,7 +203,7 @@ def test_binary_parser_reads_raw_tensors_kserve_can_decode():
             "parameters": {"top_k": 3},
         }
     ).encode()
-    request = kserve_compat.infer_request_from_binary(header + payload, len(header), "image-search")
+    request = rest.infer_request_from_binary(header + payload, len(header), "image-search")
     assert request.inputs[0].as_numpy().tolist() == [element]
     assert [output.name for output in request.request_outputs] == ["ids"]
     assert request.parameters == {"top_k": 3}
@@ -216,7 +218,7 @@ def test_embedding_query_over_grpc_reads_fp32_contents(in_process_server):
 def test_models_that_are_not_ready_yet_are_registered_before_start_because_kserve_would_not():
     from kserve import Model, ModelServer
 
-    from tests.support.predictor_server import free_port
+    from harness.predictor_server import free_port
 
     waiting, loaded = Model("waiting"), Model("loaded")
     loaded.load()
@@ -224,7 +226,7 @@ def test_models_that_are_not_ready_yet_are_registered_before_start_because_kserv
     kserve_only._register_and_check_atleast_one_model_is_ready([waiting, loaded])
     assert kserve_only.registered_models.get_model("waiting") is None, "KServe now registers unready models: simplify"
     ours = ModelServer(http_port=free_port(), grpc_port=free_port(), workers=1)
-    kserve_compat.register_before_start(ours, [waiting])
+    kserve.register_before_start(ours, [waiting])
     assert ours.registered_models.get_model("waiting") is waiting
 
 
@@ -243,7 +245,7 @@ def test_kserve_makes_its_grpc_server_from_its_module_arguments_and_keeps_it_whe
     names = ModelServer.start.__code__.co_names
     assert {"GRPCServer", "vars", "args", "_grpc_server"} <= set(names), (
         "KServe changed how ModelServer.start makes its gRPC server: re-check follow_request_limit_on_grpc and "
-        "grpc_stopper in predictor/kserve_compat.py"
+        "grpc_stopper in predictor/serving/kserve/"
     )
     assert ModelServer(http_port=0, grpc_port=0, workers=1)._grpc_server is None
 
@@ -253,10 +255,10 @@ def test_grpc_stopper_stops_kserves_grpc_server():
     from kserve import model_server as kserve_model_server
     from kserve.protocol.grpc.server import GRPCServer
 
-    from tests.support.predictor_server import free_port
+    from harness.predictor_server import free_port
 
     server = ModelServer(http_port=free_port(), grpc_port=free_port(), workers=1)
-    stop = kserve_compat.grpc_stopper(server)
+    stop = grpc_service.grpc_stopper(server)
 
     async def main() -> None:
         await stop()  # before start() there is nothing to stop

@@ -1,15 +1,20 @@
 """Structured logs: one JSON object per line, one line per request, a configurable level, no image payloads."""
 
+import asyncio
 import base64
 import json
 import logging
 import os
 import re
+import uuid
 from datetime import datetime
 
 import pytest
 
-from predictor import logs
+from predictor.errors import ClientGaveUp
+from predictor.observability import logs
+from predictor.observability.metrics import ServingMetrics
+from predictor.observability.request_tracking import tracked
 
 SERVER_LOGGERS = ("kserve", "kserve.trace", "uvicorn", "uvicorn.access", "uvicorn.error")
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{100,}")
@@ -102,7 +107,7 @@ def test_a_refused_request_says_what_it_was_told_at_a_level_that_says_whose_faul
 
 def test_extra_fields_of_any_logger_become_json_fields(capsys):
     logs.configure_logging()
-    logging.getLogger("predictor.index").warning("search took %d ms", 250, extra={"collection": "images"})
+    logging.getLogger("predictor.index.collection").warning("search took %d ms", 250, extra={"collection": "images"})
     (line,) = lines(capsys)
     assert line["message"] == "search took 250 ms"
     assert line["collection"] == "images"
@@ -231,3 +236,17 @@ def test_identifiers_and_digests_are_kept(capsys):
     (line,) = lines(capsys)
     assert line["model_version"] == digest
     assert line["request_id"] == "0f8e6a4c-5b1d-4e8a-9c1e-3b2a1d0e9f8c"
+
+
+@pytest.mark.parametrize(
+    "gave_up",
+    [asyncio.CancelledError(), ClientGaveUp("the request did not finish within the client's deadline (0.5 s)")],
+    ids=["went away", "own deadline"],
+)
+def test_a_request_whose_client_gave_up_is_logged_as_cancelled_not_as_served(capsys, gave_up):
+    logs.configure_logging()
+    served = ServingMetrics(f"test-{uuid.uuid4().hex[:8]}", "v1")
+    with pytest.raises(type(gave_up)), tracked(served, "image-search", "v1", {}, {"x-request-id": "gone-1"}):
+        raise gave_up
+    (line,) = [line for line in lines(capsys) if line.get("request_id") == "gone-1"]
+    assert (line["outcome"], line["status"], line["level"]) == ("cancelled", 499, "INFO")

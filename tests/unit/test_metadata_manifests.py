@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from predictor.manifests import InvalidManifest, read_manifest
+from predictor.index.metadata_manifests import InvalidManifest, read_manifest
 
 
 def write(tmp_path, name: str, text: str):

@@ -1,5 +1,6 @@
 """The metrics API, read back the way Prometheus reads it: a scrape of the default registry."""
 
+import asyncio
 import shutil
 import subprocess
 import threading
@@ -12,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from predictor import metrics
+from predictor.observability import metrics
 
 DIMENSION = 64
 
@@ -383,3 +384,23 @@ def test_drift_refuses_inputs_it_cannot_compare(serving, catalogue):
 def test_model_labels_must_not_be_empty():
     with pytest.raises(ValueError, match="model_version"):
         metrics.ServingMetrics("image-search", "")
+
+
+def test_a_request_its_client_gave_up_on_counts_as_cancelled_and_not_as_an_error(serving, model):
+    with pytest.raises(asyncio.CancelledError), serving.request():
+        raise asyncio.CancelledError
+    samples = scrape()
+    assert value(samples, "image_search_requests_total", **model, outcome="cancelled") == 1
+    assert value(samples, "image_search_requests_total", **model, outcome="internal") == 0
+    for reason in metrics.ERROR_REASONS:
+        assert value(samples, "image_search_errors_total", **model, reason=reason) == 0
+    assert metrics.CANCELLED not in metrics.ERROR_REASONS
+
+
+def test_a_cause_recorded_before_the_client_went_away_stays_the_outcome(serving, model):
+    with pytest.raises(asyncio.CancelledError), serving.request() as tracker:
+        tracker.fail("milvus_unavailable")
+        raise asyncio.CancelledError
+    samples = scrape()
+    assert value(samples, "image_search_requests_total", **model, outcome="milvus_unavailable") == 1
+    assert value(samples, "image_search_requests_total", **model, outcome="cancelled") == 0

@@ -5,8 +5,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from predictor.backbone import Backbone
-from predictor.model_package import (
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import (
     InvalidModelPackage,
     build_network,
     default_spec,
@@ -120,10 +120,10 @@ def test_a_legacy_package_without_a_mode_is_read_as_the_imagenet_centre_crop(exp
 def projected(tmp_path_factory):
     import numpy as np
 
-    from predictor.images import Preprocessing
-    from predictor.model_package import Pooling, bundled_spec
-    from predictor.projection import fit_projection
-    from predictor.projection_fitting import write_projected_package
+    from predictor.embedding.model_package import Pooling, bundled_spec
+    from predictor.embedding.projection import fit_projection
+    from predictor.embedding.projection_fitting import write_projected_package
+    from predictor.imaging.decoding import Preprocessing
 
     spec = bundled_spec(
         "efficientnet-lite0", preprocessing=Preprocessing("letterbox", 224), pooling=Pooling("gem", 3.0)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from predictor import precision
-from predictor.backbone import Backbone
-from predictor.model_package import default_spec
-from predictor.probe_images import calibration_pixels, probe_pixels
+from predictor.embedding import precision
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import default_spec
+from predictor.embedding.probe_images import calibration_pixels, probe_pixels
 
 CPU = torch.device("cpu")
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"})
@@ -62,9 +62,12 @@ def test_a_precision_the_cpu_does_not_run_natively_is_refused_with_what_to_do():
         precision.choose_precision("fp8", CPU, ("fp32",), ("fp32",))
 
 
-def test_int8_needs_a_package_that_allows_it():
+def test_int8_needs_a_package_that_allows_it(monkeypatch):
     with pytest.raises(precision.PrecisionUnavailable, match="package allows only fp32, bf16, fp16"):
         precision.choose_precision("int8", CPU, ("fp32", "bf16", "fp16"), ("int8", "bf16", "fp32"))
+    # On a CPU that runs int8 natively (whatever this one runs), the bundled package still refuses it.
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(precision.CPU_INT8_FLAGS))
+    assert "int8" in precision.native_precisions(CPU)
     with pytest.raises(precision.PrecisionUnavailable, match="package allows only"):
         Backbone(default_spec(), "cpu", "int8")
 
@@ -99,7 +102,7 @@ def test_a_precision_that_fails_the_probe_falls_back_to_fp32_and_logs_why(fp32, 
     network = fp32._network
     # One batch of the probe is enough to show the fall-back; the whole probe runs at every load (the test above).
     batches = fp32._input_batches(probe_pixels(fp32.spec.preprocessing)[:4])
-    with caplog.at_level(logging.WARNING, logger="predictor.precision"):
+    with caplog.at_level(logging.WARNING, logger="predictor.embedding.precision"):
         # No reduced precision reproduces fp32 exactly, so a bar above 1 always fails.
         selection = precision.select_runner(
             "bf16", network, CPU, ("fp32", "bf16"), lambda: batches, lambda: [], min_cosine=1.01
@@ -126,7 +129,7 @@ HAS_NATIVE_INT8 = "int8" in precision.native_precisions(CPU)
 def _int8_and_fp32(fp32: Backbone, calibration_images: int, probe_images: int) -> tuple[object, np.ndarray]:
     """The converted int8 graph of fp32's network and its probe cosines against fp32, uncompiled: the reference int8
     ops compute what the compiled oneDNN kernels compute (`make bench-precision` runs those)."""
-    from predictor.quantization import quantize_feature_map
+    from predictor.embedding.quantization import quantize_feature_map
 
     network = fp32._network
     calibration = fp32._input_batches(calibration_pixels(fp32.spec.preprocessing)[:calibration_images])
@@ -156,7 +159,7 @@ def test_int8_calibrated_on_the_whole_set_misses_the_probe_bar_on_lite0(fp32):
 
 
 def test_cuda_runs_fp16_by_default_and_refuses_int8(monkeypatch):
-    from predictor.model_package import DEFAULT_PRECISIONS, PRECISIONS
+    from predictor.embedding.model_package import DEFAULT_PRECISIONS, PRECISIONS
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     cuda = torch.device("cuda")

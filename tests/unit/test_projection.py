@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from predictor.projection import DeviceProjection, fit_projection, load_projection, save_projection
+from predictor.embedding.projection import DeviceProjection, fit_projection, load_projection, save_projection
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from predictor.rcc import FLAG_COMPRESSED, FLAG_DIRECTORY, InvalidResourceFile, ResourceFile
+from tools.rcc import FLAG_COMPRESSED, FLAG_DIRECTORY, InvalidResourceFile, ResourceFile
 
 GCOMPRIS_CATEGORIZATION = Path("/usr/share/gcompris-qt/rcc/categorization.rcc")
 

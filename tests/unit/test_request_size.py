@@ -5,16 +5,17 @@ import logging
 
 import pytest
 
-from predictor.config import MilvusSettings, ServeSettings
-from predictor.images import ImageLimits
-from predictor.logs import REQUEST_LOGGER
-from predictor.request_size import (
+from predictor.imaging.decoding import ImageLimits
+from predictor.index.settings import MilvusSettings
+from predictor.observability.logs import REQUEST_LOGGER
+from predictor.serving.request_size import (
     DERIVED_LIMIT_CAP_BYTES,
     RequestSizeLimit,
     base64_length,
     default_max_request_bytes,
     largest_image_request_bytes,
 )
+from predictor.serving.settings import ServeSettings
 
 MIB = 1024 * 1024
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from predictor.backbone import Backbone
-from predictor.eval_sets import GCOMPRIS_RCC, build_gcompris_set, build_near_duplicates
-from predictor.evaluation import backbone_embedder, evaluate, load_eval_set
-from predictor.model_package import default_spec
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.file_embedding import backbone_embedder
+from predictor.embedding.model_package import default_spec
+from predictor.evaluation.retrieval import evaluate, load_eval_set
+from tools.eval_sets import GCOMPRIS_RCC, build_gcompris_set, build_near_duplicates
 
 PER_CATEGORY = 6
 NEAR_DUPLICATE_ORIGINALS = 20

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from predictor import rollout
 from predictor.cli import main
-from predictor.rollout import Analysis, Decision, Thresholds, analyze_repeatedly, parse_duration
+from predictor.rollout import canary as rollout
+from predictor.rollout.canary import Analysis, Decision, Thresholds, analyze_repeatedly, parse_duration
 
 RULES = Path(__file__).resolve().parents[2] / "monitoring" / "rules" / "image-search.rules.yaml"
 RULE_GROUPING = "namespace, model, model_version"

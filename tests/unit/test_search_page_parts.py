@@ -14,13 +14,15 @@ import pytest
 from PIL import Image
 
 from predictor import environment
+from predictor.cli.options import ui_settings
 from predictor.cli.parser import build_parser
 from predictor.errors import ThumbnailNotFound
-from predictor.images import EXIF_ORIENTATION, ImageLimits, InvalidImage
+from predictor.imaging.decoding import EXIF_ORIENTATION, ImageLimits, InvalidImage
 from predictor.ui.routes import STATIC_FILES
-from predictor.ui.settings import BaseUrl, UiSettings, parse_base_url, ui_settings
+from predictor.ui.settings import BaseUrl, UiSettings, parse_base_url
 from predictor.ui.thumbnails import (
     Elsewhere,
+    InStore,
     LocalFile,
     Thumbnail,
     ThumbnailCache,
@@ -129,9 +131,13 @@ def test_a_stored_uri_is_shown_from_the_longest_matching_base_url_or_read_locall
     assert locate(uri, settings.base_urls) == where
 
 
-@pytest.mark.parametrize(
-    "uri", ["s3://bucket/cat.jpg", "gs://bucket/cat.jpg", "https://example.com/cat.jpg", "file://nas/share/cat.jpg"]
-)
+@pytest.mark.parametrize("uri", ["s3://bucket/cat.jpg", "gs://bucket/shop/a b.jpg"])
+def test_objects_in_a_store_are_read_by_the_server_unless_a_base_url_maps_them(uri):
+    assert locate(uri, ()) == InStore(uri)
+    assert isinstance(locate(uri, (BaseUrl(uri[:5], "/static/"),)), Elsewhere)
+
+
+@pytest.mark.parametrize("uri", ["https://example.com/cat.jpg", "file://nas/share/cat.jpg"])
 def test_uris_the_server_cannot_read_have_no_thumbnail_and_say_how_to_map_them(uri):
     where = locate(uri, ())
     assert isinstance(where, Unreadable) and "--thumbnail-base-url" in where.reason

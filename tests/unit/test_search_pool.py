@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from predictor.errors import SearchBacklogFull
-from predictor.search_pool import SearchPool
+from predictor.serving.search_pool import SearchPool
 
 
 class RecordingSearch:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from predictor.vector_index import VectorIndex
+from predictor.index.vector_index import VectorIndex
 from tests.unit.conftest import COLOURS, colour_vector, solid_jpeg
 from tests.unit.transports import TRANSPORTS, ask, tensors
 
@@ -145,7 +145,7 @@ def test_two_query_inputs_at_once_are_refused(in_process_server):
     assert answer.status_code == 400 and "send exactly one input" in answer.json()["error"]
     v1 = {"instances": [{"id": "red-id", "embedding": [1, 0, 0, 0]}]}
     answer = in_process_server.post("/v1/models/image-search:predict", json=v1)
-    assert answer.status_code == 400 and 'exactly one of "image", "embedding" or "id"' in answer.json()["error"]
+    assert answer.status_code == 400 and 'exactly one of "image", "text", "embedding" or "id"' in answer.json()["error"]
     mixed = {"instances": [{"id": "red-id"}, {"embedding": [1, 0, 0, 0]}]}
     answer = in_process_server.post("/v1/models/image-search:predict", json=mixed)
     assert answer.status_code == 400 and "one kind of query per request" in answer.json()["error"]
@@ -191,3 +191,16 @@ def test_too_many_queries_and_bad_ids_are_refused(in_process_server):
     assert "over the limit of 8" in ask(in_process_server, "rest-v2-json", "id", ["red-id"] * 9).error
     assert "id 0 must be a non-empty string" in ask(in_process_server, "rest-v2-json", "id", [""]).error
     assert "id 0 is not UTF-8" in ask(in_process_server, "rest-v2-binary", "id", [b"\xff\xfe"]).error
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_text_query_to_an_image_only_model_is_refused_naming_the_model(in_process_server, transport):
+    answer = ask(in_process_server, transport, "text", ["a red square"], {"top_k": 3})
+    assert answer.status in (400, "INVALID_ARGUMENT")
+    assert "image-search" in answer.error and "fake:7" in answer.error and "no text tower" in answer.error
+
+
+def test_the_metadata_of_an_image_only_model_lists_no_text_input(in_process_server):
+    metadata = in_process_server.get("/v2/models/image-search").json()
+    assert "text" not in [tensor["name"] for tensor in metadata["inputs"]]
+    assert metadata["parameters"]["inputs"] == "send exactly one of image, embedding, id"

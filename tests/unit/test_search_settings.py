@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from predictor.search_options import SearchSettings, add_search_arguments, search_settings
+from predictor.cli.options import add_search_arguments, search_settings
+from predictor.index.search_options import SearchSettings
 
 
 def parse(argv: list[str]) -> SearchSettings:

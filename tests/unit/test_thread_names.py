@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from predictor.backbone import Backbone
-from predictor.model_package import default_spec
-from predictor.models.pixels import decode_executor
-from predictor.search_pool import SearchPool
-from predictor.thread_names import OS_NAME_BYTES, name_os_thread, os_thread_name
+from predictor.embedding.backbone import Backbone
+from predictor.embedding.model_package import default_spec
+from predictor.observability.thread_names import OS_NAME_BYTES, name_os_thread
+from predictor.serving.image_preparation import decode_executor
+from predictor.serving.search_pool import SearchPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read from Linux's /proc")
+
+
+def os_thread_name(native_id: int) -> str:
+    """The name `top -H` and `ps -L` show for one of this process's threads."""
+    return Path(f"/proc/self/task/{native_id}/comm").read_text().strip()
 
 
 def test_the_device_thread_and_the_openmp_threads_it_starts_carry_its_name():

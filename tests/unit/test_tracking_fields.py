@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from predictor.tracking.run_fields import UntrackableReport, flat_params, split_report
-from predictor.tracking.storage_uri import ModelReference, UnservableLocation, parse_model_uri, storage_uri
+from predictor.registry.run_fields import UntrackableReport, flat_params, split_report
+from predictor.registry.storage_uri import ModelReference, UnservableLocation, parse_model_uri, storage_uri
 
 CATEGORIES = {"brick", "moon"}
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.support.predictor_server import REPO_ROOT
+from harness.predictor_server import REPO_ROOT
 
 # Python refuses to import a module whose sys.modules entry is None: the same ImportError as a missing package.
 WITHOUT_MLFLOW = (

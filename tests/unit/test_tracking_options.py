@@ -3,7 +3,7 @@
 import pytest
 
 from predictor.cli import build_parser
-from predictor.cli.tracking_options import check_tracking_arguments, logged_options
+from predictor.cli.mlflow_options import check_tracking_arguments, logged_options
 
 
 def parse(*args: str):

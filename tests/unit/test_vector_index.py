@@ -2,9 +2,9 @@
 
 import pytest
 
-from predictor.config import add_milvus_arguments, milvus_settings
+from predictor.cli.options import add_milvus_arguments, milvus_settings
 from predictor.errors import InvalidRequest
-from predictor.vector_index import InvalidIndexSettings, VectorIndex, parse_params
+from predictor.index.vector_index import InvalidIndexSettings, VectorIndex, parse_params
 
 
 def test_the_default_is_ivf_flat_with_the_measured_parameters():

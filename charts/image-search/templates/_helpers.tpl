@@ -249,3 +249,58 @@ an IP address becomes an ipBlock; any other host is outside the cluster and must
 {{- if .Values.canary.enabled }}{{ $uris = append $uris .Values.canary.storageUri }}{{ end }}
 {{- range $uris }}{{ if and . (not (hasPrefix "pvc://" .)) }}true{{ end }}{{ end }}
 {{- end }}
+
+{{/* Whether the indexing source is an object-store prefix the indexer reads itself (no download first). */}}
+{{- define "image-search.readsObjectStore" -}}
+{{- $uri := .Values.indexing.source.uri }}
+{{- if or (hasPrefix "s3://" $uri) (hasPrefix "gs://" $uri) }}true{{ end }}
+{{- end }}
+
+{{/* What `image-search index` and `sync` are given: the prefix itself, or the folder the source is mounted or
+downloaded at. */}}
+{{- define "image-search.indexSource" -}}
+{{- $source := .Values.indexing.source }}
+{{- if include "image-search.readsObjectStore" . }}{{ $source.uri }}
+{{- else if and $source.pvc.claimName $source.pvc.path }}{{ printf "/data/source/%s" (trimPrefix "/" $source.pvc.path) }}
+{{- else }}/data/source
+{{- end }}
+{{- end }}
+
+{{/* Object-store environment: the SDKs read credentials, endpoint and region from it (objectStore in values). */}}
+{{- define "image-search.objectStoreEnv" -}}
+{{- range $name, $value := .Values.objectStore.env }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- if .Values.objectStore.gcpKeySecret }}
+- name: GOOGLE_APPLICATION_CREDENTIALS
+  value: /var/run/secrets/gcp/key.json
+{{- end }}
+{{- end }}
+
+{{- define "image-search.objectStoreEnvFrom" -}}
+{{- with .Values.objectStore.credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "image-search.objectStoreVolumes" -}}
+{{- with .Values.objectStore.gcpKeySecret }}
+- name: gcp-key
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: key.json
+        path: key.json
+{{- end }}
+{{- end }}
+
+{{- define "image-search.objectStoreVolumeMounts" -}}
+{{- if .Values.objectStore.gcpKeySecret }}
+- name: gcp-key
+  mountPath: /var/run/secrets/gcp
+  readOnly: true
+{{- end }}
+{{- end }}

@@ -120,9 +120,15 @@ containers:
         value: {{ upper $values.predictor.logLevel | quote }}
       {{- include "image-search.milvusEnv" $root | nindent 6 }}
       {{- include "image-search.cacheEnv" $root | nindent 6 }}
+      {{- if $values.objectStore.predictor }}
+      {{- with include "image-search.objectStoreEnv" $root }}{{ . | trim | nindent 6 }}{{ end }}
+      {{- end }}
       {{- with $values.predictor.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
+    {{- if $values.objectStore.predictor }}
+    {{- with include "image-search.objectStoreEnvFrom" $root }}{{ . | trim | nindent 4 }}{{ end }}
+    {{- end }}
     ports:
       # Knative routes a single port per container, so gRPC is exposed in Standard mode only.
       - name: http1
@@ -182,6 +188,12 @@ containers:
       {{- include "image-search.containerSecurityContext" $root | nindent 6 }}
     volumeMounts:
       {{- include "image-search.writableVolumeMounts" $root | nindent 6 }}
+      {{- if $values.objectStore.predictor }}
+      {{- with include "image-search.objectStoreVolumeMounts" $root }}{{ . | trim | nindent 6 }}{{ end }}
+      {{- end }}
 volumes:
   {{- include "image-search.writableVolumes" $root | nindent 2 }}
+  {{- if $values.objectStore.predictor }}
+  {{- with include "image-search.objectStoreVolumes" $root }}{{ . | trim | nindent 2 }}{{ end }}
+  {{- end }}
 {{- end }}

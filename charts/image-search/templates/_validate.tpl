@@ -68,4 +68,16 @@ Rules that span several values and so cannot live in values.schema.json. Each me
 {{- fail "indexing.parallelism is above indexing.shards: at most one pod per shard can run" }}
 {{- end }}
 {{- end }}
+{{- if $v.sync.enabled }}
+{{- $source := $v.indexing.source }}
+{{- if and $source.pvc.claimName $source.uri }}
+{{- fail "indexing.source.pvc.claimName and indexing.source.uri are both set: choose one source" }}
+{{- end }}
+{{- if not (or $source.pvc.claimName (include "image-search.readsObjectStore" .)) }}
+{{- fail "sync.enabled needs indexing.source: a PVC (indexing.source.pvc.claimName) or an s3:// or gs:// prefix (indexing.source.uri)" }}
+{{- end }}
+{{- if gt (int $v.sync.parallelism) (int $v.sync.shards) }}
+{{- fail "sync.parallelism is above sync.shards: at most one pod per shard can run" }}
+{{- end }}
+{{- end }}
 {{- end }}

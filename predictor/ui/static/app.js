@@ -5,7 +5,8 @@
 
 const state = {
   model: "image-search",
-  query: null, // {kind: "image", name, base64, preview} or {kind: "id", id, namespace}
+  query: null, // {kind: "image", name, base64, preview} or {kind: "id", id, namespace[, duplicates]}
+  duplicateThreshold: 0.9, // until the page info says the server's
   infoNamespace: null, // the namespace the header's image count is for ("" for the server's choice)
 };
 
@@ -81,6 +82,7 @@ async function loadInfo(namespace) {
   try {
     const info = await request(withNamespace("info", namespace));
     state.model = info.model;
+    state.duplicateThreshold = info.duplicate_threshold;
     $("endpoint").textContent = `/v2/models/${info.model}/infer`;
     $("collection").textContent = info.collection;
     const inNamespace = `${info.namespace_images} in namespace ${info.namespace}`;
@@ -95,6 +97,8 @@ async function loadInfo(namespace) {
     const metadata = await request(`../v2/models/${encodeURIComponent(info.model)}`);
     $("model-name").textContent = metadata.name;
     $("model-version").textContent = (metadata.versions || []).join(", ") || "unversioned";
+    // Only a model with a text tower (a CLIP package) lists a text input.
+    $("text-form").hidden = !(metadata.inputs || []).some((input) => input.name === "text");
   } catch (error) {
     showError(describe(error));
   }
@@ -106,6 +110,10 @@ function options() {
   if (topK) parameters.top_k = Number(topK);
   const minScore = $("min-score").value.trim();
   if (minScore) parameters.min_score = Number(minScore);
+  const diversity = $("diversity").value.trim();
+  if (diversity) parameters.diversity = Number(diversity);
+  const groupBy = $("group-by").value.trim();
+  if (groupBy) parameters.group_by = groupBy;
   const filter = $("filter").value.trim();
   if (filter) parameters.filter = filter;
   const namespace = $("namespace").value.trim();
@@ -116,6 +124,9 @@ function options() {
 function queryInput(query) {
   if (query.kind === "image") {
     return { name: "image", datatype: "BYTES", shape: [1], data: [query.base64] };
+  }
+  if (query.kind === "text") {
+    return { name: "text", datatype: "BYTES", shape: [1], data: [query.text] };
   }
   return { name: "id", datatype: "BYTES", shape: [1], data: [query.id] };
 }
@@ -179,6 +190,13 @@ function renderHit(hit, rank, namespace) {
   button.append(image, placeholder);
   button.addEventListener("click", () => search({ kind: "id", id: hit.id, namespace }));
 
+  const duplicates = document.createElement("button");
+  duplicates.type = "button";
+  duplicates.className = "duplicates-of";
+  duplicates.textContent = "duplicates";
+  duplicates.title = "Near-duplicates of this image (scoring at least the duplicates threshold)";
+  duplicates.addEventListener("click", () => search({ kind: "id", id: hit.id, namespace, duplicates: true }));
+
   const facts = document.createElement("p");
   facts.className = "facts";
   const rankText = document.createElement("span");
@@ -192,7 +210,7 @@ function renderHit(hit, rank, namespace) {
   id.className = "id";
   id.textContent = shortId(hit.id);
   id.title = hit.id;
-  facts.append(rankText, score, id);
+  facts.append(rankText, score, id, duplicates);
 
   const uri = document.createElement("p");
   uri.className = "uri";
@@ -217,22 +235,34 @@ function showQuery(query) {
   if (query.kind === "image") {
     image.src = query.preview;
     $("query-caption").textContent = `Your photo: ${query.name}`;
+  } else if (query.kind === "text") {
+    image.removeAttribute("src");
+    image.hidden = true;
+    $("query-caption").textContent = `Your words: ${query.text}`;
   } else {
     image.src = thumbnailUrl(query.id, query.namespace);
-    $("query-caption").textContent = `More like ${shortId(query.id)}`;
+    $("query-caption").textContent = `${query.duplicates ? "Duplicates of" : "More like"} ${shortId(query.id)}`;
   }
   image.alt = $("query-caption").textContent;
   section.hidden = false;
 }
 
 function queryLabel(query) {
-  return query.kind === "image" ? `image:${query.name}` : `id:${query.id}`;
+  if (query.kind === "text") return `text:${query.text}`;
+  if (query.kind === "image") return `image:${query.name}`;
+  return `${query.duplicates ? "duplicates" : "id"}:${query.id}`;
 }
 
 async function search(query) {
   state.query = query;
   const results = $("results");
   const parameters = options();
+  if (query.duplicates) {
+    // Only the copies: the whole page of hits at or above the threshold `image-search duplicates` uses.
+    Object.assign(parameters, { top_k: 100, min_score: state.duplicateThreshold });
+    delete parameters.diversity;
+    delete parameters.group_by;
+  }
   showQuery(query);
   showError("");
   results.dataset.state = "searching";
@@ -321,6 +351,15 @@ function start() {
       search(state.query);
     } else {
       showError("Pick or drop a photo first.");
+    }
+  });
+  $("text-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("text-query").value.trim();
+    if (text) {
+      search({ kind: "text", text });
+    } else {
+      showError("Type some words to search for.");
     }
   });
   setStatus("Pick or drop a photo to find similar images.");

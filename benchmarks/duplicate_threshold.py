@@ -1,0 +1,107 @@
+"""The default threshold of `image-search duplicates`, chosen on planted copies of real photographs.
+
+Originals: the near-duplicate set's real photographs (scikit-image's and GCompris's, `predictor.eval_sets._photos`).
+Each gets four planted copies: resized to 50%, cropped by 10% a side, re-encoded as a JPEG of quality 30, brightened
+by 30%. Every picture is embedded by the bundled model as the indexer does; a pair is a true duplicate when both come
+from the same original. For each threshold T, pair precision and pair recall of "score >= T" over all pairs are
+printed, and the range of T where both are at least 0.95.
+
+Usage: python -m benchmarks duplicate-threshold [--limit N]
+"""
+
+import argparse
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+EDITS = ("resized", "cropped", "reencoded", "brightened")
+
+
+def planted_copy(data: bytes, edit: str) -> bytes:
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    width, height = image.size
+    quality = 90
+    if edit == "resized":
+        image = image.resize((max(width // 2, 32), max(height // 2, 32)), Image.Resampling.BICUBIC)
+    elif edit == "cropped":
+        image = image.crop((width // 10, height // 10, width - width // 10, height - height // 10))
+    elif edit == "reencoded":
+        quality = 30
+    else:
+        image = ImageEnhance.Brightness(image).enhance(1.3)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def planted_set(directory: Path, limit: int | None = None) -> tuple[list[Path], list[int]]:
+    """Files of the originals and their copies, and the original each one comes from."""
+    from tools.eval_sets import _photos
+
+    files, sources = [], []
+    for number, (name, data) in enumerate(_photos()):
+        if limit is not None and number >= limit:
+            break
+        stem = name.rsplit(".", 1)[0]
+        for edit, content in [("original", data), *((edit, planted_copy(data, edit)) for edit in EDITS)]:
+            path = directory / f"{stem}--{edit}.jpg"
+            path.write_bytes(content)
+            files.append(path)
+            sources.append(number)
+    return files, sources
+
+
+def pair_scores(vectors: np.ndarray, sources: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of every unordered pair, and whether it is a planted pair."""
+    similarity = vectors @ vectors.T
+    upper = np.triu_indices(len(vectors), k=1)
+    labels = np.asarray(sources)
+    return similarity[upper], labels[upper[0]] == labels[upper[1]]
+
+
+def sweep(scores: np.ndarray, planted: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+    rows = []
+    for threshold in thresholds:
+        found = scores >= threshold
+        true = int((found & planted).sum())
+        rows.append(
+            {
+                "threshold": round(float(threshold), 3),
+                "precision": true / max(1, int(found.sum())),
+                "recall": true / max(1, int(planted.sum())),
+            }
+        )
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=None, help="Use only the first N originals.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from predictor.embedding.backbone import Backbone
+    from predictor.embedding.file_embedding import backbone_embedder
+    from predictor.embedding.model_package import default_spec
+
+    backbone = Backbone(default_spec(), "cpu", "fp32", compile_mode="off")
+    backbone.load()
+    with tempfile.TemporaryDirectory() as scratch:
+        files, sources = planted_set(Path(scratch), args.limit)
+        vectors = backbone_embedder(backbone)(files)
+    scores, planted = pair_scores(vectors, sources)
+    print(f"{len(set(sources))} originals, {len(files)} pictures, {int(planted.sum())} planted pairs of {len(scores)}")
+    similarity = vectors @ vectors.T
+    for number, edit in enumerate(EDITS, start=1):
+        # Each original is followed by its copies in EDITS order.
+        edited = np.array([similarity[i, i + number] for i in range(0, len(files), 1 + len(EDITS))])
+        print(f"  {edit:<10} original-copy score: min {edited.min():.3f}, median {np.median(edited):.3f}")
+    rows = sweep(scores, planted, np.arange(0.50, 0.99, 0.01))
+    for row in rows:
+        print(f"  T {row['threshold']:.2f}  precision {row['precision']:.3f}  recall {row['recall']:.3f}")
+    good = [row["threshold"] for row in rows if row["precision"] >= 0.95 and row["recall"] >= 0.95]
+    print(f"both >= 0.95 for T in [{min(good):.2f}, {max(good):.2f}]" if good else "no T gives both >= 0.95")
+    print(f"lowest planted-pair score: {min(scores[planted]):.3f}; highest other pair: {max(scores[~planted]):.3f}")
+    return 0

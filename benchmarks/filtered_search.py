@@ -1,0 +1,275 @@
+"""Filtered search: recall@10 against exact filtered search, and latency, by catalogue size x filter selectivity.
+
+Everything goes through `ImageIndex`, the class the server searches with, on both Milvus kinds (a milvus-lite file and
+the Milvus server from the PyPI package `milvus`), with each collection built at the default index and namespaced as
+the server makes it. Every search runs in namespace `a`, which holds half of the rows; the filters keep:
+
+- `namespace`: no filter, the namespace alone (50% of the rows);
+- `uniform 10%`, `uniform 1%`, `uniform 0.1%`: a metadata field that has nothing to do with the pictures
+  (`metadata["r"] < t`), the share of the whole collection the search may return;
+- `category 5%`, `category 0.5%`: a category that *is* a visual cluster (as shop categories are), queried with a
+  picture of another category -- the hardest case for an index that only scans the lists nearest the query.
+
+The vectors are synthetic: 10 groups of 10 clusters of 10 sub-clusters, each level a random direction, plus noise,
+L2-normalised; so near neighbours exist at every scale, as they do among real embeddings. The exact answer is numpy
+over the rows the filter keeps. `fixed` searches at the old fixed nprobe 32; `planned` at the effort the server plans
+from the filter's row count (`predictor.search_effort`), which is what every request without `effort` gets.
+
+Usage: python -m benchmarks.filtered_search --engines lite,server --sizes 100,2000,20000,200000
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TOP_K = 10
+QUERIES = 40
+DIMENSION = 1280
+INSERT_CHUNK = 2_000
+NAMESPACE = "a"
+CASES = {
+    "namespace": None,
+    "uniform 10%": 'metadata["r"] < 200',
+    "uniform 1%": 'metadata["r"] < 20',
+    "uniform 0.1%": 'metadata["r"] < 2',
+    "category 5%": "c10",
+    "category 0.5%": "c100",
+}
+STRATEGIES = {"fixed": 32, "planned": None}
+SIZES = (100, 2_000, 20_000, 200_000)
+# milvus-lite evaluates a metadata filter in Python row by row (hundreds of ms per search from 2,000 rows on), so the
+# larger sizes would take hours there; it is the embedded default for small catalogues.
+LITE_MAX_SIZE = 20_000
+QUICK_SIZES = (100, 2_000)
+
+
+def catalogue(size: int, dimension: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Vectors, their leaf cluster (0..999), namespaces and the uniform field r (0..999) of one seeded catalogue."""
+    rng = np.random.default_rng(seed)
+    levels = [rng.standard_normal((count, dimension)).astype(np.float32) for count in (10, 100, 1000)]
+    leaf = rng.integers(0, 1000, size)
+    vectors = _points(levels, leaf, rng)
+    namespaces = np.where(rng.random(size) < 0.5, NAMESPACE, "b").tolist()
+    return vectors, leaf, namespaces, rng.integers(0, 1000, size)
+
+
+def _points(levels: list[np.ndarray], leaf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    coarse, middle, fine = levels
+    points = (
+        1.0 * coarse[leaf // 100]
+        + 0.8 * middle[leaf // 10]
+        + 0.6 * fine[leaf]
+        + 0.7 * rng.standard_normal((len(leaf), coarse.shape[1])).astype(np.float32)
+    )
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def queries(dimension: int, count: int = QUERIES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh pictures from the same clusters as the catalogue's, and their leaf clusters."""
+    rng = np.random.default_rng(seed)
+    levels = [rng.standard_normal((n, dimension)).astype(np.float32) for n in (10, 100, 1000)]
+    query_rng = np.random.default_rng(seed + 1)
+    leaf = query_rng.integers(0, 1000, count)
+    return _points(levels, leaf, query_rng), leaf
+
+
+def case_filter(case: str, query_leaf: int) -> str | None:
+    """The filter of `case` for a query of cluster `query_leaf`: a category the query does not belong to."""
+    expression = CASES[case]
+    if expression in ("c10", "c100"):
+        width = 100 if expression == "c10" else 10
+        other = (query_leaf // width + 1) % (1000 // width)
+        return f'metadata["{expression}"] == {other}'
+    return expression
+
+
+def _matches(case: str, query_leaf: int, leaf: np.ndarray, r: np.ndarray, in_namespace: np.ndarray) -> np.ndarray:
+    expression = CASES[case]
+    if expression is None:
+        keep = np.ones(len(leaf), bool)
+    elif expression in ("c10", "c100"):
+        width = 100 if expression == "c10" else 10
+        keep = leaf // width == (query_leaf // width + 1) % (1000 // width)
+    else:
+        keep = r < int(expression.rsplit("<", 1)[1])
+    return keep & in_namespace
+
+
+def _identity(dimension: int):
+    from predictor.identity import ModelIdentity
+
+    return ModelIdentity("synthetic-clusters", "1", dimension)
+
+
+def _collection(size: int) -> str:
+    return f"filtered_{size}"
+
+
+def build(uri: str, size: int, dimension: int) -> None:
+    """Fill one collection at the default index and wait until Milvus has indexed every row."""
+    from predictor.index.collection import ImageIndex, IndexRow
+    from predictor.index.milvus import MilvusAccess
+
+    vectors, leaf, namespaces, r = catalogue(size, dimension)
+    writer = ImageIndex.for_model(MilvusAccess(uri), _collection(size), _identity(dimension))
+    writer.ensure_collection()
+    for first in range(0, size, INSERT_CHUNK):
+        for namespace in (NAMESPACE, "b"):
+            rows = [
+                IndexRow(
+                    str(i),
+                    vectors[i],
+                    f"synthetic/{i}",
+                    {"r": int(r[i]), "c10": int(leaf[i] // 100), "c100": int(leaf[i] // 10)},
+                )
+                for i in range(first, min(first + INSERT_CHUNK, size))
+                if namespaces[i] == namespace
+            ]
+            if rows:
+                writer.upsert(namespace, rows)
+    writer.access.call("flush", "flush", writer.collection)
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        description = writer.access.describe_index(writer.collection)
+        if description.get("indexed_rows", 0) >= size and not description.get("pending_index_rows", 0):
+            break
+        time.sleep(0.5)
+    # Loaded again, the query node searches the built index (a Milvus 2.3 server searches rows it has not loaded
+    # indexed yet with its interim index, at its own nprobe).
+    writer.access.call("release", "release_collection", writer.collection)
+    writer.load()
+    writer.close()
+
+
+def measure(uri: str, size: int, dimension: int) -> dict:
+    """Recall@10 and per-query latency of every case x strategy on one collection (JSON-ready)."""
+    from predictor.index.collection import ImageIndex
+    from predictor.index.milvus import MilvusAccess
+    from predictor.index.search_options import DEFAULT_CONSISTENCY, SearchOptions
+
+    vectors, leaf, namespaces, r = catalogue(size, dimension)
+    in_namespace = np.array(namespaces) == NAMESPACE
+    asked, asked_leaf = queries(dimension)
+    reader = ImageIndex.open_for_search(
+        MilvusAccess(uri), _collection(size), _identity(dimension), read_consistency=DEFAULT_CONSISTENCY
+    )
+    results = {}
+    for case in CASES:
+        for strategy, effort in STRATEGIES.items():
+            recalls, latencies = [], []
+            for query, query_leaf in zip(asked, asked_leaf, strict=True):
+                keep = np.flatnonzero(_matches(case, int(query_leaf), leaf, r, in_namespace))
+                options = SearchOptions(
+                    top_k=TOP_K, filter=case_filter(case, int(query_leaf)), namespace=NAMESPACE, effort=effort
+                )
+                started = time.perf_counter()
+                hits = reader.search(query[np.newaxis], options)[0][:TOP_K]
+                latencies.append((time.perf_counter() - started) * 1000)
+                if len(keep) == 0:
+                    continue
+                scores = vectors[keep] @ query
+                best = set(keep[np.argsort(-scores)[:TOP_K]].tolist())
+                recalls.append(len({int(hit.id) for hit in hits} & best) / min(TOP_K, len(keep)))
+            results[f"{case}|{strategy}"] = {
+                "recall": float(np.mean(recalls)) if recalls else None,
+                "p50_ms": float(np.percentile(latencies, 50)),
+                "p99_ms": float(np.percentile(latencies, 99)),
+                "matching": int(_matches(case, int(asked_leaf[0]), leaf, r, in_namespace).sum()),
+            }
+    reader.close()
+    return results
+
+
+def _step(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.filtered_search", *args],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmarks.filtered_search {args[0]} failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def run_engine(uri: str, sizes: list[int], dimension: int, log=print) -> dict[int, dict]:
+    """Build and measure each size on the Milvus at `uri`, every step in a process of its own (as a server opens
+    a collection that an indexing job built)."""
+    measured = {}
+    for size in sizes:
+        started = time.perf_counter()
+        _step("build", "--uri", uri, "--size", str(size), "--dimension", str(dimension))
+        log(f"  {size} rows built in {time.perf_counter() - started:.0f} s")
+        output = _step("measure", "--uri", uri, "--size", str(size), "--dimension", str(dimension))
+        measured[size] = json.loads(output.strip().splitlines()[-1])
+    return measured
+
+
+def table(results: dict[str, dict[int, dict]]) -> str:
+    """Markdown: one row per engine x size x case, recall@10 and p99 of both strategies."""
+    lines = [
+        "| Milvus | rows | filter (share) | recall@10 at nprobe 32 | recall@10 planned | p50 / p99 ms planned |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for engine, sizes in results.items():
+        for size, cases in sizes.items():
+            for case in CASES:
+                fixed, planned = cases[f"{case}|fixed"], cases[f"{case}|planned"]
+                if planned["recall"] is None:
+                    continue
+                lines.append(
+                    f"| {engine} | {size:,} | {case} | {fixed['recall']:.3f} | {planned['recall']:.3f} | "
+                    f"{planned['p50_ms']:.1f} / {planned['p99_ms']:.1f} |"
+                )
+    return "\n".join(lines)
+
+
+def measure_filtered(workdir: Path, engines: list[str], sizes: list[int], dimension: int = DIMENSION, log=print):
+    """The whole part: {engine: {size: {case|strategy: figures}}} and its table."""
+    from harness.milvus_server import run_milvus_server
+
+    results: dict[str, dict[int, dict]] = {}
+    if "lite" in engines:
+        log("filtered search, milvus-lite")
+        lite_sizes = [size for size in sizes if size <= LITE_MAX_SIZE]
+        results["milvus-lite"] = run_engine(str(workdir / "filtered.db"), lite_sizes, dimension, log)
+    if "server" in engines:
+        log("filtered search, Milvus server")
+        with run_milvus_server(workdir / "filtered-server", timeout=300) as uri:
+            results["Milvus 2.3.5 server"] = run_engine(uri, sizes, dimension, log)
+    return results, table(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", nargs="?", choices=["all", "build", "measure"], default="all")
+    parser.add_argument("--uri", help="build/measure: the Milvus.")
+    parser.add_argument("--size", type=int, default=0, help="build/measure: rows in the collection.")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="all: catalogue sizes.")
+    parser.add_argument("--engines", default="lite,server", help="all: lite, server or both.")
+    parser.add_argument("--dimension", type=int, default=DIMENSION, help="Vector dimension (the model's: 1280).")
+    parser.add_argument("--json", help="all: also write the figures here.")
+    args = parser.parse_args()
+    if args.step == "build":
+        build(args.uri, args.size, args.dimension)
+    elif args.step == "measure":
+        print(json.dumps(measure(args.uri, args.size, args.dimension)))
+    else:
+        sizes = [int(size) for size in args.sizes.split(",")]
+        engines = [engine.strip() for engine in args.engines.split(",")]
+        with tempfile.TemporaryDirectory(prefix="filtered-search-") as scratch:
+            results, text = measure_filtered(Path(scratch), engines, sizes, args.dimension)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The V2 client behind `image-search query`; the server never imports it."""

@@ -1,0 +1,1 @@
+"""The embedding network: model packages, architectures, backbone, precision, compilation, probe, projection."""

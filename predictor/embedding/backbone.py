@@ -1,0 +1,341 @@
+"""The embedding network on its device: weights, precision, and one forward pass per batch.
+
+Callers hand over uint8 HWC pixels; normalisation, layout and precision are this module's business so that the CPU and
+CUDA paths give embeddings with the same meaning.
+"""
+
+import concurrent.futures
+import ctypes
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from predictor.embedding import compilation, precision
+from predictor.embedding.architectures.pooling import PooledNetwork
+from predictor.embedding.clip_towers import TextEncoder
+from predictor.embedding.compile_modes import COMPILE_CHOICES
+from predictor.embedding.model_package import ModelSpec, build_network
+from predictor.embedding.probe_images import calibration_pixels, probe_pixels
+from predictor.embedding.projection import DeviceProjection
+from predictor.observability.thread_names import name_os_thread
+
+logger = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# On a CPU, a batch larger than this runs as consecutive slices: past it one layer's activations outgrow the caches.
+# Measured under glibc's malloc, where blocks over its 32 MiB heap limit were also mapped afresh for every batch: per
+# image, 8 cost 1.3x and 32 cost 1.7x the CPU time of 4 on a Xeon with 2 MB of L2 per core. The image now preloads
+# tcmalloc, which keeps freed pages whatever their size; the slice has not been measured again under it.
+CPU_SLICE = 4
+# mallopt() options, from glibc's malloc.h.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_allocator_tuned = False
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` picks CUDA when a GPU is visible; asking for `cuda` without one is a configuration error."""
+    if requested not in DEVICE_CHOICES and not requested.startswith("cuda:"):
+        raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)} or cuda:N, got {requested!r}")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(requested)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed activation memory for the next batch instead of returning it to the kernel.
+
+    By default the activations of each forward pass are mapped afresh and faulted in page by page, which on a CPU
+    took as much kernel time as the convolutions themselves. One arena, blocks up to 32 MiB from the heap and no
+    trimming let the next batch reuse the pages. Process-wide and once; a no-op (False) where libc is not glibc.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30))
+    _allocator_tuned = all(mallopt(option, value) == 1 for option, value in settings)
+    return _allocator_tuned
+
+
+_device_threads: dict[str, tuple[concurrent.futures.ThreadPoolExecutor, int]] = {}
+_device_threads_lock = threading.Lock()
+
+
+def device_thread(device: torch.device) -> tuple[concurrent.futures.ThreadPoolExecutor, int]:
+    """The one thread of this process that runs every network's torch work on `device`, and its thread id.
+
+    Loading, the probe, compiling and every forward pass run there: the device runs one batch at a time anyway, and
+    CPU inference already uses all cores through torch's OpenMP threads. OpenMP gives each calling thread a team of
+    its own; with a second team on the cores, libgomp stops its threads spinning between parallel regions, and every
+    layer then waits for them to wake up. The forward pass ran 1.3 to 1.6x slower as soon as a second thread had run
+    one, and stayed so.
+    """
+    with _device_threads_lock:
+        if str(device) not in _device_threads:
+            executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"device-{device}", initializer=name_os_thread
+            )
+            _device_threads[str(device)] = (executor, executor.submit(threading.get_ident).result())
+        return _device_threads[str(device)]
+
+
+class _ConvLeafTracer(torch.fx.Tracer):
+    """Convolutions stay opaque: padding code inside them (TensorFlow "SAME") need not be traceable."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, nn.Conv2d) or super().is_leaf_module(module, qualified_name)
+
+
+class _Features(nn.Module):
+    def __init__(self, network: PooledNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x)
+
+
+def fold_batch_norms(network: PooledNetwork) -> int:
+    """Fold each eval-mode BatchNorm2d that only ever sees one Conv2d's output into that convolution; returns how many.
+
+    The network computes the same function with one fewer pass over every activation map. Pairs are found by tracing
+    `features()`, so architectures need no annotations; a network that does not trace is left as it is.
+    """
+    wrapper = _Features(network)
+    try:
+        graph = _ConvLeafTracer().trace(wrapper)
+    except Exception as error:  # noqa: BLE001 - folding is an optimisation; any tracing failure means "skip it"
+        logger.info("batch norm folding skipped, features() does not trace: %s", error)
+        return 0
+    modules = dict(wrapper.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0] if node.args else None
+        if (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and isinstance(modules[source.target], nn.Conv2d)
+            and len(source.users) == 1
+            and calls[str(source.target)] == 1
+            and calls[str(node.target)] == 1
+            and not modules[node.target].training
+            and modules[node.target].track_running_stats
+        ):
+            pairs.append((str(source.target), str(node.target)))
+    for conv_name, norm_name in pairs:
+        fused = fuse_conv_bn_eval(modules[conv_name], modules[norm_name])
+        _replace(wrapper, conv_name, fused)
+        _replace(wrapper, norm_name, nn.Identity())
+    return len(pairs)
+
+
+def _replace(root: nn.Module, qualified_name: str, module: nn.Module) -> None:
+    parent_name, _, name = qualified_name.rpartition(".")
+    setattr(root.get_submodule(parent_name), name, module)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    embeddings: np.ndarray  # [N, D] float32, projected as the package says and L2-normalised
+    probabilities: np.ndarray | None  # [N, classes] float32, when asked for
+
+
+class Backbone:
+    """One network shared by every model the server exposes; `load()` is idempotent and thread-safe."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        precision_name: str | None = None,
+        probe_min_cosine: float = precision.PROBE_MIN_COSINE,
+        compile_mode: str = "off",
+    ) -> None:
+        """`precision_name` None keeps what a Backbone always ran, fp32 on a CPU and fp16 on CUDA, so that library
+        callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`. So does
+        `compile_mode`: library callers run the eager network unless they ask (`on`, or `auto`, which here means
+        the same)."""
+        if compile_mode not in COMPILE_CHOICES:
+            raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile_mode!r}")
+        self.spec = spec
+        self.compile_mode = compile_mode
+        self.device = resolve_device(device)
+        if precision_name is None:
+            precision_name = "fp16" if self.device.type == "cuda" else "fp32"
+        # Checked now, so a precision this machine or package cannot run is a start-up error; the probe comes at load.
+        self.planned_precision = precision.choose_precision(precision_name, self.device, spec.precisions)
+        self.requested_precision = precision_name
+        self.probe_min_cosine = probe_min_cosine
+        self.half = self.planned_precision == "fp16"
+        self.dtype = torch.float16 if self.half else torch.float32
+        self.selection: precision.Selection | None = None
+        self.compilation = "not loaded"
+        self._runner: precision.Runner | None = None
+        self._network: PooledNetwork | None = None
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
+        self._projection: DeviceProjection | None = None
+        self._load_lock = threading.Lock()
+        self.executor, self._device_thread = device_thread(self.device)
+        self.text: TextEncoder | None = None
+        if spec.has_text_tower:
+            self.text = TextEncoder(spec, self.device, precision_name, probe_min_cosine, compile_mode, CPU_SLICE)
+
+    @property
+    def dimension(self) -> int:
+        return self.spec.dimension
+
+    @property
+    def precision(self) -> str:
+        """The precision the network runs at once loaded (the planned one before), as evaluations and the build-info
+        metric record it."""
+        return self._runner.name if self._runner is not None else self.planned_precision
+
+    def _on_device_thread(self, function, *args):  # noqa: ANN001, ANN202 - a call forwarded as it is
+        if threading.get_ident() == self._device_thread:
+            return function(*args)
+        return self.executor.submit(function, *args).result()
+
+    def load(self) -> None:
+        self._on_device_thread(self._load)
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._network is not None:
+                return
+            if self.device.type == "cpu":
+                keep_freed_memory()
+            text_tower = None
+            network: PooledNetwork
+            if self.spec.has_text_tower:
+                from predictor.embedding.clip_towers import build_towers
+
+                network, text_tower = build_towers(self.spec)
+            else:
+                network = build_network(self.spec).eval()
+            # open_clip's towers have no batch norms to fold.
+            folded = 0 if text_tower is not None else fold_batch_norms(network)
+            # Channels-last on CPU too: oneDNN's depthwise and pointwise kernels are fastest on NHWC, and the uint8
+            # pixels arrive in that layout, so the input needs no reordering copy.
+            network = network.to(self.device, dtype=torch.float32).to(memory_format=torch.channels_last)
+            shape = (1, 3, 1, 1)
+            self._mean = (torch.tensor(self.spec.mean, dtype=torch.float32).view(shape) * 255.0).to(self.device)
+            self._std = (torch.tensor(self.spec.std, dtype=torch.float32).view(shape) * 255.0).to(self.device)
+            # Decoded once, and only when a reduced precision or a compiled network has to be probed.
+            probe = functools.cache(lambda: self._input_batches(probe_pixels(self.spec.preprocessing)))
+            self.selection = precision.select_runner(
+                self.requested_precision,
+                network,
+                self.device,
+                self.spec.precisions,
+                probe=probe,
+                calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
+                min_cosine=self.probe_min_cosine,
+            )
+            if self.device.type == "cpu":
+                self.selection, self.compilation = compilation.compile_selection(
+                    self.selection,
+                    precision.fp32_runner(network),
+                    probe=probe,
+                    batch_sizes=tuple(range(1, CPU_SLICE + 1)),
+                    min_cosine=self.probe_min_cosine,
+                    mode=self.compile_mode,
+                )
+            else:
+                self.compilation = "not compiled (CPU only)"
+            self._runner = self.selection.runner
+            self.half = self._runner.input_dtype == torch.float16
+            self.dtype = self._runner.input_dtype
+            projection = self.spec.projection.load() if self.spec.projection else None
+            self._projection = DeviceProjection(projection, self.device)
+            if text_tower is not None and self.text is not None:
+                self.text.load(text_tower)
+            self._network = network
+            logger.info(
+                "loaded %s:%s on %s at %s (%s; %s; %d batch norms folded)",
+                self.spec.name,
+                self.spec.version,
+                self.device,
+                self._runner.name,
+                self.selection.reason,
+                self.compilation,
+                folded,
+            )
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
+        """Run the shapes we expect once, so the first real request pays no allocator or kernel-selection cost."""
+        size = self.spec.preprocessing.input_size
+        for batch_size in batch_sizes:
+            self.run(np.zeros((batch_size, size, size, 3), dtype=np.uint8), with_probabilities=True)
+            if self.text is not None:
+                self.embed_text(self.text.tokenize(["a photo"] * batch_size))
+
+    def embed_text(self, tokens: torch.Tensor) -> np.ndarray:
+        """[N, D] L2-normalised embeddings of token ids (`self.text.tokenize`), on the device thread; blocking."""
+        if self.text is None:
+            raise RuntimeError(f"{self.spec.identity} has no text tower")
+        return self._on_device_thread(self.text.run, tokens)
+
+    def _to_input(self, pixels: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """uint8 NHWC pixels to the normalised channels-last batch the network takes, on the device."""
+        dtype = dtype or self.dtype
+        batch = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.type == "cuda":
+            # Pinned pages let the copy run asynchronously; the first kernel that reads the batch waits for it.
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        # NHWC memory viewed as NCHW is channels-last already; the dtype conversion keeps that layout.
+        batch = batch.permute(0, 3, 1, 2).to(dtype)
+        if self._mean is None or self._std is None:
+            raise RuntimeError("Backbone input made before load()")
+        return batch.sub_(self._mean.to(dtype)).div_(self._std.to(dtype))
+
+    def _input_batches(self, pixels: np.ndarray) -> list[torch.Tensor]:
+        """float32 network input in slices of CPU_SLICE, the size the CPU runs (and int8 is compiled for) most."""
+        return [self._to_input(pixels[i : i + CPU_SLICE], torch.float32) for i in range(0, len(pixels), CPU_SLICE)]
+
+    def run(self, pixels: np.ndarray, with_probabilities: bool = False) -> BatchOutput:
+        """Embed [N, H, W, 3] uint8 pixels on the device thread; blocking. Callers on an event loop run it in
+        `executor`, which saves the hand-over."""
+        return self._on_device_thread(self._run, pixels, with_probabilities)
+
+    def _run(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
+        if self._network is None:
+            raise RuntimeError("Backbone.run() called before load()")
+        if self.device.type != "cpu" or len(pixels) <= CPU_SLICE:
+            return self._forward(pixels, with_probabilities)
+        parts = [self._forward(pixels[i : i + CPU_SLICE], with_probabilities) for i in range(0, len(pixels), CPU_SLICE)]
+        probabilities = [part.probabilities for part in parts if part.probabilities is not None]
+        return BatchOutput(
+            embeddings=np.concatenate([part.embeddings for part in parts]),
+            probabilities=np.concatenate(probabilities) if probabilities else None,
+        )
+
+    def _forward(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
+        runner, projection = self._runner, self._projection
+        if runner is None or projection is None:
+            raise RuntimeError("Backbone.run() called before load()")
+        with torch.inference_mode():
+            features, logits = runner.embed(self._to_input(pixels), with_probabilities)
+            embeddings = projection(features)
+            probabilities = None
+            if with_probabilities and logits is not None:  # a network without a classifier head has no logits
+                probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return BatchOutput(embeddings=embeddings.cpu().numpy(), probabilities=probabilities)

@@ -1,0 +1,1 @@
+"""Images from untrusted bytes: limits, decoding, orientation, preprocessing, accepted files, content ids."""

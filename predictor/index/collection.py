@@ -1,0 +1,471 @@
+"""One model's collection: its identity, namespaces, search, reads by id, upsert, delete and metadata updates.
+
+Built on the access layer (milvus.py), which owns the connection and turns every Milvus failure into a typed error;
+the row layout (namespaced or legacy) is schema.py's.
+"""
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from predictor.identity import ModelIdentity
+from predictor.index.milvus import MilvusAccess, like_prefix, quoted
+from predictor.index.schema import (
+    IDENTITY_PROPERTY,
+    Layout,
+    create_collection,
+    identity_from_property,
+    layout_of,
+)
+from predictor.index.search_effort import RowCounts, planned_effort
+from predictor.index.search_options import SearchOptions
+from predictor.index.vector_index import VectorIndex
+
+logger = logging.getLogger(__name__)
+
+# Rows per get/query/upsert call when reading or rewriting rows by id.
+CHUNK = 256
+
+
+class IndexMismatch(RuntimeError):
+    """The collection belongs to another model; serving or indexing it would mix vectors that cannot be compared."""
+
+
+class IndexNotReady(RuntimeError):
+    """This model's collection is missing or empty (yet); the message says how to build it."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    uri: str
+    metadata: dict = field(default_factory=dict)
+    # The stored vector, fetched only for re-ranking by diversity.
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    id: str
+    vector: np.ndarray
+    uri: str
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: str
+    namespace: str
+    uri: str
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    collection: str
+    model: ModelIdentity | None
+    images: int
+    namespaced: bool
+
+
+def versioned_collection(base: str, identity: ModelIdentity) -> str:
+    """The collection that holds one model version's vectors: `<base>__<model>__<version>`, in Milvus's alphabet."""
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^0-9A-Za-z_]", "_", text)
+
+    return f"{base}__{slug(identity.name)}__{slug(identity.version)}"
+
+
+def _chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ImageIndex:
+    """One collection that belongs to one model identity.
+
+    `base` is the stable name users know (an alias, default `images`); each model version keeps its vectors in its
+    own collection `<base>__<model>__<version>`, so a canary and the stable predictor never read each other's vectors.
+    """
+
+    def __init__(
+        self,
+        access: MilvusAccess,
+        collection: str,
+        identity: ModelIdentity,
+        base: str | None = None,
+        *,
+        vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
+    ) -> None:
+        """`vector_index` is the index a new collection gets and searches start from (an existing collection's own
+        index wins once it is opened); `read_consistency` the Milvus consistency level of searches and id lookups
+        (None: the collection's, Strong, which writers need to read their own writes)."""
+        if not collection:
+            raise ValueError("collection name must not be empty")
+        self.access = access
+        self.collection = collection
+        self.identity = identity
+        self.base = base or collection
+        self.vector_index = vector_index or VectorIndex()
+        self.read_consistency = read_consistency
+        self._layout: Layout | None = None
+        self._counts = RowCounts()
+
+    @classmethod
+    def for_model(
+        cls,
+        access: MilvusAccess,
+        base: str,
+        identity: ModelIdentity,
+        *,
+        vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
+    ) -> "ImageIndex":
+        """The collection this model indexes into (and searches, unless `base` names a collection of its own)."""
+        if not base:
+            raise ValueError("collection name must not be empty")
+        return cls(
+            access,
+            versioned_collection(base, identity),
+            identity,
+            base,
+            vector_index=vector_index,
+            read_consistency=read_consistency,
+        )
+
+    @classmethod
+    def open_for_search(
+        cls,
+        access: MilvusAccess,
+        base: str,
+        identity: ModelIdentity,
+        *,
+        vector_index: VectorIndex | None = None,
+        read_consistency: str | None = None,
+    ) -> "ImageIndex":
+        """This model's collection, checked and loaded; never another model's, so a canary can't read stable's vectors.
+
+        `base` may also name a concrete collection (not an alias) when the model's own collection does not exist.
+        Missing or empty is `IndexNotReady` (an indexing job may still be building it); a collection that another
+        model built is `IndexMismatch`, which no amount of waiting will fix. Searches use the index the collection
+        really has, whatever `vector_index` says.
+        """
+        index = cls.for_model(access, base, identity, vector_index=vector_index, read_consistency=read_consistency)
+        if not index.exists():
+            if base not in access.aliases() and access.has_collection(base):
+                index = cls(access, base, identity, base, vector_index=vector_index, read_consistency=read_consistency)
+            else:
+                raise IndexNotReady(
+                    f"collection {index.collection} for model {identity} does not exist at {access.uri} yet; "
+                    f"index images first: image-search index SOURCE --milvus-uri {access.uri} "
+                    f"--collection {base} [--model-dir DIR]"
+                )
+        index.check_identity()
+        index.load()
+        index.vector_index = index.vector_index.of_collection(access.describe_index(index.collection))
+        # Read the row layout now, so that no search has to wait for it on a Milvus that has become slow.
+        index._layout = layout_of(access.describe(index.collection))
+        if index.count() == 0:
+            raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
+        return index
+
+    @property
+    def uri(self) -> str:
+        return self.access.uri
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self._layout = layout_of(self.access.describe(self.collection))
+        return self._layout
+
+    def close(self) -> None:
+        self.access.close()
+
+    def exists(self, timeout_s: float | None = None) -> bool:
+        return self.access.has_collection(self.collection, timeout_s)
+
+    def load(self) -> None:
+        self.access.load(self.collection)
+
+    def ensure_collection(self) -> None:
+        """Create this model's collection if missing, and make the stable alias point at it if it points nowhere."""
+        if not self.exists():
+            partition_key = self.access.partition_key_works()
+            self._layout = create_collection(
+                self.access,
+                self.collection,
+                self.identity,
+                partition_key=partition_key,
+                vector_index=self.vector_index,
+            )
+            logger.info(
+                "created collection %s for %s (namespace partition key: %s; index %s)",
+                self.collection,
+                self.identity,
+                partition_key,
+                self.vector_index.describe(),
+            )
+        self.check_identity()
+        self.load()
+        if self.base not in self.access.aliases() and not self.access.has_collection(self.base):
+            self.access.create_alias(self.collection, self.base)
+            logger.info("alias %s -> %s", self.base, self.collection)
+
+    def recorded_identity(self) -> ModelIdentity | None:
+        return identity_from_property(self.access.properties(self.collection).get(IDENTITY_PROPERTY))
+
+    def check_identity(self) -> None:
+        recorded = self.recorded_identity()
+        if recorded != self.identity:
+            raise IndexMismatch(
+                f"collection {self.collection!r} was built by model {recorded or 'unknown'}, but this server runs "
+                f"{self.identity}; vectors of different models cannot be compared. Serve the model that built it, "
+                "or index into another collection (--collection)."
+            )
+
+    def check_writable(self, namespace: str) -> None:
+        if not self.layout.holds(namespace):
+            raise ValueError(
+                f"collection {self.collection} was made before namespaces and holds only the default namespace; "
+                f"index namespace {namespace!r} into a new collection (--collection NAME)"
+            )
+
+    def count(self, namespace: str | None = None) -> int:
+        """Rows in the collection, or in one namespace of it."""
+        if namespace is None:
+            return self.access.count(self.collection)
+        if not self.layout.holds(namespace):
+            return 0
+        return self.access.count(self.collection, self.layout.scope(namespace))
+
+    def summary(self) -> IndexSummary:
+        """What this collection is: its name, the model that built it and how many images it holds."""
+        return IndexSummary(self.collection, self.recorded_identity(), self.count(), self.layout.namespaced)
+
+    def settle(self) -> None:
+        """Return once every write made before this call is visible to searches, at any consistency level.
+
+        A Strong read waits until the query node has caught up with every write before it; Bounded searches read
+        what the query node holds, so they see those rows too. Commands that write end with this, so that a query
+        sent after they return finds what they wrote.
+        """
+        self.access.count(self.collection, consistency_level="Strong")
+
+    def ping(self, timeout_s: float | None = None) -> bool:
+        """Whether Milvus answers (within `timeout_s`) and still holds the collection."""
+        try:
+            return self.exists(timeout_s)
+        except RuntimeError:
+            return False
+
+    def search(self, vectors: np.ndarray, options: SearchOptions, timeout_s: float | None = None) -> list[list[Hit]]:
+        """Up to `options.window` hits per query vector, best first, from `options.namespace` only; `timeout_s`
+        bounds the Milvus call (`RequestTimedOut` after it)."""
+        if len(vectors) == 0:
+            return []
+        if not self.layout.holds(options.namespace):
+            return [[] for _ in vectors]
+        results = self.access.call(
+            "search",
+            "search",
+            self.collection,
+            data=[vector.tolist() for vector in vectors],
+            limit=options.window,
+            filter=self.layout.scope(options.namespace, options.filter),
+            anns_field="vector",
+            search_params=self._search_params(options, timeout_s),
+            output_fields=self.layout.output_fields + (["vector"] if options.diversity > 0 else []),
+            collection=self.collection,
+            timeout=timeout_s,
+            **self._consistency(),
+        )
+        return [[self._hit(hit) for hit in hits] for hits in results]
+
+    def _search_params(self, options: SearchOptions, timeout_s: float | None = None) -> dict:
+        """The index's search parameters, at the request's effort (checked against this collection's index) or, when
+        the request names none, at the effort planned from how many rows its namespace and filter keep."""
+        hits = options.offset + options.top_k
+        effort = options.effort
+        if effort is None and self.vector_index.effort_param is not None:
+            scope = self.layout.scope(options.namespace, options.filter)
+
+            def count(expression: str) -> int:
+                return self._count(expression, timeout_s)
+
+            total = self._counts.get("", count)
+            matching = self._counts.get(scope, count) if scope else total
+            effort = planned_effort(self.vector_index, total, matching, hits)
+        return self.vector_index.search_request(options.window, effort, hits)
+
+    def _count(self, expression: str, timeout_s: float | None) -> int:
+        """Rows matching `expression`, at the searches' consistency."""
+        rows = self.access.call(
+            "count",
+            "query",
+            self.collection,
+            filter=expression,
+            output_fields=["count(*)"],
+            collection=self.collection,
+            timeout=timeout_s,
+            **self._consistency(),
+        )
+        return int(rows[0]["count(*)"])
+
+    def _consistency(self) -> dict[str, str]:
+        return {"consistency_level": self.read_consistency} if self.read_consistency else {}
+
+    @staticmethod
+    def _hit(hit: dict) -> Hit:
+        entity = hit["entity"]
+        return Hit(
+            id=str(entity.get("id", hit["id"])),
+            score=float(hit["distance"]),
+            uri=str(entity.get("uri", "")),
+            metadata=entity.get("metadata") or {},
+            vector=np.asarray(entity["vector"], dtype=np.float32) if "vector" in entity else None,
+        )
+
+    def _keys_filter(self, namespace: str, ids: Sequence[str]) -> str:
+        """Rows of these ids in `namespace`, by primary key. pymilvus 3.0's `get(ids=...)` and `delete(ids=...)` put
+        string keys between single quotes without escaping them, so an id holding a quote could rewrite the
+        expression (and read another namespace's rows); every key is quoted here instead."""
+        keys = ", ".join(quoted(self.layout.key(namespace, image_id)) for image_id in ids)
+        return f"{self.layout.primary_field} in [{keys}]"
+
+    def _rows(
+        self, namespace: str, ids: Sequence[str], fields: list[str], timeout_s: float | None = None, **consistency: str
+    ) -> list[dict]:
+        if not ids or not self.layout.holds(namespace):
+            return []
+        found = []
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            found += self.access.call(
+                "get",
+                "query",
+                self.collection,
+                filter=self._keys_filter(namespace, chunk),
+                output_fields=fields,
+                collection=self.collection,
+                timeout=timeout_s,
+                **consistency,
+            )
+        return found
+
+    def vectors_of(self, namespace: str, ids: Sequence[str], timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """Stored vectors of these ids in `namespace` (a query's lookup, at the searches' consistency); ids it does not
+        hold are absent from the answer."""
+        rows = self._rows(namespace, ids, ["id", "vector"], timeout_s, **self._consistency())
+        return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
+
+    def get(self, namespace: str, image_id: str, timeout_s: float | None = None) -> StoredImage | None:
+        """One image's row (without its vector), or None when `namespace` does not hold it."""
+        rows = self._rows(namespace, [image_id], ["id", "uri", "metadata"], timeout_s)
+        if not rows:
+            return None
+        row = rows[0]
+        return StoredImage(str(row["id"]), namespace, str(row.get("uri", "")), row.get("metadata") or {})
+
+    def existing_ids(self, namespace: str, ids: Sequence[str]) -> set[str]:
+        return {str(row["id"]) for row in self._rows(namespace, ids, ["id"])}
+
+    def upsert(self, namespace: str, rows: Iterable[IndexRow]) -> int:
+        self.check_writable(namespace)
+        data = [self.layout.row(namespace, row.id, row.vector.tolist(), row.uri, row.metadata) for row in rows]
+        if not data:
+            return 0
+        self.access.call("upsert", "upsert", self.collection, data=data, collection=self.collection)
+        self._counts.forget()
+        return len(data)
+
+    def delete(self, namespace: str, ids: Sequence[str]) -> int:
+        present = sorted(self.existing_ids(namespace, ids))
+        for chunk in _chunks(present):
+            self.access.call(
+                "delete",
+                "delete",
+                self.collection,
+                filter=self._keys_filter(namespace, chunk),
+                collection=self.collection,
+            )
+        self._counts.forget()
+        return len(present)
+
+    def update_metadata(self, namespace: str, updates: dict[str, dict]) -> tuple[int, list[str]]:
+        """Merge fields into stored rows' metadata without re-embedding (a field set to None is removed).
+
+        Returns how many rows changed and the ids `namespace` does not hold.
+        """
+        rows = self._rows(namespace, list(updates), ["id", "vector", "uri", "metadata"])
+        rewritten = []
+        for row in rows:
+            stored = row.get("metadata") or {}
+            metadata = dict(stored)
+            for name, value in updates[str(row["id"])].items():
+                if value is None:
+                    metadata.pop(name, None)
+                else:
+                    metadata[name] = value
+            if metadata != stored:
+                rewritten.append(
+                    self.layout.row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata)
+                )
+        for chunk in _chunks(rewritten):
+            self.access.call("upsert", "upsert", self.collection, data=list(chunk), collection=self.collection)
+        found = {str(row["id"]) for row in rows}
+        return len(rewritten), [image_id for image_id in updates if image_id not in found]
+
+    def _query_ids(self, namespace: str, expression: str) -> list[dict]:
+        if not self.layout.holds(namespace):
+            return []
+        return self.access.call(
+            "query",
+            "query",
+            self.collection,
+            filter=self.layout.scope(namespace, expression),
+            output_fields=["id", "uri"],
+            collection=self.collection,
+        )
+
+    def ids_by_uri(self, namespace: str, uris: Sequence[str]) -> dict[str, set[str]]:
+        """Ids currently stored in `namespace` for each of these source paths."""
+        if not uris:
+            return {}
+        found: dict[str, set[str]] = {}
+        for row in self._query_ids(namespace, f"uri in [{', '.join(quoted(uri) for uri in uris)}]"):
+            found.setdefault(str(row["uri"]), set()).add(str(row["id"]))
+        return found
+
+    def ids_under(self, namespace: str, prefix: str) -> list[str]:
+        """Ids in `namespace` of every row whose source path is `prefix` or lies under it."""
+        folder = prefix.rstrip("/") + "/"
+        # Milvus narrows the rows with a pattern that may find more than the folder (see like_prefix), and the exact
+        # test here keeps only the folder's own.
+        expression = f"uri == {quoted(prefix)} or uri like {quoted(like_prefix(folder))}"
+        rows = self._query_ids(namespace, expression)
+        return [str(row["id"]) for row in rows if row["uri"] == prefix or str(row["uri"]).startswith(folder)]
+
+    def ids_marked(self, namespace: str, field: str) -> list[str]:
+        """Ids in `namespace` of every row whose metadata has `field` (a plain name, checked by the caller)."""
+        return [str(row["id"]) for row in self._query_ids(namespace, f'exists metadata["{field}"]')]
+
+    def sample_vectors(self, limit: int = 2048) -> np.ndarray:
+        """Up to `limit` stored vectors from any namespace, for the drift score's reference centroid."""
+        rows = self.access.call(
+            "query",
+            "query",
+            self.collection,
+            filter="",
+            output_fields=["vector"],
+            limit=limit,
+            collection=self.collection,
+        )
+        if not rows:
+            return np.zeros((0, self.identity.dimension), dtype=np.float32)
+        return np.asarray([row["vector"] for row in rows], dtype=np.float32)

@@ -1,0 +1,142 @@
+"""Near-duplicate clusters across a collection, from its stored vectors: no image is embedded again.
+
+Every stored row (of one namespace, optionally under a filter) is searched for, in batches, among the same rows; each
+pair scoring at least the threshold joins its two rows, and a cluster is a connected component of those pairs (so a
+chain of close copies is one cluster even when its ends are further apart). Each row asks for its `NEIGHBOURS`
+nearest rows: a cluster larger than that is still found whole through its members' own neighbours.
+
+The cost is one search per row, batched, at the search effort the filter plans (search_effort.py): near-linear in
+the rows. The default threshold is measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
+"""
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from predictor.index.collection import ImageIndex
+from predictor.index.search_options import SearchOptions
+
+__all__ = ["DEFAULT_THRESHOLD", "Cluster", "find_clusters", "mark_clusters", "stored_rows"]
+
+DEFAULT_THRESHOLD = 0.90
+NEIGHBOURS = 16
+READ_BATCH = 512
+SEARCH_BATCH = 64
+MARK_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    ids: list[str]
+    uris: list[str]
+    min_score: float
+
+    def line(self) -> dict:
+        return {"ids": self.ids, "uris": self.uris, "min_score": round(self.min_score, 6)}
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    id: str
+    uri: str
+    vector: np.ndarray
+
+
+def stored_rows(index: ImageIndex, namespace: str, expression: str | None) -> Iterator[list[StoredRow]]:
+    """Every row of `namespace` matching `expression`, with its vector, in batches of READ_BATCH."""
+    if not index.layout.holds(namespace):
+        return
+    iterator = index.access.call(
+        "query_iterator",
+        "query_iterator",
+        index.collection,
+        batch_size=READ_BATCH,
+        filter=index.layout.scope(namespace, expression),
+        output_fields=["id", "uri", "vector"],
+        collection=index.collection,
+    )
+    try:
+        while batch := iterator.next():
+            yield [
+                StoredRow(str(row["id"]), str(row["uri"]), np.asarray(row["vector"], dtype=np.float32)) for row in batch
+            ]
+    finally:
+        iterator.close()
+
+
+class _Components:
+    """Union-find over row ids, with the lowest pair score that joined each component."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.lowest: dict[str, float] = {}
+
+    def root(self, item: str) -> str:
+        self.parent.setdefault(item, item)
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def join(self, a: str, b: str, score: float) -> None:
+        first, second = self.root(a), self.root(b)
+        low = min(score, self.lowest.get(first, score), self.lowest.get(second, score))
+        if first != second:
+            self.parent[second] = first
+        self.lowest[first] = low
+
+
+def find_clusters(
+    index: ImageIndex,
+    namespace: str,
+    expression: str | None,
+    threshold: float = DEFAULT_THRESHOLD,
+    progress: Callable[[int], object] = lambda rows: None,
+) -> list[Cluster]:
+    """Clusters of two or more rows, largest first; `progress(rows)` after each batch of rows searched."""
+    components = _Components()
+    uris: dict[str, str] = {}
+    options = SearchOptions(top_k=NEIGHBOURS, filter=expression, namespace=namespace)
+    for rows in stored_rows(index, namespace, expression):
+        for start in range(0, len(rows), SEARCH_BATCH):
+            batch = rows[start : start + SEARCH_BATCH]
+            found = index.search(np.stack([row.vector for row in batch]), options)
+            for row, hits in zip(batch, found, strict=True):
+                uris[row.id] = row.uri
+                for hit in hits:
+                    if hit.id != row.id and hit.score >= threshold:
+                        uris[hit.id] = hit.uri
+                        components.join(row.id, hit.id, hit.score)
+            progress(len(batch))
+    members: dict[str, list[str]] = {}
+    for image_id in list(components.parent):
+        members.setdefault(components.root(image_id), []).append(image_id)
+    clusters = [
+        Cluster(sorted(ids), [uris[i] for i in sorted(ids)], components.lowest[root])
+        for root, ids in members.items()
+        if len(ids) > 1
+    ]
+    return sorted(clusters, key=lambda cluster: (-len(cluster.ids), cluster.ids[0]))
+
+
+def mark_clusters(index: ImageIndex, namespace: str, clusters: list[Cluster], field: str) -> int:
+    """Write each member's cluster id (its cluster's first id) into `metadata[field]`, and `metadata[field_copy]`
+    true into every member but that first one, so `not exists metadata["<field>_copy"]` keeps one per cluster; marks
+    of an earlier run on rows that are in no cluster now are removed. Returns the rows changed."""
+    if not MARK_FIELD.fullmatch(field):
+        raise ValueError(f"--mark {field!r}: use 1 to 64 letters, digits or '_', not starting with a digit")
+    copy_field = f"{field}_copy"
+    updates: dict[str, dict] = {}
+    for stale in index.ids_marked(namespace, field):
+        updates[stale] = {field: None, copy_field: None}
+    for cluster in clusters:
+        first = cluster.ids[0]
+        for image_id in cluster.ids:
+            updates[image_id] = {field: first, copy_field: True if image_id != first else None}
+    changed = 0
+    items = list(updates.items())
+    for start in range(0, len(items), 256):
+        changed += index.update_metadata(namespace, dict(items[start : start + 256]))[0]
+    return changed

@@ -1,0 +1,1 @@
+"""Logs, Prometheus metrics (requests, drift, GPU), request tracking and thread names."""

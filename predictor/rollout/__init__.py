@@ -1,0 +1,1 @@
+"""Canary analysis against Prometheus (`image-search rollout`); the server never imports it."""

@@ -1,0 +1,71 @@
+"""`image-search duplicates` on both Milvus kinds: planted copies of two photos come out as two clusters and nothing
+else is clustered; `--mark` lets a filter keep one image per cluster."""
+
+import json
+import uuid
+
+import pytest
+
+from harness.predictor_server import run_cli
+from tests.e2e.conftest import BACKENDS, near_duplicate
+
+OTHERS = ["coins", "clock", "camera", "rocket", "brick", "grass", "chelsea", "astronaut"]
+PLANTED = {"coffee": 3, "moon": 2}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def planted(request, catalogue, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("duplicates")
+    uri = str(workdir / "milvus.db") if request.param == "milvus-lite" else request.getfixturevalue("milvus_server_uri")
+    photos = workdir / "photos"
+    photos.mkdir()
+    for name in [*OTHERS, *PLANTED]:
+        (photos / f"{name}.jpg").write_bytes(catalogue.photos[name].read_bytes())
+    for name, copies in PLANTED.items():
+        copy = catalogue.photos[name].read_bytes()
+        for number in range(copies):
+            copy = near_duplicate(copy)
+            (photos / f"{name}-copy{number}.jpg").write_bytes(copy)
+    where = ["--milvus-uri", uri, "--collection", f"dups_{uuid.uuid4().hex[:8]}"]
+    indexed = run_cli("index", str(photos), *where)
+    assert indexed.returncode == 0, indexed.stderr
+    return where, workdir
+
+
+def clusters(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_planted_copies_are_clustered_and_nothing_else_is(planted):
+    where, workdir = planted
+    out = workdir / "clusters.jsonl"
+    found = run_cli("duplicates", *where, "--out", str(out))
+    assert found.returncode == 0, found.stderr
+    assert "2 clusters of 7 images" in found.stderr
+    groups = sorted(sorted(uri.rsplit("/", 1)[1] for uri in cluster["uris"]) for cluster in clusters(out))
+    assert groups == [
+        ["coffee-copy0.jpg", "coffee-copy1.jpg", "coffee-copy2.jpg", "coffee.jpg"],
+        ["moon-copy0.jpg", "moon-copy1.jpg", "moon.jpg"],
+    ]
+    for cluster in clusters(out):
+        assert len(cluster["ids"]) == len(cluster["uris"]) and 0.9 <= cluster["min_score"] <= 1.0
+
+
+def test_marks_let_a_filter_keep_one_image_per_cluster(planted):
+    where, workdir = planted
+    marked = run_cli("duplicates", *where, "--out", str(workdir / "marked.jsonl"), "--mark", "dup")
+    assert marked.returncode == 0, marked.stderr
+    assert "marked 7 images" in marked.stderr
+    again = workdir / "after.jsonl"
+    hidden = run_cli("duplicates", *where, "--out", str(again), "--filter", 'not exists metadata["dup_copy"]')
+    assert hidden.returncode == 0, hidden.stderr
+    assert clusters(again) == [], "one image of each cluster is left, so nothing is a duplicate any more"
+    kept = run_cli("duplicates", *where, "--out", str(again), "--filter", 'exists metadata["dup"]')
+    assert len(clusters(again)) == 2, kept.stderr
+
+
+def test_a_threshold_outside_0_to_1_is_one_clear_line(planted):
+    where, workdir = planted
+    refused = run_cli("duplicates", *where, "--out", str(workdir / "x.jsonl"), "--threshold", "1.5")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "--threshold must be a similarity in (0, 1]" in refused.stderr
