@@ -137,6 +137,10 @@ def measure_server(
     rows = []
     variants = len(images)
     with run_predictor(milvus_uri, workdir, *extra_args) as server:
+        # What a pod serves at full speed: the network compiled in the background, once it is swapped in.
+        from benchmarks.cold_start import wait_for_compiled
+
+        wait_for_compiled(server)
         factories: dict[str, SenderFactory] = {
             "gRPC": lambda: grpc_sender(server.grpc_address, images),
             "REST binary": lambda: rest_sender(server.http_url, images),

@@ -36,6 +36,7 @@ from benchmarks import (
     targets,
     versus,
 )
+from benchmarks import cold_start as cold_start_bench
 from benchmarks.stats import Row, add_ratios, limit_rows
 from benchmarks.targets import Target
 from benchmarks.workload import Workload, build_workload
@@ -155,6 +156,16 @@ def serving(bench: Bench) -> None:
     gc.collect()
 
 
+def cold_start(bench: Bench) -> None:
+    """A new server: time to ready and to the compiled network, and c=8 under load during the compile and after."""
+    bench.phase("cold start: ready, then the compile in the background (empty and warm Inductor cache)")
+    if not Path(bench.milvus_uri).exists():
+        e2e.index_catalogue(bench.workload.catalogue_dir, bench.milvus_uri)
+    rows, table = cold_start_bench.measure(bench.milvus_uri, bench.workdir, bench.workload.images, bench.timing)
+    bench.rows += rows
+    bench.show(table)
+
+
 def precision(bench: Bench) -> None:
     """fp32, bf16 and int8 (fp16 on CUDA) side by side, in interleaved rounds, with their retrieval quality."""
     # After serving: in one process, the limit's network, loaded after the precision part's five, ran at 0.75x
@@ -231,6 +242,7 @@ def versus_part(bench: Bench) -> None:
 # In the order they run: serving first, as precision's five networks in one process slow the limit's down.
 PARTS: dict[str, Callable[[Bench], None]] = {
     "serving": serving,
+    "cold-start": cold_start,
     "precision": precision,
     "search": search,
     "scale": scale_part,
@@ -239,7 +251,7 @@ PARTS: dict[str, Callable[[Bench], None]] = {
     "versus": versus_part,
 }
 # Parts that run unless --only names them: versus needs a commit to compare with.
-DEFAULT_PARTS = ("serving", "precision", "search", "scale", "filtered", "clip")
+DEFAULT_PARTS = ("serving", "cold-start", "precision", "search", "scale", "filtered", "clip")
 TARGETS: dict[str, Callable[[list[Row]], list[Target]]] = {
     "serving": targets.serving_targets,
     "precision": targets.precision_targets,

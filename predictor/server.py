@@ -3,6 +3,7 @@
 layer it wires."""
 
 import argparse
+import functools
 
 from kserve import ModelServer
 from kserve import model_server as kserve_model_server
@@ -15,7 +16,7 @@ from predictor.index.milvus import MilvusAccess
 from predictor.index.search_options import SearchSettings
 from predictor.models.image_classifier import ImageClassifierModel
 from predictor.models.image_search import ImageSearchModel
-from predictor.observability.metrics import set_build_info, start_gpu_metrics
+from predictor.observability.metrics import set_build_info, set_serving_network, start_gpu_metrics
 from predictor.serving import kserve
 from predictor.serving.drain import Drain
 from predictor.serving.kserve import grpc_service
@@ -29,8 +30,13 @@ CLASSIFIER_MODEL = "image-classifier"
 
 
 def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[ImageSearchModel, ImageClassifierModel]:
+    # A pod turns ready on the eager network; the compiled one takes over once it has passed its probe.
     backbone = Backbone(
-        resolve_spec(settings.model_dir), settings.device, settings.precision, compile_mode=settings.compile
+        resolve_spec(settings.model_dir),
+        settings.device,
+        settings.precision,
+        compile_mode=settings.compile,
+        compile_in_background=True,
     )
     access = MilvusAccess(settings.milvus.uri, settings.milvus.token)
 
@@ -58,7 +64,9 @@ def serve(
     for model in models:
         model.load()
         set_build_info(__version__, model.name, model.version, str(model.backbone.device), model.backbone.precision)
-    start_gpu_metrics(str(models[0].backbone.device))
+    backbone = models[0].backbone
+    backbone.watch_serving(functools.partial(set_serving_network, backbone.spec.version))
+    start_gpu_metrics(str(backbone.device))
     kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.request_bytes_limit)
     grpc_service.follow_request_limit_on_grpc(args, settings.request_bytes_limit)
     server = ModelServer(

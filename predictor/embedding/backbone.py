@@ -9,6 +9,8 @@ import ctypes
 import functools
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from predictor.embedding.architectures.pooling import PooledNetwork
 from predictor.embedding.clip_towers import TextEncoder
 from predictor.embedding.compile_modes import COMPILE_CHOICES
 from predictor.embedding.model_package import ModelSpec, build_network
+from predictor.embedding.precision import Selection
 from predictor.embedding.probe_images import calibration_pixels, probe_pixels
 from predictor.embedding.projection import DeviceProjection
 from predictor.observability.thread_names import name_os_thread
@@ -168,15 +171,18 @@ class Backbone:
         precision_name: str | None = None,
         probe_min_cosine: float = precision.PROBE_MIN_COSINE,
         compile_mode: str = "off",
+        compile_in_background: bool = False,
     ) -> None:
         """`precision_name` None keeps what a Backbone always ran, fp32 on a CPU and fp16 on CUDA, so that library
         callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`. So does
         `compile_mode`: library callers run the eager network unless they ask (`on`, or `auto`, which here means
-        the same)."""
+        the same). `compile_in_background` (the server) serves the eager network at once and swaps the compiled one
+        in when it is ready; otherwise `load()` compiles before it returns."""
         if compile_mode not in COMPILE_CHOICES:
             raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile_mode!r}")
         self.spec = spec
         self.compile_mode = compile_mode
+        self.compile_in_background = compile_in_background
         self.device = resolve_device(device)
         if precision_name is None:
             precision_name = "fp16" if self.device.type == "cuda" else "fp32"
@@ -198,6 +204,12 @@ class Backbone:
         self.text: TextEncoder | None = None
         if spec.has_text_tower:
             self.text = TextEncoder(spec, self.device, precision_name, probe_min_cosine, compile_mode, CPU_SLICE)
+        # Which network each tower serves: "eager", or "compiled" once a compiled one is swapped in.
+        self.serving: dict[str, str] = {"image": "eager", **({"text": "eager"} if self.text else {})}
+        self.loaded_at: float | None = None
+        self.compile_done = threading.Event()
+        self._watchers: list[Callable[[str, str], None]] = []
+        self._watch_lock = threading.Lock()
 
     @property
     def dimension(self) -> int:
@@ -250,8 +262,10 @@ class Backbone:
                 calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
                 min_cosine=self.probe_min_cosine,
             )
+            deferred: list[compilation.Deferred] = []
             if self.device.type == "cpu":
-                self.selection, self.compilation = compilation.compile_selection(
+                compile_now = functools.partial(
+                    compilation.compile_selection,
                     self.selection,
                     precision.fp32_runner(network),
                     probe=probe,
@@ -259,16 +273,28 @@ class Backbone:
                     min_cosine=self.probe_min_cosine,
                     mode=self.compile_mode,
                 )
+                refused = compilation.why_not_compiled(self.selection, self.compile_mode)
+                if refused is None and self.compile_in_background:
+                    self.compilation = "eager until the network compiled in the background passes its probe"
+                    deferred.append(compilation.Deferred("image", compile_now, self._swap_image))
+                else:
+                    self.selection, self.compilation = compile_now()
             else:
                 self.compilation = "not compiled (CPU only)"
             self._runner = self.selection.runner
+            if self.selection.compiled:
+                self.serving["image"] = "compiled"
             self.half = self._runner.input_dtype == torch.float16
             self.dtype = self._runner.input_dtype
             projection = self.spec.projection.load() if self.spec.projection else None
             self._projection = DeviceProjection(projection, self.device)
             if text_tower is not None and self.text is not None:
-                self.text.load(text_tower)
+                text_deferred = self.text.load(text_tower, self.compile_in_background, self._swapped)
+                deferred.extend([text_deferred] if text_deferred else [])
+                if self.text.selection is not None and self.text.selection.compiled:
+                    self.serving["text"] = "compiled"
             self._network = network
+            self.loaded_at = time.monotonic()
             logger.info(
                 "loaded %s:%s on %s at %s (%s; %s; %d batch norms folded)",
                 self.spec.name,
@@ -279,6 +305,37 @@ class Backbone:
                 self.compilation,
                 folded,
             )
+            if deferred:
+                compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
+            else:
+                self.compile_done.set()
+
+    def _swap_image(self, selection: Selection, note: str) -> None:
+        """On the device thread, between batches: the compiled network serves from the next batch on."""
+        self.compilation = note
+        if selection.compiled:
+            self.selection, self._runner = selection, selection.runner
+        self._swapped("image", selection.compiled, note)
+
+    def _swapped(self, tower: str, compiled: bool, note: str) -> None:
+        since = time.monotonic() - (self.loaded_at or time.monotonic())
+        if compiled:
+            logger.info("serving the compiled %s network from now on, %.1f s after load (%s)", tower, since, note)
+        else:
+            logger.warning("the %s network stays eager: %s", tower, note)
+        with self._watch_lock:
+            self.serving[tower] = "compiled" if compiled else "eager"
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher(tower, self.serving[tower])
+
+    def watch_serving(self, watcher: Callable[[str, str], None]) -> None:
+        """Call `watcher(tower, "eager" | "compiled")` now for each tower, and again whenever a tower swaps."""
+        with self._watch_lock:
+            self._watchers.append(watcher)
+            serving = dict(self.serving)
+        for tower, network in serving.items():
+            watcher(tower, network)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
         """Run the shapes we expect once, so the first real request pays no allocator or kernel-selection cost."""

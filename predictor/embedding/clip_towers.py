@@ -167,7 +167,10 @@ class TextEncoder:
             raise RuntimeError("TextEncoder.tokenize() called before load()")
         return self._tokenizer(texts)
 
-    def load(self, tower: TextTower) -> None:
+    def load(
+        self, tower: TextTower, in_background: bool = False, swapped: Callable[[str, bool, str], None] | None = None
+    ) -> compilation.Deferred | None:
+        """Load on the device thread; with `in_background`, what is left to compile there after (or None)."""
         self._tokenizer = build_tokenizer(self.clip)
         tower = tower.to(self.device).eval()
         probe = functools.cache(lambda: self._slices(self.tokenize(list(PROBE_TEXTS)).to(self.device)))
@@ -181,8 +184,10 @@ class TextEncoder:
             min_cosine=self.probe_min_cosine,
             variants_of=text_variants,
         )
+        deferred = None
         if self.device.type == "cpu":
-            self.selection, self.compilation = compilation.compile_selection(
+            compile_now = functools.partial(
+                compilation.compile_selection,
                 self.selection,
                 text_variants("fp32", tower, self.device, probe)[0][1](),
                 probe=probe,
@@ -190,6 +195,20 @@ class TextEncoder:
                 min_cosine=self.probe_min_cosine,
                 mode=self.compile_mode,
             )
+            refused = compilation.why_not_compiled(self.selection, self.compile_mode)
+            if refused is None and in_background:
+                self.compilation = "eager until the tower compiled in the background passes its probe"
+
+                def swap(selection: precision.Selection, note: str) -> None:
+                    self.compilation = note
+                    if selection.compiled:
+                        self.selection, self._runner = selection, selection.runner
+                    if swapped is not None:
+                        swapped("text", selection.compiled, note)
+
+                deferred = compilation.Deferred("text", compile_now, swap)
+            else:
+                self.selection, self.compilation = compile_now()
         else:
             self.compilation = "not compiled (CPU only)"
         self._runner = self.selection.runner
@@ -201,6 +220,7 @@ class TextEncoder:
             self.selection.reason,
             self.compilation,
         )
+        return deferred
 
     def _slices(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         return [tokens[i : i + self.slice_size] for i in range(0, len(tokens), self.slice_size)]

@@ -9,21 +9,30 @@ network serving, and the log says why.
 
 Only the feature map is compiled: pooling and the classifier head are cheap and stay the architecture's own, in fp32.
 CUDA is not compiled; that path keeps its eager fp16.
+
+A server does not wait for it (`compile_in_background`): it serves the eager network from the moment it has loaded,
+compiles on a thread of lower priority, and swaps the compiled network in between two batches once it has passed the
+probe. A batch command compiles before its first batch, since it has nobody to answer meanwhile.
 """
 
+import concurrent.futures
 import copy
+import hashlib
 import logging
 import os
+import platform
 import shutil
 import sysconfig
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from predictor.embedding.precision import Runner, Selection, probe_cosines
+from predictor.observability.thread_names import name_os_thread
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +43,11 @@ WORTH_COMPILING_IMAGES = 5_000
 # Graphs one compiled function may hold: batch sizes 1 to 4 for each of the networks a process compiles (a server one,
 # a benchmark comparing precisions a few).
 RECOMPILE_LIMIT = 64
+# The configured cache folder, remembered before TORCHINDUCTOR_CACHE_DIR is pointed at this CPU's own under it.
+CACHE_BASE_VARIABLE = "IMAGE_SEARCH_INDUCTOR_CACHE_BASE"
+# How much lower than the server's the compiling thread's priority is (nice), and so the C++ compilers it starts: the
+# kernel lets requests have the cores first while the compile goes on.
+BACKGROUND_NICENESS = 10
 
 
 def for_batch_job(mode: str, images: int) -> str:
@@ -59,6 +73,38 @@ def missing_compiler() -> str | None:
     return None
 
 
+def cpu_identity() -> str:
+    """What Inductor's kernels for this machine depend on: the CPU model and its instruction set flags, and torch.
+
+    Inductor compiles with -march=native, yet keys its cache on the source and the command line alone, which are the
+    same on every CPU: a kernel cached on an AVX-512 machine would be loaded, and crash, on one without it.
+    """
+    described = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    fields = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    wanted = [line for line in lines if line.split(":", 1)[0].strip() in fields]
+    first = sorted(set(wanted))  # every core of one machine says the same
+    return "\n".join([described, torch.__version__, *first])
+
+
+def use_a_cache_of_this_cpus_own() -> Path:
+    """Point Inductor's cache at a folder of its own for this CPU under the one configured, and return it.
+
+    The server's cache lies in an emptyDir: it outlives a restart of the container, which then compiles from cache,
+    but a pod moved to another node starts one of its own. The probe runs on whatever the cache gave all the same.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    base = Path(os.environ.get(CACHE_BASE_VARIABLE) or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+    os.environ.setdefault(CACHE_BASE_VARIABLE, str(base))
+    folder = base / f"cpu-{hashlib.sha256(cpu_identity().encode()).hexdigest()[:16]}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
+
+
 def compiled_runner(runner: Runner, example: torch.Tensor, batch_sizes: tuple[int, ...]) -> Runner:
     """`runner` with its feature map compiled for each of `batch_sizes` now, so that no request waits for it.
 
@@ -66,6 +112,7 @@ def compiled_runner(runner: Runner, example: torch.Tensor, batch_sizes: tuple[in
     """
     import torch._inductor.config as inductor_config
 
+    use_a_cache_of_this_cpus_own()
     network, dtype = runner.network, runner.autocast_dtype
     if network is None:
         raise ValueError(f"the {runner.name} runner has no network of its own to compile")
@@ -98,6 +145,19 @@ def compiled_runner(runner: Runner, example: torch.Tensor, batch_sizes: tuple[in
     return Runner(runner.name, runner.input_dtype, lambda x, with_logits: compiled.embed(x, with_logits=with_logits))
 
 
+def why_not_compiled(selection: Selection, mode: str) -> str | None:
+    """The load log's reason why `selection` will not be compiled here, or None when it will be tried."""
+    if mode == "off":
+        return "not compiled (compilation off)"
+    if selection.runner.network is None:
+        return f"not compiled ({selection.runner.name} is compiled its own way or not on this device)"
+    missing = missing_compiler()
+    if missing:
+        logger.warning("compilation: %s; serving the eager network", missing)
+        return f"not compiled: {missing}"
+    return None
+
+
 def compile_selection(
     selection: Selection,
     reference: Runner,
@@ -108,14 +168,9 @@ def compile_selection(
 ) -> tuple[Selection, str]:
     """The selection with its runner compiled when that is possible and passes the probe; and what happened, for the
     load log."""
-    if mode == "off":
-        return selection, "not compiled (compilation off)"
-    if selection.runner.network is None:
-        return selection, f"not compiled ({selection.runner.name} is compiled its own way or not on this device)"
-    missing = missing_compiler()
-    if missing:
-        logger.warning("compilation: %s; serving the eager network", missing)
-        return selection, f"not compiled: {missing}"
+    refused = why_not_compiled(selection, mode)
+    if refused:
+        return selection, refused
     batches = probe()
     started = time.perf_counter()
     try:
@@ -123,7 +178,7 @@ def compile_selection(
         worst = float(probe_cosines(reference, candidate, batches).min())
     except Exception as error:  # noqa: BLE001 - compilation is an optimisation; any failure means "serve eager"
         logger.warning("compilation failed, serving the eager network: %s: %s", type(error).__name__, error)
-        return selection, f"not compiled: {type(error).__name__}"
+        return selection, f"not compiled: {type(error).__name__}: {error}"[:300]
     took = time.perf_counter() - started
     if worst < min_cosine:
         reason = f"compiled network embeds the probe images with cosine down to {worst:.4f}, below {min_cosine}"
@@ -134,3 +189,50 @@ def compile_selection(
     if selection.min_cosine is not None:
         compiled = replace(compiled, min_cosine=min(worst, selection.min_cosine))
     return compiled, note
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A network that serves eager while it is compiled in the background.
+
+    `compile` runs on the compiling thread and returns compile_selection's answer; `swap` runs on the device thread,
+    between two batches, and takes it whatever it is (a compiled selection, or the eager one with the reason)."""
+
+    tower: str
+    compile: Callable[[], tuple[Selection, str]]
+    swap: Callable[[Selection, str], None]
+
+
+def compile_in_background(
+    deferred: list[Deferred], device_executor: concurrent.futures.Executor, done: Callable[[], None]
+) -> threading.Thread:
+    """Compile each network on a new thread of lower priority, hand each result to the device thread, then `done()`.
+
+    The thread ends when it is done: the OpenMP threads that its compile and probe runs started end with it, so the
+    device thread's own team is again the only one on the cores (see backbone.device_thread).
+    """
+
+    def work() -> None:
+        name_os_thread()
+        _lower_this_threads_priority()
+        try:
+            for job in deferred:
+                selection, note = job.compile()
+                device_executor.submit(job.swap, selection, note).result()
+        except Exception:  # noqa: BLE001 - a failure here must leave the eager network serving, never stop the server
+            logger.exception("background compilation failed; the eager network keeps serving")
+        finally:
+            done()
+
+    thread = threading.Thread(target=work, name="compile-network", daemon=True)
+    thread.start()
+    return thread
+
+
+def _lower_this_threads_priority() -> None:
+    # On Linux a nice value belongs to a thread, and a process it starts (Inductor's g++) inherits it.
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + BACKGROUND_NICENESS))
+    except OSError as error:
+        logger.info("compiling at the server's own priority: %s", error)

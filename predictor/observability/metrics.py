@@ -36,6 +36,7 @@ __all__ = [
     "ServingMetrics",
     "set_build_info",
     "set_index_rows",
+    "set_serving_network",
     "start_gpu_metrics",
 ]
 
@@ -124,6 +125,17 @@ BUILD_INFO = Gauge(
     "Always 1; the labels say which build serves which model version on which device, at which numeric precision.",
     ["version", "model", "model_version", "device", "precision"],
 )
+NETWORK_COMPILED = Gauge(
+    "image_search_network_compiled",
+    "1 once the network compiled in the background serves the tower, 0 while the eager one does (from load on, and"
+    " for good where compiling is off or failed).",
+    ["model_version", "tower"],
+)
+NETWORK_SWAPPED = Gauge(
+    "image_search_network_swapped_timestamp_seconds",
+    "Unix time at which the compiled network was swapped in; absent until then.",
+    ["model_version", "tower"],
+)
 GPU_UTILIZATION = Gauge(
     "image_search_gpu_utilization_ratio",
     "Fraction of the last sample period in which the GPU was busy, from NVML. Only exported on CUDA devices.",
@@ -146,6 +158,14 @@ def set_build_info(version: str, model_name: str, model_version: str, device: st
     BUILD_INFO.labels(
         version=version, model=model_name, model_version=model_version, device=device, precision=precision
     ).set(1)
+
+
+def set_serving_network(model_version: str, tower: str, network: str) -> None:
+    """Export which network serves a tower: "eager" or "compiled" (and when the compiled one took over)."""
+    _check(network, ("eager", "compiled"), "network")
+    NETWORK_COMPILED.labels(model_version=model_version, tower=tower).set(1 if network == "compiled" else 0)
+    if network == "compiled":
+        NETWORK_SWAPPED.labels(model_version=model_version, tower=tower).set(time.time())
 
 
 def set_index_rows(collection: str, rows: int) -> None:

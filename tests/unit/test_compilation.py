@@ -1,6 +1,7 @@
 """Compiling the network at load: what serves, what it embeds, and what happens when compiling is not possible."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,61 @@ def test_a_compiled_network_embeds_as_the_eager_one_and_no_request_waits_for_a_c
     assert cosines.min() > 0.9999
     labels = compiled.run(photos, with_probabilities=True).probabilities.argmax(axis=1)
     np.testing.assert_array_equal(labels, eager.run(photos, with_probabilities=True).probabilities.argmax(axis=1))
+
+
+@needs_compiler
+def test_in_the_background_the_eager_network_serves_until_the_compiled_one_is_swapped_in(eager, photos, caplog):
+    seen: list[tuple[str, str]] = []
+    with caplog.at_level(logging.INFO, logger="predictor"):
+        backbone = Backbone(default_spec(), "cpu", "fp32", compile_mode="auto", compile_in_background=True)
+        backbone.load()
+        backbone.watch_serving(lambda tower, network: seen.append((tower, network)))
+        served_eager = 0
+        # Batches keep running while the network compiles; the first ones certainly on the eager network.
+        while not backbone.compile_done.wait(0):
+            before = backbone.serving["image"]
+            result = backbone.run(photos[:3])
+            served_eager += before == "eager"
+            assert result.embeddings.shape == (3, 1280)
+    assert served_eager > 0 and seen == [("image", "eager"), ("image", "compiled")]
+    assert backbone.selection.compiled and backbone.serving == {"image": "compiled"}
+    assert backbone.compilation.startswith("compiled for batch sizes 1, 2, 3, 4 in ")
+    messages = [record.getMessage() for record in caplog.records]
+    loaded = [message for message in messages if message.startswith("loaded ")]
+    assert "eager until the network compiled in the background passes its probe" in loaded[-1]
+    assert any(message.startswith("serving the compiled image network from now on, ") for message in messages)
+    cosines = (backbone.run(photos).embeddings * eager.run(photos).embeddings).sum(axis=1)
+    assert cosines.min() > 0.9999
+
+
+@needs_compiler
+def test_a_background_compile_that_fails_its_probe_leaves_the_eager_network_serving(photos, caplog):
+    with caplog.at_level(logging.WARNING, logger="predictor"):
+        # Compiling reorders floating-point sums, so no compiled network reproduces the eager one above cosine 1.
+        backbone = Backbone(
+            default_spec(), "cpu", "fp32", probe_min_cosine=1.01, compile_mode="auto", compile_in_background=True
+        )
+        backbone.load()
+        assert backbone.compile_done.wait(300)
+    assert not backbone.selection.compiled and backbone.serving == {"image": "eager"}
+    assert backbone.compilation.startswith("not compiled: compiled network embeds the probe images with cosine")
+    assert any(record.getMessage().startswith("the image network stays eager: ") for record in caplog.records)
+    assert backbone.run(photos[:2]).embeddings.shape == (2, 1280)
+
+
+def test_each_kind_of_cpu_compiles_into_a_cache_of_its_own(monkeypatch, tmp_path):
+    monkeypatch.delenv(compilation.CACHE_BASE_VARIABLE, raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    folder = compilation.use_a_cache_of_this_cpus_own()
+    assert folder.parent == tmp_path and folder.name.startswith("cpu-")
+    # Asked again (a second network in the process), it nests no deeper.
+    assert compilation.use_a_cache_of_this_cpus_own() == folder
+    identity = compilation.cpu_identity()
+    assert torch.__version__ in identity
+    if Path("/proc/cpuinfo").exists():
+        assert any(line.startswith("flags") for line in identity.splitlines())
+    monkeypatch.setattr(compilation, "cpu_identity", lambda: identity.replace("avx", "sse"))
+    assert compilation.use_a_cache_of_this_cpus_own() != folder
 
 
 @needs_compiler
