@@ -154,6 +154,8 @@ def serving(bench: Bench) -> None:
     bench.phase("the limit again, after the servers")
     again, again_latencies = inprocess.recheck(backbone, images, best_batch, bench.min_seconds)
     settle_limit(bench.rows, again, again_latencies)
+    add_ratios(bench.rows)
+    bench.show(report.serving_table(bench.rows))
     del backbone
     gc.collect()
 
