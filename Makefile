@@ -72,7 +72,7 @@ bench: $(INSTALLED) test-slow ## Every benchmark (BENCH_ARGS=--quick for a short
 bench-precision: $(INSTALLED) test-slow ## fp32/bf16/int8 side by side
 	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks run --only precision $(BENCH_ARGS)
 
-bench-serving: $(INSTALLED) ## The server under load, against the naive one
+bench-serving: $(INSTALLED) ## The server under load, against the naive one and the LitServe peer
 	$(WITH_TCMALLOC) $(BIN)/python -m benchmarks run --only serving $(BENCH_ARGS)
 
 bench-scale: $(INSTALLED) ## Search at scale

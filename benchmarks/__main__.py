@@ -7,8 +7,8 @@ python -m benchmarks versus --ref main                              another comm
 python -m benchmarks clip [--quick]                                 the clip part alone, with its own JSON record
 python -m benchmarks duplicate-threshold                            the default threshold of `image-search duplicates`
 
-(benchmarks.naive_server, benchmarks.search_bench, benchmarks.scale and benchmarks.filtered_search also run as
-modules: the parts start them, each in a process of its own.)
+(benchmarks.naive_server, benchmarks.litserve_server, benchmarks.search_bench, benchmarks.scale and
+benchmarks.filtered_search also run as modules: the parts start them, each in a process of its own.)
 """
 
 import argparse

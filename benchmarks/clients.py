@@ -1,5 +1,6 @@
 """Senders for the load generator: tritonclient over gRPC and REST (binary data) for this server, plain HTTP for the
-naive one. Each builds its requests once from the workload's bytes, so the timed loop only sends and waits.
+naive server and the LitServe peer. Each builds its requests once from the workload's bytes, so the timed loop only
+sends and waits.
 """
 
 import base64
@@ -82,3 +83,9 @@ async def naive_sender(url: str, images: list[bytes]) -> AsyncIterator[Send]:
                     raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
 
         yield send
+
+
+def litserve_sender(url: str, images: list[bytes]) -> contextlib.AbstractAsyncContextManager[Send]:
+    """The LitServe peer takes the body LitServe's image examples send, the naive server's: the image as base64 text
+    in JSON, at the same /predict path."""
+    return naive_sender(url, images)

@@ -1,8 +1,10 @@
-"""End to end: the real `image-search serve` process and the naive server, driven by the same load generator."""
+"""End to end: the real `image-search serve` process, the naive server and the LitServe peer, driven by the same
+load generator."""
 
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,11 +16,11 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.clients import grpc_sender, naive_sender, rest_sender
+from benchmarks.clients import grpc_sender, litserve_sender, naive_sender, rest_sender
 from benchmarks.loadgen import Send, closed_loop
-from benchmarks.stats import Row
-from benchmarks.thread_cpu import cpu_by_stage, describe_cpu
-from harness.predictor_server import REPO_ROOT, free_port, run_cli, run_predictor
+from benchmarks.stats import PEER, Row
+from benchmarks.thread_cpu import cores_available, cores_busy, cpu_by_stage, cpu_of_process_tree, describe_cpu
+from harness.predictor_server import REPO_ROOT, free_port, run_cli, run_predictor, stop_process, wait_until
 
 SEARCH_MODEL = "image-search"
 CONCURRENCY = (1, 8, 32)
@@ -86,19 +88,24 @@ def measure_row(
     timing: Timing,
     metrics_url: str | None = None,
     server_pid: int | None = None,
+    process_tree: bool = False,
 ) -> Row:
+    """`server_pid`'s threads are read by stage; with `process_tree`, it and the processes under it as one figure."""
+
     async def go():
         async with factory() as send:
             return await closed_loop(send, variants, concurrency, timing.warmup_s, timing.duration_s)
 
+    read_cpu = cpu_of_process_tree if process_tree else cpu_by_stage
     before = server_counters(metrics_url) if metrics_url else {}
-    cpu_before = cpu_by_stage(server_pid) if server_pid else {}
+    cpu_before = read_cpu(server_pid) if server_pid else {}
     client_before, started = os.times(), time.monotonic()
     result = asyncio.run(go())
     wall_s, client_after = time.monotonic() - started, os.times()
+    cpu_after = read_cpu(server_pid) if server_pid else {}
     cpu = describe_cpu(
         cpu_before,
-        cpu_by_stage(server_pid) if server_pid else {},
+        cpu_after,
         # The warm-up's requests are in the CPU time too.
         result.requests_per_s * images_per_request * wall_s,
         wall_s,
@@ -113,6 +120,8 @@ def measure_row(
         result.latencies_ms,
         concurrency=concurrency,
         images_per_request=images_per_request,
+        server_cores=cores_busy(cpu_before, cpu_after, wall_s),
+        cores=cores_available(),
     )
     row.notes = work
     if result.errors:
@@ -171,33 +180,27 @@ def measure_server(
 
 
 @contextlib.contextmanager
-def run_naive_server(milvus_uri: str, workdir: Path, device: str = "auto", timeout_s: float = 180) -> Iterator[str]:
+def run_peer_server(
+    module: str, milvus_uri: str, workdir: Path, *extra_args: str, timeout_s: float = 180
+) -> Iterator[tuple[str, int]]:
+    """`python -m MODULE --port P --milvus-uri URI ...` until it stops; yields its URL and pid once /health is 200.
+
+    It runs in a session of its own, so that whatever of it outlives its main process is stopped with it."""
     port = free_port()
-    log_path = workdir / f"naive-{port}.log"
-    command = [sys.executable, "-m", "benchmarks.naive_server", "--port", str(port), "--milvus-uri", milvus_uri]
-    command += ["--device", device]
+    log_path = workdir / f"{module.rsplit('.', 1)[-1]}-{port}.log"
+    command = [sys.executable, "-m", module, "--port", str(port), "--milvus-uri", milvus_uri, *extra_args]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=dict(os.environ))
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=dict(os.environ), start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"naive server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"naive server not ready after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.2)
-        yield url
+        wait_until(url, process, log_path, timeout_s, "/health")
+        yield url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def measure_naive(
@@ -208,8 +211,44 @@ def measure_naive(
     concurrency_levels: tuple[int, ...] = CONCURRENCY,
     device: str = "auto",
 ) -> list[Row]:
-    with run_naive_server(milvus_uri, workdir, device) as url:
+    with run_peer_server("benchmarks.naive_server", milvus_uri, workdir, "--device", device) as (url, pid):
         return [
-            measure_row("naive", f"naive FastAPI, c={c}", lambda: naive_sender(url, images), len(images), c, 1, timing)
+            measure_row(
+                "naive",
+                f"naive FastAPI, c={c}",
+                lambda: naive_sender(url, images),
+                len(images),
+                c,
+                1,
+                timing,
+                server_pid=pid,
+                process_tree=True,
+            )
+            for c in concurrency_levels
+        ]
+
+
+def measure_litserve(
+    milvus_uri: str,
+    workdir: Path,
+    images: list[bytes],
+    timing: Timing,
+    concurrency_levels: tuple[int, ...] = CONCURRENCY,
+    device: str = "auto",
+) -> list[Row]:
+    """The LitServe peer (benchmarks/litserve_server.py) at each concurrency; its CPU is that of all its processes."""
+    with run_peer_server("benchmarks.litserve_server", milvus_uri, workdir, "--device", device) as (url, pid):
+        return [
+            measure_row(
+                PEER,
+                f"LitServe peer, c={c}",
+                lambda: litserve_sender(url, images),
+                len(images),
+                c,
+                1,
+                timing,
+                server_pid=pid,
+                process_tree=True,
+            )
             for c in concurrency_levels
         ]

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from benchmarks.stats import Row, limit_rows
+from benchmarks.stats import PEER, Row, limit_rows
 from benchmarks.targets import MIN_RATIO_TO_LIMIT, Target
 
 
@@ -29,6 +29,45 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+# The servers side by side at each concurrency, in this order: this server's transports, the peer, the naive one.
+SIDE_BY_SIDE = (("server", "server gRPC"), ("server", "server REST binary"), (PEER, ""), ("naive", ""))
+
+
+def _side(row: Row) -> int | None:
+    return next(
+        (i for i, (group, prefix) in enumerate(SIDE_BY_SIDE) if row.group == group and row.name.startswith(prefix)),
+        None,
+    )
+
+
+def serving_table(rows: list[Row]) -> str:
+    """One image per request, at each concurrency: the cores each server kept busy, its images/s, and that against
+    the in-process limit and the LitServe peer; p50 at c=1 is the latency figure to keep."""
+    served = [row for row in rows if row.images_per_request == 1 and row.concurrency and _side(row) is not None]
+    served.sort(key=lambda row: (row.concurrency, _side(row)))
+    title = "Serving side by side (one image per request)"
+    if (pair := limit_rows(rows)) is not None:
+        limit, single = pair
+        at = limit.notes.split(";")[0]
+        title += f"; in-process limit {limit.per_s:.1f} images/s ({at}), one image p50 {_number(single.p50)} ms"
+    header = (
+        f"{'':<34} {'cores busy':>10} {'images/s':>9} {'x limit':>8} {'x LitServe':>10} {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    lines = [title, header, "-" * len(header)]
+    for index, row in enumerate(served):
+        if index and served[index - 1].concurrency != row.concurrency:
+            lines.append("")
+        busy = "-" if row.server_cores is None else f"{row.server_cores:.2f}/{row.cores}"
+        lines.append(
+            f"{row.name:<34} {busy:>10} {row.per_s:>9.1f} {_number(row.ratio_to_limit, 2):>8} "
+            f"{_number(row.ratio_to_peer, 2):>10} {_number(row.p50):>8} {_number(row.p99):>8}"
+        )
+    lines.append(
+        "cores busy: the server's CPU time (a peer's: all its processes') over the wall time, of the cores the run had."
+    )
+    return "\n".join(lines)
+
+
 def write_json(path: Path, rows: list[Row], found: list[Target], context: dict) -> None:
     record = {
         **context,
@@ -51,9 +90,12 @@ def write_chart(path: Path, rows: list[Row], title: str) -> bool:
     figure, (throughput_axis, latency_axis, search_axis) = plt.subplots(1, 3, figsize=(18, 5.5))
     figure.suptitle(title, fontsize=10)
 
-    served = [row for row in rows if row.group in ("server", "naive", "server-batch")]
-    colours = {"server": "tab:blue", "server-batch": "tab:cyan", "naive": "tab:orange"}
-    labels = [row.name.replace("server ", "").replace("naive FastAPI", "naive") for row in served]
+    served = [row for row in rows if row.group in ("server", "naive", "server-batch", PEER)]
+    colours = {"server": "tab:blue", "server-batch": "tab:cyan", "naive": "tab:orange", PEER: "tab:purple"}
+    labels = [
+        row.name.replace("server ", "").replace("naive FastAPI", "naive").replace("LitServe peer", "LitServe")
+        for row in served
+    ]
     throughput_axis.barh(labels, [row.per_s for row in served], color=[colours[row.group] for row in served])
     throughput_axis.axvline(limit.per_s, color="black", linestyle="--", label=f"in-process limit {limit.per_s:.0f}/s")
     throughput_axis.axvline(
@@ -63,7 +105,13 @@ def write_chart(path: Path, rows: list[Row], title: str) -> bool:
     throughput_axis.set_xlabel("images per second")
     throughput_axis.legend(loc="lower right", fontsize=8)
 
-    for name, colour in (("server gRPC", "tab:blue"), ("server REST binary", "tab:green"), ("naive", "tab:orange")):
+    series_colours = (
+        ("server gRPC", "tab:blue"),
+        ("server REST binary", "tab:green"),
+        ("LitServe peer", "tab:purple"),
+        ("naive", "tab:orange"),
+    )
+    for name, colour in series_colours:
         series = sorted(
             (row for row in rows if row.name.startswith(name) and row.images_per_request == 1),
             key=lambda row: row.concurrency,

@@ -127,7 +127,7 @@ class Bench:
 
 
 def serving(bench: Bench) -> None:
-    """The in-process limit, this server end to end, the naive baseline, and the limit again."""
+    """The in-process limit, this server end to end, the naive baseline, the LitServe peer, and the limit again."""
     args = bench.args
     bench.phase("the limit: in-process decode + preprocess + forward")
     backbone = inprocess.load_backbone(bench.device)
@@ -149,9 +149,14 @@ def serving(bench: Bench) -> None:
     device = "cuda" if args.gpu else "auto"
     bench.rows += e2e.measure_naive(bench.milvus_uri, bench.workdir, images, bench.timing, concurrency, device)
 
+    bench.phase("the LitServe peer (the same network code, LitServe's batching and workers)")
+    bench.rows += e2e.measure_litserve(bench.milvus_uri, bench.workdir, images, bench.timing, concurrency, device)
+
     bench.phase("the limit again, after the servers")
     again, again_latencies = inprocess.recheck(backbone, images, best_batch, bench.min_seconds)
     settle_limit(bench.rows, again, again_latencies)
+    add_ratios(bench.rows)
+    bench.show(report.serving_table(bench.rows))
     del backbone
     gc.collect()
 

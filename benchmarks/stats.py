@@ -4,12 +4,16 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+# The groups of rows measured through a server, and the LitServe peer's among them.
+PEER = "litserve"
+SERVED = ("server", "server-batch", "naive", PEER)
+
 
 @dataclass
 class Row:
     """A measured configuration: throughput per second (images, or queries for search) and latency per request."""
 
-    group: str  # precision | limit | server | naive | search | scale
+    group: str  # precision | limit | server | naive | litserve | search | scale
     name: str
     per_s: float
     latencies_ms: list[float] = field(default_factory=list, repr=False)
@@ -19,6 +23,9 @@ class Row:
     notes: str = ""
     ratio_to_limit: float | None = None
     ratio_to_baseline: float | None = None
+    ratio_to_peer: float | None = None  # against the LitServe peer at the same concurrency
+    server_cores: float | None = None  # cores the server's threads (or processes) kept busy over the row
+    cores: int | None = None  # cores the benchmark could run on, the server and the load generator together
     recall: float | None = None  # search rows: recall@10 against exact search
 
     def percentile(self, q: float) -> float | None:
@@ -60,7 +67,8 @@ def limit_rows(rows: list[Row]) -> tuple[Row, Row] | None:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """Each image row against the in-process limit, and each server row against the naive one at its concurrency."""
+    """Each image row against the in-process limit, and each server row against the naive one and the LitServe peer
+    at its concurrency."""
     if limit_rows(rows) is None:
         return
     limit, _ = limit_rows(rows)
@@ -69,5 +77,8 @@ def add_ratios(rows: list[Row]) -> None:
             continue
         row.ratio_to_limit = row.per_s / limit.per_s
         naive = find(rows, "naive", row.concurrency or 32)
-        if naive is not None and row.group in ("server", "server-batch", "naive") and naive.per_s > 0:
+        if naive is not None and row.group in SERVED and naive.per_s > 0:
             row.ratio_to_baseline = row.per_s / naive.per_s
+        peer = find(rows, PEER, row.concurrency) if row.concurrency is not None else None
+        if peer is not None and row.group in SERVED and peer.per_s > 0:
+            row.ratio_to_peer = row.per_s / peer.per_s

@@ -2,7 +2,7 @@
 
 The server names its OS threads after their stage (predictor/observability/thread_names.py); torch's OpenMP
 threads carry the device thread's name, and the main thread runs the event loop (KServe's data plane, parsing,
-responses).
+responses). A server of several processes (the LitServe peer) is read as one figure for its whole process tree.
 """
 
 import os
@@ -20,15 +20,54 @@ def cpu_by_stage(pid: int) -> dict[str, float]:
     for task in tasks.iterdir() if tasks.is_dir() else ():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = (task / "stat").read_text()
         except OSError:  # the thread ended between listing and reading
             continue
         if task.name == str(pid):
             stage = "event loop"
         else:
             stage = next((stage for prefix, stage in _STAGES if name.startswith(prefix)), "other")
-        totals[stage] = totals.get(stage, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        totals[stage] = totals.get(stage, 0.0) + _ticks(stat)
     return totals
+
+
+def _ticks(stat: str) -> float:
+    """User plus system CPU seconds of a /proc stat line; the fields after the command name, which may hold spaces."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_of_process_tree(pid: int) -> dict[str, float]:
+    """CPU seconds so far of `pid` and every process under it, as one entry; empty where /proc is not there."""
+    children: dict[int, list[int]] = {}
+    seconds: dict[int, float] = {}
+    for entry in Path("/proc").iterdir() if Path(f"/proc/{pid}").is_dir() else ():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:  # the process ended between listing and reading
+            continue
+        if stat:
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+            seconds[int(entry.name)] = _ticks(stat)
+    if pid not in seconds:
+        return {}
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += seconds[current]
+        pending += children.get(current, [])
+    return {"all processes": total}
+
+
+def cores_available() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def cores_busy(before: dict[str, float], after: dict[str, float], wall_s: float) -> float | None:
+    """How many cores the server kept busy over `wall_s`, from two readings of cpu_by_stage or cpu_of_process_tree."""
+    if not before or wall_s <= 0:
+        return None
+    return sum(after.get(stage, 0.0) - before.get(stage, 0.0) for stage in before.keys() | after.keys()) / wall_s
 
 
 def describe_cpu(
@@ -37,12 +76,12 @@ def describe_cpu(
     """Server CPU per image by stage over one row, and how many of the cores the server and the client kept busy."""
     if not before or images <= 0:
         return ""
-    spent = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in ORDER}
+    stages = ORDER if after.keys() & set(ORDER) else sorted(after)
+    spent = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in stages}
     total = sum(spent.values())
     parts = ", ".join(f"{stage} {1000 * seconds / images:.1f}" for stage, seconds in spent.items())
-    cores = len(os.sched_getaffinity(0))
-    busy = (total + client_s) / wall_s
+    server, client = total / wall_s, client_s / wall_s
     return (
         f"server CPU ms per image: {parts} (total {1000 * total / images:.1f}); client {1000 * client_s / images:.1f}; "
-        f"{busy:.2f} of {cores} cores busy"
+        f"server {server:.2f} + client {client:.2f} = {server + client:.2f} of {cores_available()} cores busy"
     )

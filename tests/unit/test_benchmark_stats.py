@@ -59,3 +59,15 @@ def test_without_the_serving_part_no_ratio_is_made_up():
     rows = [Row("search", "HNSW 5000", 800.0, unit="queries"), Row("precision", "in-process fp32, batch 8", 50.0)]
     add_ratios(rows)
     assert all(row.ratio_to_limit is None and row.ratio_to_baseline is None for row in rows)
+
+
+def test_ratios_to_the_litserve_peer_are_at_the_same_concurrency_only():
+    rows = serving_rows() + [Row("litserve", "LitServe peer, c=32", 75.0, latencies_ms=[400.0], concurrency=32)]
+    add_ratios(rows)
+    by_name = {row.name: row for row in rows}
+    assert by_name["server gRPC c=32"].ratio_to_peer == pytest.approx(1.2)
+    assert by_name["naive FastAPI c=32"].ratio_to_peer == pytest.approx(0.4)
+    assert by_name["LitServe peer, c=32"].ratio_to_peer == pytest.approx(1.0)
+    assert by_name["LitServe peer, c=32"].ratio_to_baseline == pytest.approx(2.5), "the peer is a server too"
+    assert by_name["server gRPC c=1"].ratio_to_peer is None, "no peer row at c=1"
+    assert by_name["in-process, batch 16"].ratio_to_peer is None, "the limit is no server"
