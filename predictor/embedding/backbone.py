@@ -276,7 +276,7 @@ class Backbone:
                 refused = compilation.why_not_compiled(self.selection, self.compile_mode)
                 if refused is None and self.compile_in_background:
                     self.compilation = "eager until the network compiled in the background passes its probe"
-                    deferred.append(compilation.Deferred("image", compile_now, self._swap_image))
+                    deferred.append(compilation.Deferred("image", self.selection, compile_now, self._swap_image))
                 else:
                     self.selection, self.compilation = compile_now()
             else:

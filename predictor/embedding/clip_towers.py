@@ -206,7 +206,7 @@ class TextEncoder:
                     if swapped is not None:
                         swapped("text", selection.compiled, note)
 
-                deferred = compilation.Deferred("text", compile_now, swap)
+                deferred = compilation.Deferred("text", self.selection, compile_now, swap)
             else:
                 self.selection, self.compilation = compile_now()
         else:

@@ -45,9 +45,10 @@ WORTH_COMPILING_IMAGES = 5_000
 RECOMPILE_LIMIT = 64
 # The configured cache folder, remembered before TORCHINDUCTOR_CACHE_DIR is pointed at this CPU's own under it.
 CACHE_BASE_VARIABLE = "IMAGE_SEARCH_INDUCTOR_CACHE_BASE"
-# How much lower than the server's the compiling thread's priority is (nice), and so the C++ compilers it starts: the
-# kernel lets requests have the cores first while the compile goes on.
-BACKGROUND_NICENESS = 10
+# How much lower than the server's the compiling thread's priority is (nice), and so the C++ compilers it starts:
+# requests get the larger share of the cores while the compile goes on. At 10 a fully loaded server left the compile
+# a tenth of a core, and it took minutes to reach the speed it was needed for.
+BACKGROUND_NICENESS = 5
 
 
 def for_batch_job(mode: str, images: int) -> str:
@@ -132,8 +133,10 @@ def compiled_runner(runner: Runner, example: torch.Tensor, batch_sizes: tuple[in
         # Images run channels-last; token ids (a CLIP text tower's input) have no channels.
         layout = torch.channels_last if example.dim() == 4 else torch.contiguous_format
         for size in batch_sizes:
+            started = time.perf_counter()
             # A clone made here is an inference tensor in the layout of every batch the server runs.
             graph(example[:1].expand(size, *example.shape[1:]).clone(memory_format=layout))
+            logger.info("compiled batch size %d in %.1f s", size, time.perf_counter() - started)
 
     def compiled_feature_map(x: torch.Tensor) -> torch.Tensor:
         with torch.compiler.set_stance("eager_on_recompile"):
@@ -199,6 +202,7 @@ class Deferred:
     between two batches, and takes it whatever it is (a compiled selection, or the eager one with the reason)."""
 
     tower: str
+    eager: Selection
     compile: Callable[[], tuple[Selection, str]]
     swap: Callable[[Selection, str], None]
 
@@ -208,16 +212,18 @@ def compile_in_background(
 ) -> threading.Thread:
     """Compile each network on a new thread of lower priority, hand each result to the device thread, then `done()`.
 
-    The thread ends when it is done: the OpenMP threads that its compile and probe runs started end with it, so the
-    device thread's own team is again the only one on the cores (see backbone.device_thread).
+    Call it from the device thread. The thread ends when it is done: the OpenMP threads that its compile and probe
+    runs started end with it, so the device thread's own team is again the only one on the cores (see
+    backbone.device_thread).
     """
+    unsafe = _trace_fxs_placeholder_now()
 
     def work() -> None:
         name_os_thread()
         _lower_this_threads_priority()
         try:
             for job in deferred:
-                selection, note = job.compile()
+                selection, note = (job.eager, unsafe) if unsafe else job.compile()
                 device_executor.submit(job.swap, selection, note).result()
         except Exception:  # noqa: BLE001 - a failure here must leave the eager network serving, never stop the server
             logger.exception("background compilation failed; the eager network keeps serving")
@@ -227,6 +233,21 @@ def compile_in_background(
     thread = threading.Thread(target=work, name="compile-network", daemon=True)
     thread.start()
     return thread
+
+
+def _trace_fxs_placeholder_now() -> str | None:
+    """Inductor's lowering traces one placeholder function with torch.fx.symbolic_trace, once per process. Like every
+    symbolic trace, it patches `torch.nn.Module.__call__` for the whole process while it runs, and an eager forward
+    pass on another thread at that moment fails ("module is not installed as a submodule"). Traced here, on the
+    device thread, it is cached before the compile starts; the compile's other traces (make_fx) leave modules that
+    they do not trace working."""
+    from torch._inductor.loop_body import InterpreterShim
+
+    placeholder = getattr(InterpreterShim, "_dummy_gm", None)
+    if placeholder is None:
+        return "not compiled: this torch's Inductor has no InterpreterShim._dummy_gm to trace before serving"
+    placeholder()
+    return None
 
 
 def _lower_this_threads_priority() -> None:

@@ -61,7 +61,7 @@ def test_requests_succeed_throughout_the_swap_and_the_compiled_network_embeds_as
         wait_for(
             lambda: _one_request(server.http_url, client, photo, eager, compiled) >= 3,
             timeout_s=SWAP_TIMEOUT_S,
-            interval_s=0,
+            interval_s=0.2,
             what=f"three requests on the compiled network:\n{server.log()[-3000:]}",
         )
         _, swapped_at = network_metrics(server.http_url)
