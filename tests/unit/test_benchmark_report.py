@@ -101,7 +101,7 @@ def test_parts_run_in_their_registered_order_and_an_unknown_one_is_named():
     assert not {"search", "scale", "filtered"} & set(chosen_parts("", skip_search=True))
     assert "filtered" in chosen_parts("")
     assert chosen_parts("search", versus_ref="main") == ["search", "versus"]
-    with pytest.raises(SystemExit, match="unknown part.*wobble.*choose from serving, precision"):
+    with pytest.raises(SystemExit, match="unknown part.*wobble.*choose from serving, cold-start, precision"):
         chosen_parts("serving,wobble")
 
 
