@@ -5,6 +5,7 @@ Only the embedding runs on the device thread, batched across requests; Milvus se
 """
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -78,8 +79,16 @@ class ImageSearchModel(ImageModel):
         Waiting matters on Kubernetes: a canary with a new model starts before its indexing job has finished, and
         becomes ready by itself once the collection is there.
         """
-        self.backbone.load()
-        self.backbone.warm_up()
+        # Milvus (for milvus-lite, a process of its own) starts while the network loads: a pod is ready sooner.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="open-index") as opener:
+            opening = opener.submit(self.open_index)
+            self.backbone.load()
+            self.backbone.warm_up()
+            self._finish_loading()
+            self._open_index(mismatch_is_fatal=True, opening=opening)
+        return self.ready
+
+    def _finish_loading(self) -> None:
         self.start_batcher(self._embed)
         if self.backbone.text is not None:
             self._text_batcher = MicroBatcher(
@@ -90,15 +99,15 @@ class ImageSearchModel(ImageModel):
                 on_batch=self.metrics.observe_batch,
             )
         self._pool = SearchPool(self._search, self.search_settings.search_workers)
-        self._open_index(mismatch_is_fatal=True)
-        return self.ready
 
     def start(self) -> None:
         """KServe's default marks the model ready here; ours is ready only once its collection is open."""
 
-    def _open_index(self, mismatch_is_fatal: bool = False) -> None:
+    def _open_index(
+        self, mismatch_is_fatal: bool = False, opening: concurrent.futures.Future[ImageIndex] | None = None
+    ) -> None:
         try:
-            index = self.open_index()
+            index = opening.result() if opening is not None else self.open_index()
         except IndexMismatch as error:
             if mismatch_is_fatal:
                 raise

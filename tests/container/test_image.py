@@ -251,7 +251,10 @@ def test_metrics_count_what_was_served(served, answers):
 
 def test_a_new_pod_is_ready_within_seconds(served):
     # Ready means the model is loaded and the collection open; the compile comes after, in the background.
-    assert served.seconds_to_ready <= READY_WITHIN_S, f"{served.seconds_to_ready:.1f} s to ready"
+    logs = container_engine("logs", served.name)
+    assert served.seconds_to_ready <= READY_WITHIN_S, (
+        f"{served.seconds_to_ready:.1f} s to ready:\n{(logs.stdout + logs.stderr)[:6000]}"
+    )
 
 
 def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root_and_swapped_in(served):
