@@ -82,6 +82,8 @@ def serve(
 
     drain = Drain(settings.drain_s, grpc_service.grpc_stopper(server))
     kserve_model_server.app.router.on_startup.append(drain.install)
+    # Once the ports are open: compiling slowed the start by seconds when it began as the model loaded.
+    kserve_model_server.app.router.on_startup.append(backbone.start_background_compile)
     kserve.install(server, list(models), drain=drain)
     if ui is not None and ui.enabled:
         search_page.install(kserve_model_server.app, models[0], ui, search, settings.limits, settings.request_timeout_s)

@@ -208,6 +208,7 @@ class Backbone:
         self.serving: dict[str, str] = {"image": "eager", **({"text": "eager"} if self.text else {})}
         self.loaded_at: float | None = None
         self.compile_done = threading.Event()
+        self._deferred: list[compilation.Deferred] = []
         self._watchers: list[Callable[[str, str], None]] = []
         self._watch_lock = threading.Lock()
 
@@ -305,10 +306,19 @@ class Backbone:
                 self.compilation,
                 folded,
             )
-            if deferred:
-                compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
-            else:
+            self._deferred = deferred
+            if not deferred:
                 self.compile_done.set()
+
+    def start_background_compile(self) -> None:
+        """Start compiling what load() left to compile in the background (a server calls it once its ports are open,
+        so that the compile does not slow its start); does nothing when there is nothing to compile."""
+        self._on_device_thread(self._start_background_compile)
+
+    def _start_background_compile(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        if deferred:
+            compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
 
     def _swap_image(self, selection: Selection, note: str) -> None:
         """On the device thread, between batches: the compiled network serves from the next batch on."""

@@ -10,16 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
-from torchvision.models import EfficientNet_B0_Weights
 
+from predictor.embedding.architectures import imagenet_labels
 from predictor.errors import InvalidRequest
 from predictor.models.base import ImageModel
 from predictor.protocol import inference
 from predictor.serving.image_preparation import PreparedImage
 from predictor.serving.kserve.grpc_service import request_parameters
 
-# torchvision ships the ImageNet-1k class names with every ImageNet weights enum; no download involved.
-IMAGENET_LABELS: list[str] = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+IMAGENET_LABELS: list[str] = imagenet_labels()
 OUTPUTS = ["labels", "confidences"]
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TOP_K = 5

@@ -83,6 +83,8 @@ def test_in_the_background_the_eager_network_serves_until_the_compiled_one_is_sw
         backbone = Backbone(default_spec(), "cpu", "fp32", compile_mode="auto", compile_in_background=True)
         backbone.load()
         backbone.watch_serving(lambda tower, network: seen.append((tower, network)))
+        assert not backbone.compile_done.is_set(), "nothing compiles before the server asks"
+        backbone.start_background_compile()
         served_eager = 0
         # Batches run while the network compiles, on the eager network; then the compile gets the cores.
         while not backbone.compile_done.is_set() and served_eager < 5:
@@ -110,6 +112,7 @@ def test_a_background_compile_that_fails_its_probe_leaves_the_eager_network_serv
             default_spec(), "cpu", "fp32", probe_min_cosine=1.01, compile_mode="auto", compile_in_background=True
         )
         backbone.load()
+        backbone.start_background_compile()
         assert backbone.compile_done.wait(300)
     assert not backbone.selection.compiled and backbone.serving == {"image": "eager"}
     assert backbone.compilation.startswith("not compiled: compiled network embeds the probe images with cosine")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from predictor.embedding.architectures.pooling import PooledNetwork
 
 IMAGENET_1K = "imagenet-1k"
+IMAGENET_LABELS_FILE = Path(__file__).resolve().parents[1] / "defaults" / "imagenet-1k-labels.txt"
 
 
 class UnknownArchitecture(ValueError):
@@ -91,6 +92,10 @@ def label_names(labels: str) -> list[str]:
     """The class names of a label set, in the order of the classifier's outputs."""
     if labels != IMAGENET_1K:
         raise ValueError(f"unknown label set {labels!r}")
-    from torchvision.models import EfficientNet_B0_Weights
+    return imagenet_labels()
 
-    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+def imagenet_labels() -> list[str]:
+    """The ImageNet-1k class names in output order: torchvision's, kept in the package because importing torchvision
+    costs a starting server 2 s (a unit test checks the two lists agree)."""
+    return IMAGENET_LABELS_FILE.read_text().splitlines()
