@@ -65,7 +65,8 @@ def serve(
         model.load()
         set_build_info(__version__, model.name, model.version, str(model.backbone.device), model.backbone.precision)
     backbone = models[0].backbone
-    backbone.watch_serving(functools.partial(set_serving_network, backbone.spec.version))
+    for model in models:
+        backbone.watch_serving(functools.partial(set_serving_network, model.name, model.version))
     start_gpu_metrics(str(backbone.device))
     kserve_model_server.app.add_middleware(RequestSizeLimit, max_bytes=settings.request_bytes_limit)
     grpc_service.follow_request_limit_on_grpc(args, settings.request_bytes_limit)

@@ -129,12 +129,12 @@ NETWORK_COMPILED = Gauge(
     "image_search_network_compiled",
     "1 once the network compiled in the background serves the tower, 0 while the eager one does (from load on, and"
     " for good where compiling is off or failed).",
-    ["model_version", "tower"],
+    [*_MODEL_LABELS, "tower"],
 )
 NETWORK_SWAPPED = Gauge(
     "image_search_network_swapped_timestamp_seconds",
     "Unix time at which the compiled network was swapped in; absent until then.",
-    ["model_version", "tower"],
+    [*_MODEL_LABELS, "tower"],
 )
 GPU_UTILIZATION = Gauge(
     "image_search_gpu_utilization_ratio",
@@ -160,12 +160,13 @@ def set_build_info(version: str, model_name: str, model_version: str, device: st
     ).set(1)
 
 
-def set_serving_network(model_version: str, tower: str, network: str) -> None:
-    """Export which network serves a tower: "eager" or "compiled" (and when the compiled one took over)."""
+def set_serving_network(model: str, model_version: str, tower: str, network: str) -> None:
+    """Export which network serves a model's tower: "eager" or "compiled" (and when the compiled one took over)."""
     _check(network, ("eager", "compiled"), "network")
-    NETWORK_COMPILED.labels(model_version=model_version, tower=tower).set(1 if network == "compiled" else 0)
+    labels = {"model": model, "model_version": model_version, "tower": tower}
+    NETWORK_COMPILED.labels(**labels).set(1 if network == "compiled" else 0)
     if network == "compiled":
-        NETWORK_SWAPPED.labels(model_version=model_version, tower=tower).set(time.time())
+        NETWORK_SWAPPED.labels(**labels).set(time.time())
 
 
 def set_index_rows(collection: str, rows: int) -> None:
