@@ -312,11 +312,10 @@ class Backbone:
 
     def start_background_compile(self) -> None:
         """Start compiling what load() left to compile in the background (a server calls it once its ports are open,
-        so that the compile does not slow its start); does nothing when there is nothing to compile."""
-        self._on_device_thread(self._start_background_compile)
-
-    def _start_background_compile(self) -> None:
-        deferred, self._deferred = self._deferred, []
+        so that the compile does not slow its start); returns at once, and does nothing when there is nothing to
+        compile."""
+        with self._load_lock:
+            deferred, self._deferred = self._deferred, []
         if deferred:
             compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
 

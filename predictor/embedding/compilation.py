@@ -212,16 +212,19 @@ def compile_in_background(
 ) -> threading.Thread:
     """Compile each network on a new thread of lower priority, hand each result to the device thread, then `done()`.
 
-    Call it from the device thread. The thread ends when it is done: the OpenMP threads that its compile and probe
+    It returns at once: Inductor's import (seconds) runs on the new thread too, so a server that starts it while its
+    ports open is not made later by it. The thread ends when it is done: the OpenMP threads that its compile and probe
     runs started end with it, so the device thread's own team is again the only one on the cores (see
     backbone.device_thread).
     """
-    unsafe = _trace_fxs_placeholder_now()
 
     def work() -> None:
         name_os_thread()
         _lower_this_threads_priority()
         try:
+            from torch._inductor.loop_body import InterpreterShim
+
+            unsafe = device_executor.submit(_trace_fxs_placeholder_now, InterpreterShim).result()
             for job in deferred:
                 selection, note = (job.eager, unsafe) if unsafe else job.compile()
                 device_executor.submit(job.swap, selection, note).result()
@@ -235,15 +238,13 @@ def compile_in_background(
     return thread
 
 
-def _trace_fxs_placeholder_now() -> str | None:
+def _trace_fxs_placeholder_now(shim: type) -> str | None:
     """Inductor's lowering traces one placeholder function with torch.fx.symbolic_trace, once per process. Like every
     symbolic trace, it patches `torch.nn.Module.__call__` for the whole process while it runs, and an eager forward
-    pass on another thread at that moment fails ("module is not installed as a submodule"). Traced here, on the
-    device thread, it is cached before the compile starts; the compile's other traces (make_fx) leave modules that
-    they do not trace working."""
-    from torch._inductor.loop_body import InterpreterShim
-
-    placeholder = getattr(InterpreterShim, "_dummy_gm", None)
+    pass on another thread at that moment fails ("module is not installed as a submodule"). Traced on the device
+    thread, between two batches, it is cached before the compile starts; the compile's other traces (make_fx) leave
+    modules that they do not trace working."""
+    placeholder = getattr(shim, "_dummy_gm", None)
     if placeholder is None:
         return "not compiled: this torch's Inductor has no InterpreterShim._dummy_gm to trace before serving"
     placeholder()

@@ -131,9 +131,9 @@ NETWORK_COMPILED = Gauge(
     " for good where compiling is off or failed).",
     [*_MODEL_LABELS, "tower"],
 )
-NETWORK_SWAPPED = Gauge(
-    "image_search_network_swapped_timestamp_seconds",
-    "Unix time at which the compiled network was swapped in; absent until then.",
+NETWORK_SERVING_SINCE = Gauge(
+    "image_search_network_serving_since_timestamp_seconds",
+    "Unix time at which the network now serving the tower began to: its load, or the swap to the compiled one.",
     [*_MODEL_LABELS, "tower"],
 )
 GPU_UTILIZATION = Gauge(
@@ -160,13 +160,19 @@ def set_build_info(version: str, model_name: str, model_version: str, device: st
     ).set(1)
 
 
+_serving_networks: dict[tuple[str, str, str], str] = {}
+
+
 def set_serving_network(model: str, model_version: str, tower: str, network: str) -> None:
-    """Export which network serves a model's tower: "eager" or "compiled" (and when the compiled one took over)."""
+    """Export which network serves a model's tower, "eager" or "compiled", and since when."""
     _check(network, ("eager", "compiled"), "network")
+    key = (model, model_version, tower)
+    if _serving_networks.get(key) == network:
+        return
+    _serving_networks[key] = network
     labels = {"model": model, "model_version": model_version, "tower": tower}
     NETWORK_COMPILED.labels(**labels).set(1 if network == "compiled" else 0)
-    if network == "compiled":
-        NETWORK_SWAPPED.labels(**labels).set(time.time())
+    NETWORK_SERVING_SINCE.labels(**labels).set(time.time())
 
 
 def set_index_rows(collection: str, rows: int) -> None:
