@@ -9,7 +9,7 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: help install run test test-unit test-slow test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-filtered bench-gpu \
+.PHONY: help install run test test-checks test-system test-unit test-slow test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-filtered bench-gpu \
 	bench-perf-analyzer \
 	eval eval-served default-projection fuzz soak lock audit lint format manifests tools clean image image-test kind-up \
 	kind-e2e kind-down
@@ -44,10 +44,16 @@ run: index ## Index the sample catalogue and serve it (REST 8080, gRPC 8081, the
 tools: ## Install the test tools (helm, kubectl, Prometheus, ...)
 	hack/test-tools.sh
 
-# Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side.
-test: lint tools ## Lint, then every test: unit, chart, end-to-end, container
+# Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side. With BUILD_IMAGE=yes
+# (CI: `make --jobs=2 --output-sync=target test BUILD_IMAGE=yes`) the image builds while the checks and the unit
+# tests run, and the container tests run on it.
+test: test-checks test-system ## Lint, then every test: unit, chart, end-to-end, container
+
+test-checks: lint tools
 	$(BIN)/python -m pytest -m "not slow" tests/unit tests/chart
-	$(BIN)/python -m pytest tests/e2e tests/container
+
+test-system: test-checks $(if $(filter yes,$(BUILD_IMAGE)),image)
+	$(BIN)/python -m pytest --durations=15 tests/e2e tests/container
 
 test-unit: $(INSTALLED) ## The unit tests only
 	$(BIN)/python -m pytest -m "not slow" tests/unit

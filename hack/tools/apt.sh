@@ -6,7 +6,12 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 
+# Two installs may run at once (`make --jobs=2 test BUILD_IMAGE=yes`): apt's own lock fails the second at once, so
+# they take turns on a lock of their own.
 apt_install() {
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  (
+    flock 9
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  ) 9>"${TMPDIR:-/tmp}/image-search-apt.lock"
 }
