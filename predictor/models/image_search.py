@@ -98,7 +98,8 @@ class ImageSearchModel(ImageModel):
                 executor=self.backbone.executor,
                 on_batch=self.metrics.observe_batch,
             )
-        self._pool = SearchPool(self._search, self.search_settings.search_workers)
+        pool = self._pool = SearchPool(self._search, self.search_settings.search_workers)
+        self.metrics.watch_search_backlog(lambda: pool.waiting_queries)
 
     def start(self) -> None:
         """KServe's default marks the model ready here; ours is ready only once its collection is open."""

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -78,6 +78,12 @@ REQUESTS = Counter(
 INFLIGHT = Gauge(
     "image_search_requests_in_flight",
     "Requests being served right now.",
+    _MODEL_LABELS,
+)
+SEARCH_WAITING = Gauge(
+    "image_search_search_waiting_queries",
+    "Queries waiting for a free Milvus search worker. Past the backlog's bound (1024) new ones are refused with 503"
+    " (UNAVAILABLE) rather than queued to time out.",
     _MODEL_LABELS,
 )
 ERRORS = Counter(
@@ -365,6 +371,10 @@ class ServingMetrics:
         if n < 0:
             raise ValueError(f"n must be 0 or more, got {n}")
         self._images.inc(n)
+
+    def watch_search_backlog(self, waiting_queries: Callable[[], int]) -> None:
+        """Export `waiting_queries()`, read at each scrape, as the model's search backlog."""
+        SEARCH_WAITING.labels(self.model_name, self.model_version).set_function(waiting_queries)
 
     def observe_batch(self, size: int, queue_wait_seconds: list[float]) -> None:
         """Record one forward pass: its size and how long each of its images waited in the queue."""

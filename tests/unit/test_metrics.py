@@ -404,3 +404,11 @@ def test_a_cause_recorded_before_the_client_went_away_stays_the_outcome(serving,
     samples = scrape()
     assert value(samples, "image_search_requests_total", **model, outcome="milvus_unavailable") == 1
     assert value(samples, "image_search_requests_total", **model, outcome="cancelled") == 0
+
+
+def test_the_search_backlog_is_read_at_each_scrape(serving, model):
+    waiting = [3]
+    serving.watch_search_backlog(lambda: waiting[0])
+    assert value(scrape(), "image_search_search_waiting_queries", **model) == 3
+    waiting[0] = 0
+    assert value(scrape(), "image_search_search_waiting_queries", **model) == 0
