@@ -41,7 +41,7 @@ run: index ## Index the sample catalogue and serve it (REST 8080, gRPC 8081, the
 	@$(BIN)/image-search query-example --http-port $(HTTP_PORT) --catalogue $(CATALOGUE)
 	$(BIN)/image-search serve --milvus-uri $(MILVUS_URI) --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) --ui
 
-tools: ## Install the test tools (helm, kubectl, Prometheus, ...)
+tools: $(INSTALLED) ## Install the test tools (helm, kubectl, Prometheus, ...)
 	hack/test-tools.sh
 
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side. With BUILD_IMAGE=yes
