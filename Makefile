@@ -49,7 +49,9 @@ tools: $(INSTALLED) ## Install the test tools (helm, kubectl, Prometheus, ...)
 # tests run, and the container tests run on it.
 test: test-checks test-system ## Lint, then every test: unit, chart, end-to-end, container
 
-test-checks: lint tools
+# The tools first: installing a Python's headers can upgrade that Python under a running mypy or pytest.
+test-checks: tools
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -m "not slow" tests/unit tests/chart
 
 test-system: test-checks $(if $(filter yes,$(BUILD_IMAGE)),image)
