@@ -45,7 +45,7 @@ tools: $(INSTALLED) ## Install the test tools (helm, kubectl, Prometheus, ...)
 	hack/test-tools.sh
 
 # Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side. With BUILD_IMAGE=yes
-# (CI: `make --jobs=2 --output-sync=target test BUILD_IMAGE=yes`) the image builds while the checks and the unit
+# (CI: `make test BUILD_IMAGE=yes --jobs=2 --output-sync=target`) the image builds while the checks and the unit
 # tests run, and the container tests run on it.
 test: test-checks test-system ## Lint, then every test: unit, chart, end-to-end, container
 
