@@ -50,7 +50,7 @@ ERROR_RATIO_ALERT = "ImageSearchHighErrorRatio"
 # keeps all of this test's traffic in view, so an empty answer means a broken query, not a too-narrow window.
 RATE_INTERVAL = "5m"
 # Panels about search results: the classifier searches nothing, so they have nothing to show for it.
-SEARCH_ONLY_SERIES = ("top1_similarity", "query_drift_score")
+SEARCH_ONLY_SERIES = ("top1_similarity", "query_drift_score", "search_waiting_queries")
 STAGES = {"decode", "preprocess", "embed", "search"}
 
 

@@ -86,7 +86,7 @@ def test_the_panels_operators_asked_for_are_there():
         "Stage latency p99",
         "Batch size",
         "Queue wait",
-        "In-flight requests",
+        "In-flight requests and search backlog",
         "GPU utilisation",
         "GPU memory",
         "Indexed vectors",
