@@ -54,8 +54,9 @@ test-checks: tools
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -m "not slow" tests/unit tests/chart
 
+SYSTEM_TESTS := $(BIN)/python -m pytest --durations=15 tests/e2e tests/container
 test-system: test-checks $(if $(filter yes,$(BUILD_IMAGE)),image)
-	$(BIN)/python -m pytest --durations=15 tests/e2e tests/container
+	$(SYSTEM_TESTS)
 
 test-unit: $(INSTALLED) ## The unit tests only
 	$(BIN)/python -m pytest -m "not slow" tests/unit
@@ -65,7 +66,7 @@ test-slow: $(INSTALLED) ## The checks marked slow (the full int8 probe, for one)
 	$(BIN)/python -m pytest -m slow tests/unit
 
 test-e2e: $(INSTALLED)
-	$(BIN)/python -m pytest tests/e2e tests/container
+	$(SYSTEM_TESTS)
 
 # The image serves with tcmalloc (Dockerfile); the benchmarks and the soak run with it too, to measure what pods do.
 WITH_TCMALLOC := hack/with-tcmalloc.sh

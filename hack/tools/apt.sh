@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 
-# Two installs may run at once (`make --jobs=2 test BUILD_IMAGE=yes`): apt's own lock fails the second at once, so
+# Two installs may run at once (`make test BUILD_IMAGE=yes --jobs=2`): apt's own lock fails the second at once, so
 # they take turns on a lock of their own.
 apt_install() {
   (

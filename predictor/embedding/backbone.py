@@ -332,11 +332,14 @@ class Backbone:
             logger.info("serving the compiled %s network from now on, %.1f s after load (%s)", tower, since, note)
         else:
             logger.warning("the %s network stays eager: %s", tower, note)
+        network = "compiled" if compiled else "eager"
         with self._watch_lock:
-            self.serving[tower] = "compiled" if compiled else "eager"
+            if self.serving.get(tower) == network:
+                return  # a failed compile leaves the eager network serving: nothing swapped
+            self.serving[tower] = network
             watchers = list(self._watchers)
         for watcher in watchers:
-            watcher(tower, self.serving[tower])
+            watcher(tower, network)
 
     def watch_serving(self, watcher: Callable[[str, str], None]) -> None:
         """Call `watcher(tower, "eager" | "compiled")` now for each tower, and again whenever a tower swaps."""

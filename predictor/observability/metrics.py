@@ -166,16 +166,9 @@ def set_build_info(version: str, model_name: str, model_version: str, device: st
     ).set(1)
 
 
-_serving_networks: dict[tuple[str, str, str], str] = {}
-
-
 def set_serving_network(model: str, model_version: str, tower: str, network: str) -> None:
     """Export which network serves a model's tower, "eager" or "compiled", and since when."""
     _check(network, ("eager", "compiled"), "network")
-    key = (model, model_version, tower)
-    if _serving_networks.get(key) == network:
-        return
-    _serving_networks[key] = network
     labels = {"model": model, "model_version": model_version, "tower": tower}
     NETWORK_COMPILED.labels(**labels).set(1 if network == "compiled" else 0)
     NETWORK_SERVING_SINCE.labels(**labels).set(time.time())
