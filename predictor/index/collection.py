@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from predictor.identity import ModelIdentity
-from predictor.index.milvus import MilvusAccess, like_prefix, quoted
+from predictor.index.milvus import MilvusAccess, is_local_file, like_prefix, quoted
 from predictor.index.schema import (
     IDENTITY_PROPERTY,
     Layout,
@@ -432,6 +432,61 @@ class ImageIndex:
             output_fields=["id", "uri"],
             collection=self.collection,
         )
+
+    def scan(self, namespace: str, expression: str | None, fields: list[str], batch_size: int) -> Iterator[list[dict]]:
+        """Every row of `namespace` matching `expression`, with `fields` (`id` among them), in lists of `batch_size`.
+
+        A Milvus server pages with a cursor on the primary key. milvus-lite reads every row to evaluate a filter, so
+        each page costs as much as a whole query and paging costs the square of the rows (20,000 rows: 36 s in pages
+        of 1,000, 2 s in one query). There one query reads the rows, and vectors, too big to hold for every row at
+        once, come by primary key a batch at a time.
+        """
+        if not self.layout.holds(namespace):
+            return
+        scoped = self.layout.scope(namespace, expression)
+        if not is_local_file(self.uri):
+            yield from self._pages_by_key(scoped, fields, batch_size)
+            return
+        by_key = [name for name in fields if name == "vector"]
+        light = [name for name in fields if name not in by_key]
+        rows = self.access.call(
+            "query", "query", self.collection, filter=scoped, output_fields=light, collection=self.collection
+        )
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            if by_key:
+                found = {
+                    str(row["id"]): row
+                    for row in self._rows(namespace, [str(row["id"]) for row in batch], ["id", *by_key])
+                }
+                batch = [{**row, **found[str(row["id"])]} for row in batch if str(row["id"]) in found]
+            yield batch
+
+    def _pages_by_key(self, scoped: str, fields: list[str], batch_size: int) -> Iterator[list[dict]]:
+        """Pages in primary-key order, each after the last key of the one before, as pymilvus's query_iterator pages;
+        but with the key quoted here: the iterator writes it between double quotes as it is, so one id holding a quote
+        broke the scan of every row after it."""
+        key = self.layout.primary_field
+        last: str | None = None
+        while True:
+            page = self.access.call(
+                "query",
+                "query",
+                self.collection,
+                filter=scoped if last is None else f"{key} > {quoted(last)} and ({scoped})",
+                output_fields=list(dict.fromkeys([key, *fields])),
+                limit=batch_size,
+                # What the iterator asks of Milvus: the rows of the lowest keys, in key order.
+                iterator="True",
+                reduce_stop_for_best="False",
+                collection=self.collection,
+            )
+            if not page:
+                return
+            yield page
+            if len(page) < batch_size:
+                return
+            last = max(str(row[key]) for row in page)
 
     def ids_by_uri(self, namespace: str, uris: Sequence[str]) -> dict[str, set[str]]:
         """Ids currently stored in `namespace` for each of these source paths."""

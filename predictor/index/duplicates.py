@@ -46,24 +46,8 @@ class StoredRow:
 
 def stored_rows(index: ImageIndex, namespace: str, expression: str | None) -> Iterator[list[StoredRow]]:
     """Every row of `namespace` matching `expression`, with its vector, in batches of READ_BATCH."""
-    if not index.layout.holds(namespace):
-        return
-    iterator = index.access.call(
-        "query_iterator",
-        "query_iterator",
-        index.collection,
-        batch_size=READ_BATCH,
-        filter=index.layout.scope(namespace, expression),
-        output_fields=["id", "uri", "vector"],
-        collection=index.collection,
-    )
-    try:
-        while batch := iterator.next():
-            yield [
-                StoredRow(str(row["id"]), str(row["uri"]), np.asarray(row["vector"], dtype=np.float32)) for row in batch
-            ]
-    finally:
-        iterator.close()
+    for batch in index.scan(namespace, expression, ["id", "uri", "vector"], READ_BATCH):
+        yield [StoredRow(str(row["id"]), str(row["uri"]), np.asarray(row["vector"], dtype=np.float32)) for row in batch]
 
 
 class _Components:

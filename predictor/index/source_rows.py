@@ -26,24 +26,11 @@ class SourceRow:
 
 def rows_under(index: ImageIndex, namespace: str, prefix: str) -> Iterator[SourceRow]:
     """Rows of `namespace` whose uri starts with `prefix` (give a folder's prefix with its trailing `/`)."""
-    if not prefix or not index.exists() or not index.layout.holds(namespace):
+    if not prefix or not index.exists():
         return
-    expression = index.layout.scope(namespace, f"uri like {quoted(like_prefix(prefix))}")
-    pages = index.access.call(
-        "query",
-        "query_iterator",
-        index.collection,
-        batch_size=PAGE,
-        filter=expression,
-        output_fields=["id", "uri", "metadata"],
-        collection=index.collection,
-    )
-    try:
-        while page := pages.next():
-            for row in page:
-                uri = str(row.get("uri", ""))
-                if uri.startswith(prefix):
-                    version = (row.get("metadata") or {}).get(VERSION_FIELD)
-                    yield SourceRow(str(row["id"]), uri, None if version is None else str(version))
-    finally:
-        pages.close()
+    for page in index.scan(namespace, f"uri like {quoted(like_prefix(prefix))}", ["id", "uri", "metadata"], PAGE):
+        for row in page:
+            uri = str(row.get("uri", ""))
+            if uri.startswith(prefix):
+                version = (row.get("metadata") or {}).get(VERSION_FIELD)
+                yield SourceRow(str(row["id"]), uri, None if version is None else str(version))

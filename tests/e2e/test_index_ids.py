@@ -82,3 +82,20 @@ def test_a_source_folder_with_like_wildcards_in_its_name_covers_only_its_own_row
     assert sorted(index.ids_under("default", "/photos/a_b")) == ["id-0", "id-1"]
     assert sorted(index.ids_under("default", "/photos/a_b/")) == ["id-0"]
     assert index.ids_under("default", "/photos/a%b") == ["id-3"]
+
+
+def test_a_scan_reads_every_row_of_its_namespace_once_with_its_vector_in_batches(index):
+    # More rows than two batches, odd ids among them, and another namespace's rows under the same folder: a scan is
+    # what `sync` and `duplicates` read, a page or a batch of vectors at a time.
+    ids = [f"row-{n:04d}" for n in range(2 * 64 + 17)] + ODD_IDS
+    rows = [IndexRow(image_id, vector(n), f"/photos/{n}.jpg", {"n": n}) for n, image_id in enumerate(ids)]
+    assert index.upsert("default", rows) == len(rows)
+    index.upsert("shop", [IndexRow("row-0000", vector(999), "/photos/0.jpg", {})])
+    batches = list(index.scan("default", 'uri like "/photos/%"', ["id", "uri", "vector"], 64))
+    assert all(0 < len(batch) <= 64 for batch in batches)
+    scanned = {str(row["id"]): row for batch in batches for row in batch}
+    assert sum(len(batch) for batch in batches) == len(scanned) == len(ids), "each row once, none of another namespace"
+    for n, image_id in enumerate(ids):
+        assert scanned[image_id]["uri"] == f"/photos/{n}.jpg"
+        np.testing.assert_allclose(scanned[image_id]["vector"], vector(n), rtol=1e-6)
+    assert [row["id"] for batch in index.scan("shop", None, ["id", "uri"], 64) for row in batch] == ["row-0000"]
