@@ -29,6 +29,7 @@ from benchmarks import (
     e2e,
     filtered_search,
     inprocess,
+    object_storage,
     precision_bench,
     report,
     scale,
@@ -231,6 +232,19 @@ def clip(bench: Bench) -> None:
     bench.show("CLIP (ViT-B-32 shape, random weights)\n" + table)
 
 
+def object_storage_part(bench: Bench) -> None:
+    """Indexing from a real S3 server against local disk, and a finished job's re-run (benchmarks.object_storage)."""
+    bench.phase("object storage: indexing from S3 against local disk, and listing and skipping an indexed prefix")
+    quick = bench.args.quick
+    result = object_storage.measure(
+        images=32 if quick else 96,
+        objects=2_000 if quick else 100_000,
+        rounds=2,
+        scan_rows=5_000 if quick else 100_000,
+    )
+    bench.show(object_storage.table(result))
+
+
 def versus_part(bench: Bench) -> None:
     """This tree's server against the one at --versus REF (gRPC, c=1 and c=32, alternating rounds)."""
     ref = bench.args.versus
@@ -253,10 +267,11 @@ PARTS: dict[str, Callable[[Bench], None]] = {
     "scale": scale_part,
     "filtered": filtered,
     "clip": clip,
+    "object-storage": object_storage_part,
     "versus": versus_part,
 }
 # Parts that run unless --only names them: versus needs a commit to compare with.
-DEFAULT_PARTS = ("serving", "cold-start", "precision", "search", "scale", "filtered", "clip")
+DEFAULT_PARTS = ("serving", "cold-start", "precision", "search", "scale", "filtered", "clip", "object-storage")
 TARGETS: dict[str, Callable[[list[Row]], list[Target]]] = {
     "serving": targets.serving_targets,
     "precision": targets.precision_targets,
