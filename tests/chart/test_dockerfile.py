@@ -28,10 +28,11 @@ def test_dockerfile_is_hadolint_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_is_multi_stage_on_python_3_11_slim() -> None:
+def test_the_venv_is_written_once_on_python_3_11_slim() -> None:
+    # A second stage that copies the venv doubles the 6.9 GB on the builder's disk: CI ran out of it that way.
     bases = [line.split()[1] for line in INSTRUCTIONS if line.startswith("FROM ")]
-    assert len(bases) >= 2
-    assert set(bases) == {"python:3.11-slim"}
+    assert bases == ["python:3.11-slim"]
+    assert not [line for line in INSTRUCTIONS if line.startswith("COPY --from")]
 
 
 def test_dependencies_are_installed_before_the_source_is_copied() -> None:

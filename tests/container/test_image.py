@@ -260,6 +260,12 @@ def test_a_new_pod_is_ready_within_seconds(served):
 
 def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root_and_swapped_in(served):
     # Inductor needs the image's g++ and writes its kernels to the /tmp emptyDir; without either it would serve eager.
+    # Requests go on throughout: none fails over the swap, and the compiled network embeds as the eager one did.
+    photo = near_duplicate(served.data / "catalogue" / "rocket.jpg")
+    client = httpclient.InferenceServerClient(served.http, network_timeout=60)
+    eager: list[np.ndarray] = []
+    compiled: list[np.ndarray] = []
+
     def swapped() -> str | None:
         logs = container_engine("logs", served.name)
         lines = (logs.stdout + logs.stderr).splitlines()
@@ -267,14 +273,43 @@ def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root_and_
         assert not failed, failed
         return next((line for line in lines if "serving the compiled image network from now on" in line), None)
 
-    wait_for(lambda: swapped() is not None, timeout_s=SWAP_TIMEOUT_S, what="the compiled network to be swapped in")
+    def swapped_and_served() -> bool:
+        before = network_compiled(served)
+        embedding = embedded(client, photo)
+        after = network_compiled(served)
+        if after == 0:
+            eager.append(embedding)
+        elif before == 1:
+            compiled.append(embedding)
+        return swapped() is not None and len(compiled) >= 3
+
+    wait_for(swapped_and_served, timeout_s=SWAP_TIMEOUT_S, interval_s=0.2, what="the compiled network to be swapped in")
+    client.close()
     line = swapped()
     assert line is not None and "compiled for batch sizes 1, 2, 3, 4 in " in line, line
     after_load = float(re.search(r"from now on, ([0-9.]+) s after load", line).group(1))
     ready = served.seconds_to_ready
     FIGURES.append(f"compiled network swapped in {after_load:.1f} s after load (ready in {ready:.1f} s)")
+    assert network_compiled(served) == 1
+    logs = container_engine("logs", served.name)
+    loaded = [line for line in (logs.stdout + logs.stderr).splitlines() if "loaded efficientnet-lite0" in line]
+    assert loaded and "; eager until the network compiled in the background passes its probe; " in loaded[-1]
+    assert eager, "no request ran on the eager network before the swap"
+    cosines = np.array([float(np.dot(before, after)) for before in eager[:3] for after in compiled])
+    assert cosines.min() >= 0.995, cosines
+
+
+def network_compiled(served) -> float | None:
     metrics = httpx.get(f"http://{served.http}/metrics", timeout=10).text
-    assert re.search(r'^image_search_network_compiled\{[^}]*tower="image"[^}]*\} 1\.0$', metrics, re.MULTILINE)
+    match = re.search(r'^image_search_network_compiled\{[^}]*tower="image"[^}]*\} (\S+)$', metrics, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def embedded(client: httpclient.InferenceServerClient, photo: bytes) -> np.ndarray:
+    tensor = httpclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([photo], dtype=np.object_))
+    result = client.infer("image-search", [tensor], parameters={"top_k": 1, "return_embedding": True})
+    return result.as_numpy("embedding")[0]
 
 
 def test_the_server_allocates_with_tcmalloc_as_benchmarked(served):
