@@ -9,7 +9,7 @@ MILVUS_URI ?= data/milvus.db
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: help install run test test-checks test-system test-unit test-slow test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-filtered bench-gpu \
+.PHONY: help install run test test-checks test-units test-e2e-parallel test-timed test-unit test-slow test-e2e serve index catalogue bench bench-precision bench-serving bench-scale bench-filtered bench-gpu \
 	bench-perf-analyzer \
 	eval eval-served default-projection fuzz soak lock audit lint format manifests tools clean image image-test kind-up \
 	kind-e2e kind-down
@@ -19,9 +19,10 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Reinstalls only when the dependency list changes; the package itself is editable. requirements/test.txt holds every
-# transitive dependency at its exact version (`make lock` writes it).
+# transitive dependency at its exact version (`make lock` writes it). Without --no-compile pip writes the bytecode of
+# all 23,000 modules (torch's and CUDA's included) on one core; Python writes it for the few thousand it imports.
 $(INSTALLED): pyproject.toml requirements/test.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --constraint requirements/test.txt -e '.[test]'
+	$(BIN)/pip install --quiet --no-compile --constraint requirements/test.txt -e '.[test]'
 	touch $@
 
 # Every target with a `## description` on its line, in the order of this file.
@@ -44,29 +45,44 @@ run: index ## Index the sample catalogue and serve it (REST 8080, gRPC 8081, the
 tools: $(INSTALLED) ## Install the test tools (helm, kubectl, Prometheus, ...)
 	hack/test-tools.sh
 
-# Two processes: the e2e clients' gRPC stubs and KServe's own cannot be loaded side by side. With BUILD_IMAGE=yes
-# (CI: `make test BUILD_IMAGE=yes --jobs=2 --output-sync=target`) the image builds while the checks and the unit
-# tests run, and the container tests run on it.
-test: test-checks test-system ## Lint, then every test: unit, chart, end-to-end, container
+# `make test` runs the checks, the unit and chart tests, the end-to-end tests, then the tests that time things against
+# the clock, one group after another: each group keeps both cores busy in its own pytest workers, and two groups at
+# once only slow each other (side by side with the unit tests and the image build, the end-to-end tests took 44
+# minutes instead of 24). CI runs it with two jobs (`.ci/run`), so that only the image builds beside them.
+# The e2e clients' gRPC stubs and KServe's own cannot be loaded side by side, so each group is a pytest process.
+test: test-checks test-units test-e2e-parallel test-timed ## Lint, then every test: unit, chart, end-to-end, container
 
 # The tools first: installing a Python's headers can upgrade that Python under a running mypy or pytest.
 test-checks: tools
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -m "not slow" tests/unit tests/chart
 
-SYSTEM_TESTS := $(BIN)/python -m pytest --durations=15 tests/e2e tests/container
-test-system: test-checks $(if $(filter yes,$(BUILD_IMAGE)),image)
-	$(SYSTEM_TESTS)
+test-units: test-checks
+	$(BIN)/python -m pytest -m "not slow" $(IN_PARALLEL) tests/unit tests/chart
+
+# One pytest process leaves a core idle much of the time: the compile tests are single-threaded, and the end-to-end
+# tests wait on the servers they start. Workers take whole test files, so a file's fixtures and servers start once.
+# The tests that time the server against the clock (marked `serial`) and the image tests, which time a pod's start,
+# run after the rest, alone. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+IN_PARALLEL := $(if $(filter-out 0,$(TEST_WORKERS)),--numprocesses=$(TEST_WORKERS) --dist=loadscope)
+E2E_PARALLEL := $(BIN)/python -m pytest --durations=15 $(IN_PARALLEL) -m "not serial" tests/e2e
+TIMED := $(BIN)/python -m pytest --durations=5 -m "serial or container" tests/e2e tests/container
+
+test-e2e-parallel: test-units
+	$(E2E_PARALLEL)
+
+test-timed: test-e2e-parallel $(if $(filter yes,$(BUILD_IMAGE)),image)
+	$(TIMED)
 
 test-unit: $(INSTALLED) ## The unit tests only
-	$(BIN)/python -m pytest -m "not slow" tests/unit
+	$(BIN)/python -m pytest -m "not slow" $(IN_PARALLEL) tests/unit
 
 # The checks marked `slow`, too long for make test's budget (the full int8 probe, for one).
 test-slow: $(INSTALLED) ## The checks marked slow (the full int8 probe, for one)
 	$(BIN)/python -m pytest -m slow tests/unit
 
-test-e2e: $(INSTALLED)
-	$(SYSTEM_TESTS)
+test-e2e: $(INSTALLED) ## The end-to-end and container tests only
+	$(E2E_PARALLEL) && $(TIMED)
 
 # The image serves with tcmalloc (Dockerfile); the benchmarks and the soak run with it too, to measure what pods do.
 WITH_TCMALLOC := hack/with-tcmalloc.sh

@@ -24,8 +24,8 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # The servers and CLI commands the tests start run the eager network unless a test asks for `--compile auto`, the
-# default users get: compiling costs 10 to 20 s per process, and tests start dozens. The search tests' own servers,
-# the compilation tests and the container tests run compiled.
+# default users get: a compile costs a core for about a minute per process, and tests start dozens. The compilation
+# tests (unit), the failed compile of test_cold_start and the container tests run compiled.
 os.environ.setdefault("IMAGE_SEARCH_COMPILE", "off")
 
 
@@ -34,6 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "slow: checks too long for `make test` (which leaves them out); `make test-slow` and `make bench` run them",
+    )
+    config.addinivalue_line(
+        "markers",
+        "serial: times the server against the clock; `make test` runs it alone, after the tests that run in parallel",
     )
 
 

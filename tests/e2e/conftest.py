@@ -94,8 +94,9 @@ def indexed_uri(milvus_uri, catalogue) -> str:
 
 @pytest.fixture(scope="session")
 def server(indexed_uri, tmp_path_factory) -> RunningServer:
-    """Serving as users get it by default: at `--precision auto`, compiled."""
-    with run_predictor(
-        indexed_uri, tmp_path_factory.mktemp("predictor"), env={"IMAGE_SEARCH_COMPILE": "auto"}
-    ) as running:
+    """Serving at `--precision auto`, as users get it by default, on the eager network: that a compiled network
+    answers as the eager one is the image test's job (tests/container), and compiling here would cost every worker a
+    core for a minute.
+    """
+    with run_predictor(indexed_uri, tmp_path_factory.mktemp("predictor")) as running:
         yield running

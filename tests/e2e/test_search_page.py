@@ -8,6 +8,7 @@ The browser tests save screenshots under $TEST_ARTIFACTS_DIR when it is set (CI 
 test's temporary directory.
 """
 
+import base64
 import hashlib
 import io
 import json
@@ -402,3 +403,65 @@ def test_images_the_server_cannot_show_are_placeholders_and_links(browser, page,
     assert link.get_attribute("href") == shop["https-unmapped"]
     assert by_id["s3-unmapped"].find_element(By.CSS_SELECTOR, ".placeholder").text == "no preview"
     wait(browser, lambda d: d.find_element(By.ID, "images").text.endswith(f"({len(shop)} in namespace shop)"), "count")
+
+
+def rest_search_ids(server, photo: Path, namespace: str | None = None, **parameters) -> list[str]:
+    """The ids a V2 REST search answers with, as a client would ask for them."""
+    image = base64.b64encode(photo.read_bytes()).decode()
+    body = {
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}],
+        "parameters": {"top_k": 10, **parameters},
+    }
+    headers = {HEADER: namespace} if namespace else {}
+    response = httpx.post(f"{server.http_url}/v2/models/image-search/infer", json=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
+    return [image_id for image_id in outputs["ids"] if image_id]
+
+
+def test_the_group_by_and_diversity_controls_shape_the_search_as_the_api_does(browser, page, catalogue, artifacts):
+    from selenium.webdriver.common.by import By
+
+    server, _, _ = page
+    open_page(browser, server)
+    for field in ("filter", "namespace", "diversity", "group-by"):
+        set_field(browser, field, "")
+    chelsea = catalogue.photos["chelsea"]
+
+    set_field(browser, "group-by", "category")
+    search_with(browser, chelsea)
+    grouped = [hit.get_attribute("data-id") for hit in hits(browser)]
+    assert grouped == rest_search_ids(server, chelsea, group_by="category")
+    # The two space photos share a group, so only one of them is shown.
+    assert len({sha(catalogue.photos["rocket"]), sha(catalogue.photos["moon"])} & set(grouped)) == 1
+    browser.save_screenshot(str(artifacts / "search-page-group-by.png"))
+
+    set_field(browser, "group-by", "")
+    set_field(browser, "diversity", "0.9")
+    search_with(browser, chelsea)
+    diverse = [hit.get_attribute("data-id") for hit in hits(browser)]
+    assert diverse == rest_search_ids(server, chelsea, diversity=0.9)
+    assert diverse[0] == sha(chelsea), "diversity keeps the best hit first"
+    assert diverse != rest_search_ids(server, chelsea), "at 0.9 the order is not plain similarity's"
+    assert browser.find_element(By.ID, "results").get_attribute("data-state") == "done"
+
+
+def test_the_duplicates_view_of_a_hit_shows_only_its_copies(browser, page, catalogue, artifacts):
+    from selenium.webdriver.common.by import By
+
+    server, shop, _ = page
+    open_page(browser, server)
+    for field in ("filter", "diversity", "group-by"):
+        set_field(browser, field, "")
+    set_field(browser, "namespace", "shop")
+    search_with(browser, catalogue.photos["chelsea"])
+    first = hits(browser)[0]
+    chosen = first.get_attribute("data-id")
+    searched(browser, lambda d: first.find_element(By.CSS_SELECTOR, "button.duplicates-of").click(), "its duplicates")
+    results = browser.find_element(By.ID, "results")
+    shown = (results.get_attribute("data-query"), results.get_attribute("data-state"))
+    assert shown == (f"duplicates:{chosen}", "done")
+    assert browser.find_element(By.ID, "query-caption").text.startswith("Duplicates of")
+    # Every row of namespace shop carries chelsea's vector: the others are its copies, and nothing else is.
+    assert {hit.get_attribute("data-id") for hit in hits(browser)} == set(shop) - {chosen}
+    browser.save_screenshot(str(artifacts / "search-page-duplicates.png"))

@@ -194,3 +194,19 @@ def test_bad_arguments_are_one_clear_line(capsys, args, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("stable_s", "canary_s", "expected"),
+    [
+        (0.100, 0.150, rollout.Result.PASS),  # within stable + slack (0.1 + 0.05 = 0.15 s)
+        (0.100, 0.151, rollout.Result.FAIL),
+        (1.000, 1.200, rollout.Result.PASS),  # within 1.2 x stable, the larger limit for a slow stable
+        (1.000, 1.201, rollout.Result.FAIL),
+    ],
+)
+def test_the_canary_p99_may_reach_the_larger_of_the_ratio_and_the_slack_over_stable(stable_s, canary_s, expected):
+    thresholds = Thresholds(max_p99_ratio=1.2, p99_slack_s=0.05)
+    check = rollout._p99_check((stable_s, canary_s), thresholds, enough=True)
+    assert check.result is expected
+    assert rollout._p99_check((stable_s, canary_s), thresholds, enough=False).result is rollout.Result.NO_DATA
