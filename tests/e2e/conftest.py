@@ -1,6 +1,8 @@
 """End-to-end fixtures: the sample catalogue, real Milvus (embedded file and server), real predictor processes.
 
-Every search test runs twice, once per Milvus: the embedded milvus-lite file and a real Milvus server.
+What depends on the Milvus behind it (search results, filters, ids, collections) runs once per Milvus: the embedded
+milvus-lite file and a real Milvus server (`milvus_uri_each`, `server_each`). What the server does with a request
+before and after Milvus (parsing, refusals, statuses, sizes, logs) runs once, on the embedded default (`server`).
 """
 
 import io
@@ -78,18 +80,27 @@ def mlflow_server(tmp_path_factory):
         yield running
 
 
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("milvus-lite") / "milvus.db")
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
-def milvus_uri(request, tmp_path_factory) -> str:
+def milvus_uri_each(request) -> str:
     if request.param == "milvus-lite":
-        return str(tmp_path_factory.mktemp("milvus-lite") / "milvus.db")
+        return request.getfixturevalue("milvus_uri")
     return request.getfixturevalue("milvus_server_uri")
+
+
+def indexed(milvus_uri: str, catalogue: Catalogue) -> str:
+    result = run_cli("index", str(catalogue.directory), "--milvus-uri", milvus_uri, "--collection", "images")
+    assert result.returncode == 0, result.stderr
+    return milvus_uri
 
 
 @pytest.fixture(scope="session")
 def indexed_uri(milvus_uri, catalogue) -> str:
-    result = run_cli("index", str(catalogue.directory), "--milvus-uri", milvus_uri, "--collection", "images")
-    assert result.returncode == 0, result.stderr
-    return milvus_uri
+    return indexed(milvus_uri, catalogue)
 
 
 @pytest.fixture(scope="session")
@@ -99,4 +110,15 @@ def server(indexed_uri, tmp_path_factory) -> RunningServer:
     core for a minute.
     """
     with run_predictor(indexed_uri, tmp_path_factory.mktemp("predictor")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server_each(request, catalogue, tmp_path_factory) -> RunningServer:
+    """The shared server on milvus-lite, then one on a Milvus server indexed the same way."""
+    if request.param == "milvus-lite":
+        yield request.getfixturevalue("server")
+        return
+    uri = indexed(request.getfixturevalue("milvus_server_uri"), catalogue)
+    with run_predictor(uri, tmp_path_factory.mktemp("predictor")) as running:
         yield running

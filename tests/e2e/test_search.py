@@ -37,8 +37,8 @@ def assert_originals_come_back_first(catalogue, ids, scores, uris):
         assert list(scores[row]) == sorted(scores[row], reverse=True)
 
 
-def test_v2_rest_binary_data_finds_the_originals(server, catalogue, queries):
-    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+def test_v2_rest_binary_data_finds_the_originals(server_each, catalogue, queries):
+    client = httpclient.InferenceServerClient(server_each.http_url.removeprefix("http://"))
     tensor = httpclient.InferInput("image", [len(QUERIES)], "BYTES")
     tensor.set_data_from_numpy(np.array([queries[n] for n in QUERIES], dtype=np.object_), binary_data=True)
     result = client.infer("image-search", [tensor], parameters={"top_k": 3})
@@ -49,8 +49,8 @@ def test_v2_rest_binary_data_finds_the_originals(server, catalogue, queries):
     assert result.as_numpy("embedding") is None
 
 
-def test_v2_rest_json_with_base64_finds_the_originals(server, catalogue, queries):
-    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+def test_v2_rest_json_with_base64_finds_the_originals(server_each, catalogue, queries):
+    client = httpclient.InferenceServerClient(server_each.http_url.removeprefix("http://"))
     tensor = httpclient.InferInput("image", [len(QUERIES)], "BYTES")
     encoded = [base64.b64encode(queries[n]) for n in QUERIES]
     tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_), binary_data=False)
@@ -62,8 +62,8 @@ def test_v2_rest_json_with_base64_finds_the_originals(server, catalogue, queries
     )
 
 
-def test_v2_grpc_finds_the_originals(server, catalogue, queries):
-    client = grpcclient.InferenceServerClient(server.grpc_address)
+def test_v2_grpc_finds_the_originals(server_each, catalogue, queries):
+    client = grpcclient.InferenceServerClient(server_each.grpc_address)
     tensor = grpcclient.InferInput("image", [len(QUERIES)], "BYTES")
     tensor.set_data_from_numpy(np.array([queries[n] for n in QUERIES], dtype=np.object_))
     result = client.infer("image-search", [tensor], parameters={"top_k": 5})
@@ -72,12 +72,12 @@ def test_v2_grpc_finds_the_originals(server, catalogue, queries):
     )
 
 
-def test_v1_json_finds_the_originals_with_metadata(server, catalogue, queries):
+def test_v1_json_finds_the_originals_with_metadata(server_each, catalogue, queries):
     body = {
         "instances": [{"image": {"b64": base64.b64encode(queries[n]).decode()}} for n in QUERIES],
         "parameters": {"top_k": 2},
     }
-    response = httpx.post(f"{server.http_url}/v1/models/image-search:predict", json=body, timeout=60)
+    response = httpx.post(f"{server_each.http_url}/v1/models/image-search:predict", json=body, timeout=60)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert [len(hits) for hits in predictions] == [2] * len(QUERIES)
@@ -88,8 +88,8 @@ def test_v1_json_finds_the_originals_with_metadata(server, catalogue, queries):
     assert predictions[0][0]["metadata"] == {"filename": "chelsea.jpg"}
 
 
-def test_embedding_output_only_when_asked_for(server, catalogue):
-    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+def test_embedding_output_only_when_asked_for(server_each, catalogue):
+    client = httpclient.InferenceServerClient(server_each.http_url.removeprefix("http://"))
     tensor = httpclient.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([catalogue.photos["rocket"].read_bytes()], dtype=np.object_))
     result = client.infer("image-search", [tensor], parameters={"return_embedding": True})
@@ -99,8 +99,8 @@ def test_embedding_output_only_when_asked_for(server, catalogue):
     assert result.as_numpy("scores")[0][0] > 0.999, "the catalogue's own photo is its own best match"
 
 
-def test_default_top_k_is_ten(server, catalogue):
-    client = grpcclient.InferenceServerClient(server.grpc_address)
+def test_default_top_k_is_ten(server_each, catalogue):
+    client = grpcclient.InferenceServerClient(server_each.grpc_address)
     tensor = grpcclient.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([catalogue.photos["coins"].read_bytes()], dtype=np.object_))
     assert client.infer("image-search", [tensor]).as_numpy("ids").shape == (1, 10)
