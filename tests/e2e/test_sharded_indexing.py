@@ -56,6 +56,7 @@ def shard_command(source: Path, uri: str, alias: str, shard: int, batch_size: in
 
 
 def test_killed_shard_rerun_gives_the_same_index_as_one_process(many_photos, milvus_server_uri):
+    import grpc
     from pymilvus import MilvusClient, MilvusException
 
     client = MilvusClient(uri=milvus_server_uri)
@@ -84,9 +85,11 @@ def test_killed_shard_rerun_gives_the_same_index_as_one_process(many_photos, mil
     def victim_is_midway() -> bool:
         try:
             wanted = ", ".join(f'"{image_id}"' for image_id in sorted(victim_ids))
-            present = len(client.query(collection, filter=f"id in [{wanted}]", output_fields=["id"]))
-        except MilvusException:
-            return False  # not created, or not loaded, yet
+            present = len(client.query(collection, filter=f"id in [{wanted}]", output_fields=["id"], timeout=10))
+        except (MilvusException, grpc.RpcError):
+            # Not created or not loaded yet; or the query timed out: Milvus 2.3 can leave a query on a collection
+            # that another client is creating unanswered for ever.
+            return False
         return 0 < present < len(victim_ids)
 
     wait_for(victim_is_midway, timeout_s=240, what="the victim shard writing its first rows", interval_s=0.1)

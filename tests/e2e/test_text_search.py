@@ -1,8 +1,8 @@
 """Text-to-image search with a CLIP package made from a tiny open_clip model with random weights, over V2 REST (binary
 and JSON), gRPC and V1: the served embeddings and rankings equal open_clip's own.
 
-On the embedded Milvus only: a text query reaches Milvus through the same search as an image query, which the search
-tests run on both Milvus kinds."""
+A text query reaches Milvus through the same search as an image query: the ranking over gRPC runs on both Milvus kinds,
+the rest on the embedded one."""
 
 import base64
 import hashlib
@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from harness.browser import chromium, chromium_missing
 from harness.clip_models import make_package, open_clip_model
 from harness.predictor_server import run_cli, run_predictor
+from tests.e2e.conftest import BACKENDS
 
 MODEL = "image-search"
 TEXTS = ["a photo of a cat", "a red bicycle", "the moon at night"]
@@ -80,15 +81,28 @@ def reference(clip_package, small_catalogue):
     return {"ids": ids, "images": images, "encode_text": encode_text, "encode_image": encode_image}
 
 
-@pytest.fixture(scope="module")
-def clip_server(clip_package, small_catalogue, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("clip-server")
-    uri = str(workdir / "milvus.db")
+def serve_clip(uri: str, clip_package, small_catalogue, workdir):
     collection = f"clip_{uuid.uuid4().hex[:8]}"
     where = ["--milvus-uri", uri, "--collection", collection, "--model-dir", str(clip_package)]
     indexed = ok(run_cli("index", str(next(iter(small_catalogue.values())).parent), *where))
     assert "added 20" in indexed
-    with run_predictor(uri, workdir, "--collection", collection, "--model-dir", str(clip_package), "--ui") as running:
+    return run_predictor(uri, workdir, "--collection", collection, "--model-dir", str(clip_package), "--ui")
+
+
+@pytest.fixture(scope="module")
+def clip_server(clip_package, small_catalogue, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("clip-server")
+    with serve_clip(str(workdir / "milvus.db"), clip_package, small_catalogue, workdir) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def clip_server_each(request, clip_package, small_catalogue, tmp_path_factory):
+    if request.param == "milvus-lite":
+        yield request.getfixturevalue("clip_server")
+        return
+    uri = request.getfixturevalue("milvus_server_uri")
+    with serve_clip(uri, clip_package, small_catalogue, tmp_path_factory.mktemp("clip-server")) as running:
         yield running
 
 
@@ -164,8 +178,8 @@ def test_text_queries_over_v2_rest_json_rank_as_exact_search(clip_server, refere
         assert_ranking_is_exact_search(reference, text, list(ids[row]), list(scores[row]))
 
 
-def test_text_queries_over_grpc_rank_as_exact_search(clip_server, reference):
-    client = grpcclient.InferenceServerClient(clip_server.grpc_address)
+def test_text_queries_over_grpc_rank_as_exact_search(clip_server_each, reference):
+    client = grpcclient.InferenceServerClient(clip_server_each.grpc_address)
     tensor = grpcclient.InferInput("text", [len(TEXTS)], "BYTES")
     tensor.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_))
     result = client.infer(MODEL, [tensor], parameters={"top_k": TOP_K})
