@@ -127,6 +127,9 @@ def test_the_text_tower_at_bf16_is_probed_against_its_own_fp32_on_its_own_captio
     assert len(cosines) == len(PROBE_TEXTS) and cosines.min() >= 0.98
 
 
+# Both towers compiled for real: minutes on two cores with a cold cache (`make test-slow`; the compile machinery is
+# tested on a tiny network in test_compilation.py).
+@pytest.mark.slow
 def test_a_text_tower_whose_compiled_graph_fails_the_probe_serves_eager_while_the_image_tower_decides_alone(package):
     if missing_compiler() is not None:
         pytest.skip("Inductor needs a C++ compiler and Python headers")
@@ -136,6 +139,7 @@ def test_a_text_tower_whose_compiled_graph_fails_the_probe_serves_eager_while_th
     assert not strict.selection.compiled and "below 1.01" in strict.compilation
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(missing_compiler() is not None, reason="Inductor needs a C++ compiler and Python headers")
 def test_the_compiled_text_tower_passes_its_probe_and_embeds_as_eager(package, backbone):
     compiled = Backbone(load_package(package), "cpu", "fp32", compile_mode="on")

@@ -56,6 +56,10 @@ def photos() -> np.ndarray:
     return calibration_pixels(default_spec().preprocessing)[:9]
 
 
+# The default network compiled for real: a few minutes each on two cores with a cold cache, so `make test-slow` runs
+# them; `make test` compiles the tiny network below, and in CI the image test compiles the default network in the
+# container and swaps it in under load (tests/container).
+@pytest.mark.slow
 @needs_compiler
 def test_a_compiled_network_embeds_as_the_eager_one_and_no_request_waits_for_a_compile(eager, photos, caplog):
     with caplog.at_level(logging.INFO, logger="predictor"):
@@ -76,6 +80,7 @@ def test_a_compiled_network_embeds_as_the_eager_one_and_no_request_waits_for_a_c
     np.testing.assert_array_equal(labels, eager.run(photos, with_probabilities=True).probabilities.argmax(axis=1))
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_in_the_background_the_eager_network_serves_until_the_compiled_one_is_swapped_in(eager, photos, caplog):
     seen: list[tuple[str, str]] = []
@@ -104,6 +109,7 @@ def test_in_the_background_the_eager_network_serves_until_the_compiled_one_is_sw
     assert cosines.min() > 0.9999
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_a_background_compile_that_fails_its_probe_leaves_the_eager_network_serving(photos, caplog):
     with caplog.at_level(logging.WARNING, logger="predictor"):
