@@ -219,8 +219,8 @@ def test_shards_split_a_bucket_and_a_killed_shard_resumes(s3_server, catalogue, 
     assert holds == len(uris)
 
 
-def test_sync_adds_replaces_and_deletes_only_under_its_own_prefix(s3_server, catalogue, milvus_uri, tmp_path):
-    milvus_uri = own_uri(milvus_uri, tmp_path)
+def test_sync_adds_replaces_and_deletes_only_under_its_own_prefix(s3_server, catalogue, milvus_uri_each, tmp_path):
+    milvus_uri = own_uri(milvus_uri_each, tmp_path)
     bucket, alias = fresh_bucket(s3_server), f"sync_{uuid.uuid4().hex[:8]}"
     photos = variants(catalogue, 9)
     upload(s3_server, bucket, {f"sync/a_b/{n}.jpg": photos[n] for n in range(4)})
