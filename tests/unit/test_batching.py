@@ -191,23 +191,6 @@ async def _after(seconds: float, awaitable):
     return await awaitable
 
 
-def test_the_device_thread_starts_the_next_batch_while_the_event_loop_is_busy():
-    """Under load the device goes from one batch to the next without waiting for the event loop to hand it work."""
-    fn = RecordingBatchFunction(delay_s=0.02)
-    batcher = MicroBatcher(fn, max_batch_size=2, max_delay_s=0.0)
-
-    async def main():
-        callers = [asyncio.ensure_future(batcher.submit(i)) for i in range(6)]
-        while not fn.called_at:  # the first batch is running
-            await asyncio.sleep(0.001)
-        time.sleep(0.2)  # the loop is busy (parsing, answering) for longer than all three batches take
-        return await asyncio.gather(*callers)
-
-    assert run(main()) == [i * 2 for i in range(6)]
-    assert [item for batch in fn.batches for item in batch] == list(range(6))
-    assert fn.called_at[-1] - fn.called_at[0] < 0.15, "the batches ran back to back while the loop was busy"
-
-
 def test_a_caller_that_gives_up_while_queued_is_never_run():
     fn = RecordingBatchFunction(delay_s=0.05)
     batcher = MicroBatcher(fn, max_batch_size=1, max_delay_s=0.0)
