@@ -28,6 +28,9 @@ def _export_model(args: argparse.Namespace) -> int:
         return 0
     if args.weights is None:
         raise ValueError("--open-clip needs --weights CHECKPOINT (a file open_clip's load_checkpoint accepts)")
+    # Before open_clip is imported: that alone takes seconds.
+    if not Path(args.weights).is_file():
+        raise ValueError(f"--weights {args.weights} is not a file")
     from predictor.embedding.clip_package import export_open_clip
 
     spec = export_open_clip(

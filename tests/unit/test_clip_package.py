@@ -88,13 +88,15 @@ def test_a_model_with_a_hub_tokenizer_is_refused_unless_its_files_are_given(tmp_
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--open-clip", "No-Such-Model", "--weights", "x.pt"], "neither an open_clip model name"),
+        (["--open-clip", "No-Such-Model", "--weights", "{a file}"], "neither an open_clip model name"),
         (["--open-clip", "ViT-B-32"], "--open-clip needs --weights"),
         (["--weights", "x.pt"], "--weights goes with --open-clip"),
         (["--open-clip", "ViT-B-32", "--weights", "missing.pt"], "--weights missing.pt is not a file"),
     ],
 )
 def test_export_mistakes_are_one_line_errors(tmp_path, arguments, message):
+    (tmp_path / "weights.pt").write_bytes(b"never read")
+    arguments = [str(tmp_path / "weights.pt") if argument == "{a file}" else argument for argument in arguments]
     result = run_cli("export-model", *arguments, "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
