@@ -6,6 +6,9 @@ before and after Milvus (parsing, refusals, statuses, sizes, logs) runs once, on
 """
 
 import io
+import json
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,3 +125,26 @@ def server_each(request, catalogue, tmp_path_factory) -> RunningServer:
     uri = indexed(request.getfixturevalue("milvus_server_uri"), catalogue)
     with run_predictor(uri, tmp_path_factory.mktemp("predictor")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def exported_package(tmp_path_factory) -> Path:
+    """The bundled model as `image-search export-model` writes it, once per worker: an export takes seconds."""
+    directory = tmp_path_factory.mktemp("exported") / "model"
+    result = run_cli("export-model", "--out", str(directory))
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+@pytest.fixture(scope="session")
+def package_copy(exported_package) -> Callable[..., Path]:
+    """`package_copy(directory, version=None)`: a copy of the exported package, its manifest set to `version`."""
+
+    def copy(directory: Path, version: str | None = None) -> Path:
+        shutil.copytree(exported_package, directory)
+        if version is not None:
+            manifest = json.loads((directory / "model.json").read_text())
+            (directory / "model.json").write_text(json.dumps({**manifest, "version": version}, indent=2))
+        return directory
+
+    return copy

@@ -1,7 +1,6 @@
 """The `image-search` command as a user runs it: index idempotently, survive bad files, query, refuse wrong models."""
 
 import base64
-import json
 import re
 
 import httpx
@@ -85,13 +84,10 @@ def test_query_command_takes_the_search_options(server, catalogue):
     assert len(found) == 1 and found[0].endswith("coffee.jpg")
 
 
-def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir):
+def test_server_refuses_a_collection_built_by_another_model(tmp_path, subset_dir, package_copy):
     uri = str(tmp_path / "milvus.db")
     assert run_cli("index", str(subset_dir), "--milvus-uri", uri).returncode == 0
-    package = tmp_path / "other-model"
-    assert run_cli("export-model", "--out", str(package)).returncode == 0
-    manifest = json.loads((package / "model.json").read_text())
-    (package / "model.json").write_text(json.dumps({**manifest, "version": "finetuned-2"}))
+    package = package_copy(tmp_path / "other-model", "finetuned-2")
     default = default_spec().identity
     built_by_default = versioned_collection("images", default)
     result = run_cli("serve", "--milvus-uri", uri, "--collection", built_by_default, "--model-dir", str(package))
@@ -120,9 +116,8 @@ def test_server_refuses_bad_configuration_with_what_to_change(tmp_path):
     assert "--max-batch-size must be at least 1" in result.stderr
 
 
-def test_server_refuses_a_model_package_whose_weights_do_not_match(tmp_path):
-    package = tmp_path / "tampered"
-    assert run_cli("export-model", "--out", str(package)).returncode == 0
+def test_server_refuses_a_model_package_whose_weights_do_not_match(tmp_path, package_copy):
+    package = package_copy(tmp_path / "tampered")
     weights = package / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     result = run_cli("serve", "--milvus-uri", str(tmp_path / "x.db"), "--model-dir", str(package))

@@ -5,7 +5,6 @@ Milvus token, which needs a Milvus server with authentication, is tested in test
 """
 
 import base64
-import json
 import re
 
 import httpx
@@ -34,13 +33,10 @@ def test_the_project_variable_wins_over_the_pymilvus_one(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def environment(tmp_path_factory) -> dict[str, str]:
+def environment(tmp_path_factory, package_copy) -> dict[str, str]:
     """A server and its indexing job configured by environment alone, with a model package of their own version."""
     workdir = tmp_path_factory.mktemp("environment")
-    package = workdir / "model"
-    assert run_cli("export-model", "--out", str(package)).returncode == 0
-    manifest = json.loads((package / "model.json").read_text())
-    (package / "model.json").write_text(json.dumps({**manifest, "version": "env-1"}))
+    package = package_copy(workdir / "model", "env-1")
     return {
         "MILVUS_URI": str(workdir / "milvus.db"),
         "IMAGE_SEARCH_COLLECTION": "envtest",

@@ -33,7 +33,7 @@ def collections_table(uri: str, alias: str) -> dict[str, tuple[bool, str, int]]:
 
 
 @pytest.fixture
-def lifecycle(request, tmp_path, catalogue):
+def lifecycle(request, tmp_path, catalogue, package_copy):
     """A fresh place to work: its own lite file, or its own alias on the shared Milvus server."""
     if request.param == "milvus-lite":
         uri = str(tmp_path / "milvus.db")
@@ -44,10 +44,7 @@ def lifecycle(request, tmp_path, catalogue):
     photos.mkdir()
     for name in PHOTOS:
         (photos / f"{name}.jpg").write_bytes(catalogue.photos[name].read_bytes())
-    v2 = tmp_path / "model-v2"
-    ok(run_cli("export-model", "--out", str(v2)))
-    manifest = json.loads((v2 / "model.json").read_text())
-    (v2 / "model.json").write_text(json.dumps({**manifest, "version": "2"}))
+    v2 = package_copy(tmp_path / "model-v2", "2")
     return uri, alias, photos, v2, tmp_path
 
 

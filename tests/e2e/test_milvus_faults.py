@@ -275,9 +275,8 @@ def test_milvus_down_with_a_token_set(server, secured_milvus, photo, outputs):
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
 
 
-def test_a_bad_model_package_fails_the_start_cleanly(tmp_path, outputs):
-    package = tmp_path / "broken"
-    assert run_cli("export-model", "--out", str(package)).returncode == 0
+def test_a_bad_model_package_fails_the_start_cleanly(tmp_path, outputs, package_copy):
+    package = package_copy(tmp_path / "broken")
     (package / "model.json").write_text('{"name": "x"')
     result = run_cli(
         "serve", "--milvus-uri", str(tmp_path / "m.db"), "--model-dir", str(package), env={"MILVUS_TOKEN": TOKEN}

@@ -75,16 +75,9 @@ def model_name() -> str:
     return f"image-search-{uuid.uuid4().hex[:8]}"
 
 
-def export_package(directory: Path, version: str) -> Path:
-    ok(run_cli("export-model", "--out", str(directory)))
-    manifest = json.loads((directory / "model.json").read_text())
-    (directory / "model.json").write_text(json.dumps({**manifest, "version": version}, indent=2))
-    return directory
-
-
 @pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    return export_package(tmp_path_factory.mktemp("package") / "v2", "2")
+def package(tmp_path_factory, package_copy) -> Path:
+    return package_copy(tmp_path_factory.mktemp("package") / "v2", "2")
 
 
 def precision_option() -> tuple[str, ...]:
@@ -184,9 +177,11 @@ def test_tracked_eval_logs_one_run_whose_metrics_equal_the_report(
     assert json.loads(logged.read_text()) == report
 
 
-def test_a_legacy_package_records_the_preprocessing_it_is_served_with(mlflow_server, labelled, experiment, tmp_path):
+def test_a_legacy_package_records_the_preprocessing_it_is_served_with(
+    mlflow_server, labelled, experiment, tmp_path, package_copy
+):
     """model.json written before `mode` existed: the run says center-crop, as the loader reads it."""
-    legacy = export_package(tmp_path / "legacy", "legacy-1")
+    legacy = package_copy(tmp_path / "legacy", "legacy-1")
     manifest = json.loads((legacy / "model.json").read_text())
     manifest["preprocessing"] = {key: value for key, value in manifest["preprocessing"].items() if key != "mode"}
     (legacy / "model.json").write_text(json.dumps(manifest))
@@ -207,7 +202,7 @@ def test_a_legacy_package_records_the_preprocessing_it_is_served_with(mlflow_ser
 
 
 def test_register_links_the_eval_run_and_is_idempotent(
-    mlflow_server, tracked_eval, registered, package, model_name, experiment, tmp_path
+    mlflow_server, tracked_eval, registered, package, model_name, experiment, tmp_path, package_copy
 ):
     run, _ = tracked_eval
     manifest = json.loads((package / "model.json").read_text())
@@ -234,7 +229,7 @@ def test_register_links_the_eval_run_and_is_idempotent(
     assert len(mlflow_server.client().search_model_versions(f"name = '{model_name}'")) == 1
 
     # Same weights, another version: another package, which no run has evaluated.
-    other = export_package(tmp_path / "v3", "3")
+    other = package_copy(tmp_path / "v3", "3")
     args = ("--mlflow-uri", mlflow_server.url, "--name", model_name, "--experiment", experiment)
     refused(run_cli("register", "--model-dir", str(other), *args), "no finished evaluation of efficientnet-lite0:3")
     refused(run_cli("register", "--model-dir", str(other), *args, "--run-id", run.info.run_id), "evaluated package")

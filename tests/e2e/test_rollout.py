@@ -72,14 +72,12 @@ def write_package(exported: Path, out: Path, version: str, scramble: bool = Fals
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory) -> Packages:
+def packages(tmp_path_factory, exported_package) -> Packages:
     root = tmp_path_factory.mktemp("packages")
-    result = run_cli("export-model", "--out", str(root / "exported"))
-    assert result.returncode == 0, result.stderr
     return Packages(
-        stable=write_package(root / "exported", root / "v1", "1"),
-        canary=write_package(root / "exported", root / "v2", "2"),
-        scrambled=write_package(root / "exported", root / "v2-scrambled", "2", scramble=True),
+        stable=write_package(exported_package, root / "v1", "1"),
+        canary=write_package(exported_package, root / "v2", "2"),
+        scrambled=write_package(exported_package, root / "v2-scrambled", "2", scramble=True),
     )
 
 
