@@ -132,6 +132,16 @@ async def _served(address: str, name: str, values: list[bytes], warmup_s: float,
         return await closed_loop(send, len(values), CONCURRENCY, warmup_s, duration_s)
 
 
+def served_windows(in_process_per_s: float, quick: bool) -> tuple[float, float]:
+    """Warm-up and measuring window for a closed loop of `CONCURRENCY` callers: a round of them takes
+    CONCURRENCY / rate seconds, so fixed windows of a few seconds would end inside the first round on a CPU (no
+    request both sent and answered in the window, no latency at all). One round warms up; the window holds four."""
+    round_s = CONCURRENCY / max(in_process_per_s, 1e-3)
+    if quick:
+        return max(1.0, round_s), max(3.0, round_s)
+    return max(2.0, round_s), max(8.0, 4 * round_s)
+
+
 def measure_served(
     package: Path,
     precision_name: str,
@@ -140,10 +150,11 @@ def measure_served(
     images: list[bytes],
     workdir: Path,
     quick: bool,
+    in_process: dict[str, float],
 ) -> list[Figure]:
+    """`in_process`: queries per second in process, by what is queried ("text", "image"), to size the windows."""
     from harness.predictor_server import run_predictor
 
-    warmup_s, duration_s = (1.0, 3.0) if quick else (2.0, 8.0)
     texts = [text.encode() for text in QUERY_TEXTS]
     figures = []
     with run_predictor(
@@ -166,6 +177,7 @@ def measure_served(
         timeout_s=900,
     ) as server:
         for what, name, values in (("text", "text", texts), ("image", "image", images)):
+            warmup_s, duration_s = served_windows(in_process[what], quick)
             result = asyncio.run(_served(server.grpc_address, name, values, warmup_s, duration_s))
             latencies = np.array(result.latencies_ms or [np.nan])
             figures.append(
@@ -216,8 +228,10 @@ def measure(workdir: Path, quick: bool = False) -> list[Figure]:
         raise RuntimeError(f"indexing with the CLIP package failed:\n{indexed.stderr[-4000:]}")
     figures = []
     for name in precisions:
-        figures += measure_in_process(package, name, images, 2.0 if quick else 6.0)
-        figures += measure_served(package, name, milvus_uri, collection, images, workdir, quick)
+        in_process = measure_in_process(package, name, images, 2.0 if quick else 6.0)
+        rates = {figure.what: figure.per_s for figure in in_process}
+        figures += in_process
+        figures += measure_served(package, name, milvus_uri, collection, images, workdir, quick, rates)
     return figures
 
 
