@@ -197,8 +197,8 @@ def test_text_queries_over_v1_rank_as_exact_search(clip_server, reference):
         assert_ranking_is_exact_search(reference, text, [h["id"] for h in hits], [h["score"] for h in hits])
 
 
-def test_text_queries_take_the_search_options(clip_server, reference):
-    client = grpcclient.InferenceServerClient(clip_server.grpc_address)
+def test_text_queries_take_the_search_options(clip_server_each, reference):
+    client = grpcclient.InferenceServerClient(clip_server_each.grpc_address)
     tensor = grpcclient.InferInput("text", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([TEXTS[0].encode()], dtype=np.object_))
     first = client.infer(MODEL, [tensor], parameters={"top_k": 4})
@@ -213,8 +213,8 @@ def test_text_queries_take_the_search_options(clip_server, reference):
     assert not any(_text(v) for v in other.as_numpy("ids").reshape(-1))
 
 
-def test_image_and_id_queries_work_on_a_clip_package(clip_server, small_catalogue):
-    client = httpclient.InferenceServerClient(clip_server.http_url.removeprefix("http://"))
+def test_image_and_id_queries_work_on_a_clip_package(clip_server_each, small_catalogue):
+    client = httpclient.InferenceServerClient(clip_server_each.http_url.removeprefix("http://"))
     tensor = httpclient.InferInput("image", [1], "BYTES")
     rocket_file = small_catalogue["rocket"].read_bytes()
     tensor.set_data_from_numpy(np.array([rocket_file], dtype=np.object_), binary_data=True)
