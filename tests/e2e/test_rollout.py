@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,30 +53,27 @@ class Packages:
     scrambled: Path
 
 
-def write_package(exported: Path, out: Path, version: str, scramble: bool = False) -> Path:
-    shutil.copytree(exported, out)
-    manifest_path = out / "model.json"
+def scrambled(package: Path) -> Path:
+    """Every tensor keeps its shape and values in a shuffled order: a package that loads and serves, and whose
+    embeddings mean nothing. Its hash is recomputed, so only the content is wrong, as with a bad checkpoint."""
+    manifest_path = package / "model.json"
     manifest = json.loads(manifest_path.read_text())
-    weights = out / manifest["weights"]
-    if scramble:
-        # Every tensor keeps its shape and values in a shuffled order: a package that loads and serves, and whose
-        # embeddings mean nothing. Its hash is recomputed, so only the content is wrong, as with a bad checkpoint.
-        rng = np.random.default_rng(7)
-        tensors = {name: rng.permutation(t.reshape(-1)).reshape(t.shape) for name, t in load_file(weights).items()}
-        save_file(tensors, str(weights))
-        manifest["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    manifest["version"] = version
+    weights = package / manifest["weights"]
+    rng = np.random.default_rng(7)
+    tensors = {name: rng.permutation(t.reshape(-1)).reshape(t.shape) for name, t in load_file(weights).items()}
+    save_file(tensors, str(weights))
+    manifest["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    return out
+    return package
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory, exported_package) -> Packages:
+def packages(tmp_path_factory, package_copy) -> Packages:
     root = tmp_path_factory.mktemp("packages")
     return Packages(
-        stable=write_package(exported_package, root / "v1", "1"),
-        canary=write_package(exported_package, root / "v2", "2"),
-        scrambled=write_package(exported_package, root / "v2-scrambled", "2", scramble=True),
+        stable=package_copy(root / "v1", "1"),
+        canary=package_copy(root / "v2", "2"),
+        scrambled=scrambled(package_copy(root / "v2-scrambled", "2")),
     )
 
 
