@@ -4,7 +4,8 @@ Originals: the near-duplicate set's real photographs (scikit-image's and GCompri
 Each gets four planted copies: resized to 50%, cropped by 10% a side, re-encoded as a JPEG of quality 30, brightened
 by 30%. Every picture is embedded by the bundled model as the indexer does; a pair is a true duplicate when both come
 from the same original. For each threshold T, pair precision and pair recall of "score >= T" over all pairs are
-printed, and the range of T where both are at least 0.95.
+printed, for the pairs themselves and for the pairs that share a cluster (connected components, what the command
+writes), and the range of T where both pair figures are at least 0.95.
 
 Usage: python -m benchmarks duplicate-threshold [--limit N]
 """
@@ -17,11 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from predictor.imaging.decoding import to_rgb
+
 EDITS = ("resized", "cropped", "reencoded", "brightened")
 
 
 def planted_copy(data: bytes, edit: str) -> bytes:
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    # Copies of what the indexer sees: a cut-out on the decoder's background, not on its hidden (mostly black) pixels.
+    image = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     width, height = image.size
     quality = 90
     if edit == "resized":
@@ -62,16 +66,35 @@ def pair_scores(vectors: np.ndarray, sources: list[int]) -> tuple[np.ndarray, np
     return similarity[upper], labels[upper[0]] == labels[upper[1]]
 
 
-def sweep(scores: np.ndarray, planted: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+def co_clustered(vectors: np.ndarray, threshold: float) -> np.ndarray:
+    """For every unordered pair, whether the two land in one cluster: connected components of the pairs scoring at
+    least `threshold`, as `image-search duplicates` writes them."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    _, labels = connected_components(csr_matrix(vectors @ vectors.T >= threshold), directed=False)
+    upper = np.triu_indices(len(vectors), k=1)
+    return labels[upper[0]] == labels[upper[1]]
+
+
+def _precision_recall(found: np.ndarray, planted: np.ndarray) -> tuple[float, float]:
+    true = int((found & planted).sum())
+    return true / max(1, int(found.sum())), true / max(1, int(planted.sum()))
+
+
+def sweep(vectors: np.ndarray, scores: np.ndarray, planted: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+    """Pair precision and recall of "score >= T", and of "in one cluster" (what a user gets), by threshold."""
     rows = []
     for threshold in thresholds:
-        found = scores >= threshold
-        true = int((found & planted).sum())
+        precision, recall = _precision_recall(scores >= threshold, planted)
+        cluster_precision, cluster_recall = _precision_recall(co_clustered(vectors, threshold), planted)
         rows.append(
             {
                 "threshold": round(float(threshold), 3),
-                "precision": true / max(1, int(found.sum())),
-                "recall": true / max(1, int(planted.sum())),
+                "precision": precision,
+                "recall": recall,
+                "cluster_precision": cluster_precision,
+                "cluster_recall": cluster_recall,
             }
         )
     return rows
@@ -98,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
         # Each original is followed by its copies in EDITS order.
         edited = np.array([similarity[i, i + number] for i in range(0, len(files), 1 + len(EDITS))])
         print(f"  {edit:<10} original-copy score: min {edited.min():.3f}, median {np.median(edited):.3f}")
-    rows = sweep(scores, planted, np.arange(0.50, 0.99, 0.01))
+    rows = sweep(vectors, scores, planted, np.arange(0.50, 0.99, 0.01))
     for row in rows:
-        print(f"  T {row['threshold']:.2f}  precision {row['precision']:.3f}  recall {row['recall']:.3f}")
+        print(
+            f"  T {row['threshold']:.2f}  pairs: precision {row['precision']:.3f} recall {row['recall']:.3f}"
+            f"  clusters: precision {row['cluster_precision']:.3f} recall {row['cluster_recall']:.3f}"
+        )
     good = [row["threshold"] for row in rows if row["precision"] >= 0.95 and row["recall"] >= 0.95]
     print(f"both >= 0.95 for T in [{min(good):.2f}, {max(good):.2f}]" if good else "no T gives both >= 0.95")
     print(f"lowest planted-pair score: {min(scores[planted]):.3f}; highest other pair: {max(scores[~planted]):.3f}")

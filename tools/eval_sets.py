@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from predictor.evaluation.near_duplicates import near_duplicate
+from predictor.imaging.decoding import to_rgb
 from tools.rcc import ResourceFile
 
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
@@ -316,9 +317,9 @@ def build_clipart_set(out_dir: Path, per_category: int = OPENCLIPART_PER_CATEGOR
 
 def plain_near_duplicate(data: bytes, rng: random.Random) -> bytes:
     """A copy as the issue's held-out set makes them: cropped 4% per side, resized to 50-90%, JPEG quality 70.
-    A transparent drawing is flattened onto white first, as it looks wherever it is shown and copied from."""
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGBA")
-    image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    A transparent drawing is flattened onto the decoder's white first, as it looks wherever it is shown and copied
+    from."""
+    image = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     width, height = image.size
     image = image.crop((round(width * 0.04), round(height * 0.04), round(width * 0.96), round(height * 0.96)))
     scale = rng.uniform(0.5, 0.9)

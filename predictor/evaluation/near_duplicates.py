@@ -5,11 +5,14 @@ import random
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from predictor.imaging.decoding import to_rgb
+
 
 def near_duplicate(data: bytes, rng: random.Random) -> bytes:
     """A copy as people make them: cropped 2-8% per side, resized, colours a little off, turned a few degrees or
-    mirrored, and re-encoded as a JPEG of quality 50-90."""
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    mirrored, and re-encoded as a JPEG of quality 50-90. A transparent picture is copied as it is shown and embedded:
+    on the decoder's background, not on whatever colour its transparent pixels hide."""
+    image = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     width, height = image.size
     left, top, right, bottom = (rng.uniform(0.02, 0.08) for _ in range(4))
     image = image.crop(

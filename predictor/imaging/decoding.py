@@ -159,7 +159,8 @@ def image_bytes_from_wire(element: bytes | str) -> bytes:
         raise InvalidImage(f"not an image file and not valid base64: {error}") from None
 
 
-def _to_rgb(image: Image.Image, background: RGB = BACKGROUND_RGB) -> Image.Image:
+def to_rgb(image: Image.Image, background: RGB = BACKGROUND_RGB) -> Image.Image:
+    """The picture as it is embedded: 8-bit RGB, transparent pixels laid on `background`."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: scale to 8 bits by the actual range the sensor used.
         pixels = np.asarray(image, dtype=np.float32)
@@ -214,7 +215,7 @@ def decode_image(data: bytes, limits: ImageLimits, preprocessing: Preprocessing 
             turned = oriented.size != stored
             full_size = (height, width) if turned else (width, height)
             background = preprocessing.background if preprocessing is not None else BACKGROUND_RGB
-            return DecodedImage(_to_rgb(oriented, background), full_size, reduction)
+            return DecodedImage(to_rgb(oriented, background), full_size, reduction)
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
