@@ -7,7 +7,12 @@ from predictor import environment
 from predictor.embedding.compile_modes import COMPILE_CHOICES
 from predictor.imaging.decoding import ImageLimits
 from predictor.index.search_options import CONSISTENCY_LEVELS, DEFAULT_CONSISTENCY, SearchSettings
-from predictor.index.settings import DEFAULT_COLLECTION, DEFAULT_MILVUS_URI, MilvusSettings
+from predictor.index.settings import (
+    DEFAULT_COLLECTION,
+    DEFAULT_MILVUS_TIMEOUT_S,
+    DEFAULT_MILVUS_URI,
+    MilvusSettings,
+)
 from predictor.index.vector_index import DEFAULT_INDEX_TYPE, INDEX_KINDS, VectorIndex, parse_params
 from predictor.serving.request_size import default_max_request_bytes
 from predictor.serving.settings import ServeSettings
@@ -53,6 +58,14 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(environment.SEARCH_PARAMS, ""),
         help="Default search effort, NAME=INTEGER (IVF_*: nprobe, default 32, at most nlist; HNSW: ef, default 64). "
         "Env: IMAGE_SEARCH_SEARCH_PARAMS.",
+    )
+    parser.add_argument(
+        "--milvus-timeout-s",
+        type=float,
+        default=os.environ.get(environment.MILVUS_TIMEOUT, DEFAULT_MILVUS_TIMEOUT_S),
+        help=f"Longest wait for one Milvus call that has no shorter deadline of its own (default "
+        f"{DEFAULT_MILVUS_TIMEOUT_S:g}); a call Milvus never answers then fails with one line instead of hanging. "
+        "Env: IMAGE_SEARCH_MILVUS_TIMEOUT_S.",
     )
 
 
@@ -152,7 +165,11 @@ def vector_index(args: argparse.Namespace) -> VectorIndex:
 
 def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
     return MilvusSettings(
-        uri=args.milvus_uri, collection=args.collection, token=environment.milvus_token(), index=vector_index(args)
+        uri=args.milvus_uri,
+        collection=args.collection,
+        token=environment.milvus_token(),
+        index=vector_index(args),
+        call_timeout_s=args.milvus_timeout_s,
     )
 
 

@@ -54,9 +54,10 @@ def like_prefix(prefix: str) -> str:
 class MilvusAccess:
     """A lazily opened connection to one Milvus; thread-safe, as the client is."""
 
-    def __init__(self, uri: str, token: str | None = None) -> None:
+    def __init__(self, uri: str, token: str | None = None, call_timeout_s: float | None = None) -> None:
         self.uri = uri
         self._token = token
+        self.call_timeout_s = call_timeout_s
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
 
@@ -67,7 +68,7 @@ class MilvusAccess:
                 if is_local_file(self.uri):
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    self._client = MilvusClient(uri=self.uri, token=self._token or "")
+                    self._client = MilvusClient(uri=self.uri, token=self._token or "", timeout=self.call_timeout_s)
                 except MilvusException as error:
                     raise IndexUnavailable(f"cannot connect to Milvus at {self.uri}: {error}") from None
             return self._client
@@ -82,11 +83,14 @@ class MilvusAccess:
         """`client.<method>(*args, **kwargs)`, with every Milvus failure turned into a typed error.
 
         A collection that comes back released (after a Milvus restart, or a file reopened) is loaded and the call
-        repeated. A filter Milvus cannot evaluate is the caller's `InvalidRequest`; a call given a `timeout` that
-        Milvus does not answer within it is `RequestTimedOut` (pymilvus lets gRPC's DEADLINE_EXCEEDED through as it
-        is); anything else is `IndexUnavailable`, which clients see as 503 / UNAVAILABLE.
+        repeated. A filter Milvus cannot evaluate is the caller's `InvalidRequest`; a call Milvus does not answer
+        within its `timeout` (or `call_timeout_s` when it has none) is `RequestTimedOut` (pymilvus lets gRPC's
+        DEADLINE_EXCEEDED through as it is); anything else is `IndexUnavailable`, which clients see as 503 /
+        UNAVAILABLE.
         """
         where = f" on {collection!r}" if collection else ""
+        if kwargs.get("timeout") is None and self.call_timeout_s is not None:
+            kwargs["timeout"] = self.call_timeout_s
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except grpc.RpcError as error:
@@ -104,8 +108,12 @@ class MilvusAccess:
 
     def _load_and_retry(self, what: str, where: str, method: str, collection: str, args: tuple, kwargs: dict) -> Any:
         try:
-            self.client.load_collection(collection)
+            self.client.load_collection(collection, timeout=kwargs.get("timeout"))
             return getattr(self.client, method)(*args, **kwargs)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise RequestTimedOut(f"Milvus {what}{where} did not answer within {kwargs['timeout']:.3g} s") from None
+            raise IndexUnavailable(f"Milvus {what}{where} failed: {error.code().name} {error.details()}") from None
         except MilvusException as error:
             raise IndexUnavailable(f"Milvus {what}{where} failed: {error}") from None
 

@@ -6,6 +6,10 @@ from predictor.index.vector_index import VectorIndex
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
 DEFAULT_COLLECTION = "images"
+# A bound for every Milvus call that has no shorter one of its own (searches carry the request's deadline): long
+# enough for a load or an index wait of a large collection, short enough that a call Milvus never answers fails the
+# command, and a Job's retry resumes, instead of holding the pod for ever.
+DEFAULT_MILVUS_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -14,8 +18,11 @@ class MilvusSettings:
     collection: str
     token: str | None = None
     index: VectorIndex = field(default_factory=VectorIndex)
+    call_timeout_s: float = DEFAULT_MILVUS_TIMEOUT_S
 
     def __post_init__(self) -> None:
+        if not self.call_timeout_s > 0:
+            raise ValueError(f"--milvus-timeout-s must be a number of seconds above 0, got {self.call_timeout_s}")
         if not self.uri:
             raise ValueError("--milvus-uri must not be empty: give a file path ending in .db or http://host:19530")
         if "://" not in self.uri and not self.uri.endswith(".db"):

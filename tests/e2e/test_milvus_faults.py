@@ -24,6 +24,8 @@ from harness.milvus_server import DEFAULT_ROOT_TOKEN, kill_milvus_server, paused
 from harness.polling import wait_for
 from harness.predictor_server import RunningServer, run_cli, run_predictor
 from harness.tcp_forwarder import reserved_port
+from predictor.errors import RequestTimedOut
+from predictor.index.milvus import MilvusAccess
 
 SECRET = f"Tok-{secrets.token_hex(12)}"
 TOKEN = f"root:{SECRET}"
@@ -182,6 +184,23 @@ def test_searches_fail_by_the_timeout_while_milvus_is_stalled_and_liveness_answe
         "readiness again",
         interval_s=0.2,
     )
+
+
+def test_a_batch_command_s_milvus_call_that_is_never_answered_fails_by_its_timeout(server, secured_milvus):
+    """Indexing, sync and duplicates make Milvus calls with no request deadline: each is still bounded (the
+    `--milvus-timeout-s` every command takes), so a Milvus that never answers fails the Job's pod, whose retry
+    resumes, instead of holding it for ever."""
+    access = MilvusAccess(secured_milvus, TOKEN, call_timeout_s=1.0)
+    collections = access.list_collections()
+    assert collections, "the server's collection exists before the stall"
+    with paused_milvus_server(secured_milvus):
+        started = time.monotonic()
+        with pytest.raises(RequestTimedOut, match=r"Milvus count on .* did not answer within 1 s"):
+            access.count(collections[0])
+        took = time.monotonic() - started
+    assert took < 1.0 + SLACK_S, f"the call gave up after {took:.1f} s"
+    wait_for(lambda: access.count(collections[0]) >= 0, 30, "Milvus answers again", interval_s=0.2)
+    access.close()
 
 
 BAD_REQUESTS = {

@@ -94,3 +94,19 @@ def test_flags_and_environment_build_the_settings(monkeypatch):
     add_milvus_arguments(parser)
     settings = milvus_settings(parser.parse_args(["--index-params", "nlist=2048", "--search-params", "nprobe=64"]))
     assert settings.index == VectorIndex("IVF_SQ8", {"nlist": 2048}, {"nprobe": 64})
+
+
+def test_every_milvus_call_is_bounded_by_default_and_the_bound_is_a_flag(monkeypatch):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_milvus_arguments(parser)
+    assert milvus_settings(parser.parse_args([])).call_timeout_s == 600.0
+    assert milvus_settings(parser.parse_args(["--milvus-timeout-s", "30"])).call_timeout_s == 30.0
+    monkeypatch.setenv("IMAGE_SEARCH_MILVUS_TIMEOUT_S", "45")
+    parser = argparse.ArgumentParser()
+    add_milvus_arguments(parser)
+    assert milvus_settings(parser.parse_args([])).call_timeout_s == 45.0
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(ValueError, match="--milvus-timeout-s"):
+            milvus_settings(parser.parse_args(["--milvus-timeout-s", bad]))
