@@ -68,7 +68,7 @@ class MilvusAccess:
                 if is_local_file(self.uri):
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    self._client = MilvusClient(uri=self.uri, token=self._token or "", timeout=self.call_timeout_s)
+                    self._client = MilvusClient(uri=self.uri, token=self._token or "")
                 except MilvusException as error:
                     raise IndexUnavailable(f"cannot connect to Milvus at {self.uri}: {error}") from None
             return self._client
