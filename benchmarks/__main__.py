@@ -6,6 +6,7 @@ python -m benchmarks perf-analyzer                                  Triton's per
 python -m benchmarks versus --ref main                              another commit's server against this tree's
 python -m benchmarks clip [--quick]                                 the clip part alone, with its own JSON record
 python -m benchmarks duplicate-threshold                            the default threshold of `image-search duplicates`
+python -m benchmarks duplicate-scale [--sizes 20000,200000]         its run time by collection size, Milvus server
 
 (benchmarks.naive_server, benchmarks.litserve_server, benchmarks.search_bench, benchmarks.scale and
 benchmarks.filtered_search also run as modules: the parts start them, each in a process of its own.)
@@ -14,7 +15,7 @@ benchmarks.filtered_search also run as modules: the parts start them, each in a 
 import argparse
 import sys
 
-from benchmarks import clip_bench, duplicate_threshold, perf_analyzer, run, soak, versus
+from benchmarks import clip_bench, duplicate_scale, duplicate_threshold, perf_analyzer, run, soak, versus
 
 COMMANDS = {
     "run": (run, "Run the benchmark's parts: one table, a JSON record and a chart."),
@@ -26,6 +27,7 @@ COMMANDS = {
         duplicate_threshold,
         "The default threshold of `image-search duplicates`, on planted copies.",
     ),
+    "duplicate-scale": (duplicate_scale, "The run time of `image-search duplicates` by collection size."),
 }
 
 

@@ -133,18 +133,24 @@ def build(uri: str, size: int, dimension: int) -> None:
             ]
             if rows:
                 writer.upsert(namespace, rows)
-    writer.access.call("flush", "flush", writer.collection)
+    sealed_and_indexed(writer, size)
+    writer.close()
+
+
+def sealed_and_indexed(index, rows: int) -> None:
+    """Flush, wait until Milvus has indexed all `rows`, and load the collection again: the state a collection is in
+    some time after its indexing job ended."""
+    index.access.call("flush", "flush", index.collection)
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
-        description = writer.access.describe_index(writer.collection)
-        if description.get("indexed_rows", 0) >= size and not description.get("pending_index_rows", 0):
+        description = index.access.describe_index(index.collection)
+        if description.get("indexed_rows", 0) >= rows and not description.get("pending_index_rows", 0):
             break
         time.sleep(0.5)
     # Loaded again, the query node searches the built index (a Milvus 2.3 server searches rows it has not loaded
     # indexed yet with its interim index, at its own nprobe).
-    writer.access.call("release", "release_collection", writer.collection)
-    writer.load()
-    writer.close()
+    index.access.call("release", "release_collection", index.collection)
+    index.load()
 
 
 def measure(uri: str, size: int, dimension: int) -> dict:

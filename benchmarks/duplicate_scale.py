@@ -1,0 +1,152 @@
+"""The run time of `image-search duplicates` by collection size, on the Milvus server: is it near-linear?
+
+Each size is a collection of the bundled model's identity and dimension, at the default index, built through
+`ImageIndex` as an indexing job builds it: synthetic vectors with neighbours at every scale (the filtered-search
+bench's catalogue, whose nearest pairs score about 0.84) plus planted copies of 1% of the rows, each its original
+with noise (scores 0.92 to 0.99). The real command runs in a process of its own, as a user runs it, and is timed
+from start to exit; its clusters are checked against the planted pairs, so a fast run that found nothing shows.
+
+Usage: python -m benchmarks duplicate-scale [--sizes 20000,200000]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SIZES = (20_000, 200_000)
+PLANTED_SHARE = 0.01
+INSERT_CHUNK = 2_000
+COLLECTION = "duplicates_{size}"
+
+
+def planted_catalogue(size: int, dimension: int, seed: int = 0) -> tuple[np.ndarray, dict[int, int]]:
+    """`size` unit vectors, the last 1% of them noisy copies of earlier rows; {copy row: original row}."""
+    from benchmarks.filtered_search import catalogue
+
+    copies = max(1, round(size * PLANTED_SHARE))
+    vectors, *_ = catalogue(size - copies, dimension, seed)
+    rng = np.random.default_rng(seed + 1)
+    originals = rng.choice(len(vectors), copies, replace=False)
+    # cos(original, copy) ~ 1 / sqrt(1 + dimension * sigma^2): sigma from 0.0025 to 0.012 gives about 0.99 to 0.92
+    sigma = rng.uniform(0.0025, 0.012, copies)[:, np.newaxis]
+    noisy = vectors[originals] + sigma * rng.standard_normal((copies, dimension)).astype(np.float32)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    planted = {len(vectors) + number: int(original) for number, original in enumerate(originals)}
+    return np.concatenate([vectors, noisy.astype(np.float32)]), planted
+
+
+def build(uri: str, size: int) -> dict[int, int]:
+    from benchmarks.filtered_search import sealed_and_indexed
+    from predictor.embedding.model_package import default_spec
+    from predictor.index.collection import ImageIndex, IndexRow
+    from predictor.index.milvus import MilvusAccess
+    from predictor.index.search_options import DEFAULT_NAMESPACE
+
+    identity = default_spec().identity
+    vectors, planted = planted_catalogue(size, identity.dimension)
+    index = ImageIndex.for_model(MilvusAccess(uri), COLLECTION.format(size=size), identity)
+    index.ensure_collection()
+    for first in range(0, size, INSERT_CHUNK):
+        rows = [
+            IndexRow(f"{i:064x}", vectors[i], f"synthetic/{i}.jpg", {})
+            for i in range(first, min(size, first + INSERT_CHUNK))
+        ]
+        index.upsert(DEFAULT_NAMESPACE, rows)
+    sealed_and_indexed(index, size)
+    index.close()
+    return planted
+
+
+def run_command(uri: str, size: int, out: Path) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "predictor.cli",
+            "duplicates",
+            "--milvus-uri",
+            uri,
+            "--collection",
+            COLLECTION.format(size=size),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=7200,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"image-search duplicates failed:\n{result.stderr[-3000:]}")
+    return elapsed, result.stderr.strip().splitlines()[-1]
+
+
+def score(out: Path, planted: dict[int, int]) -> dict:
+    """Planted pairs found, and pairs in clusters that are not planted."""
+    found_pairs = set()
+    for line in out.read_text().splitlines():
+        rows = sorted(int(image_id, 16) for image_id in json.loads(line)["ids"])
+        found_pairs.update((a, b) for n, a in enumerate(rows) for b in rows[n + 1 :])
+    # a row picked twice as an original makes its two copies a planted pair too
+    by_original: dict[int, list[int]] = {}
+    for copy, original in planted.items():
+        by_original.setdefault(original, [original]).append(copy)
+    truth = {
+        (a, b) for group in by_original.values() for n, a in enumerate(sorted(group)) for b in sorted(group)[n + 1 :]
+    }
+    return {"planted_pairs": len(truth), "found": len(truth & found_pairs), "other_pairs": len(found_pairs - truth)}
+
+
+def measure(sizes: list[int], log=print) -> list[dict]:
+    from harness.milvus_server import run_milvus_server
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="image-search-duplicate-scale-") as scratch:
+        with run_milvus_server(Path(scratch) / "milvus", timeout=300) as uri:
+            for size in sizes:
+                started = time.perf_counter()
+                planted = build(uri, size)
+                built_s = time.perf_counter() - started
+                elapsed, summary = run_command(uri, size, Path(scratch) / f"clusters-{size}.jsonl")
+                figures = {
+                    "rows": size,
+                    "build_s": round(built_s),
+                    "duplicates_s": round(elapsed, 1),
+                    "rows_per_s": round(size / elapsed),
+                    "summary": summary,
+                    **score(Path(scratch) / f"clusters-{size}.jsonl", planted),
+                }
+                log(json.dumps(figures))
+                results.append(figures)
+    return results
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| rows | `image-search duplicates` s | rows/s | planted pairs found | other pairs clustered |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['rows']:,} | {row['duplicates_s']:.0f} | {row['rows_per_s']:,} | "
+            f"{row['found']} of {row['planted_pairs']} | {row['other_pairs']} |"
+        )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="Collection sizes, comma-separated.")
+
+
+def run(args: argparse.Namespace) -> int:
+    results = measure([int(size) for size in args.sizes.split(",")])
+    print(table(results))
+    return 0
