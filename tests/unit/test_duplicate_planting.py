@@ -1,5 +1,6 @@
-"""Copies made to measure near-duplicates (the planted copies that choose `duplicates`' default threshold, the evaluation's
-edited copies) are copies of what the indexer sees, and the bench scores the clusters a user gets, not only the pairs."""
+"""Copies made to measure near-duplicates (the planted copies that choose `duplicates`' default threshold, and the
+evaluation's edited copies) are copies of what the indexer sees; the bench scores the clusters a user gets, not only
+the pairs."""
 
 import io
 import random
