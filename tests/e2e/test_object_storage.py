@@ -104,8 +104,10 @@ def own_uri(milvus_uri: str, tmp_path: Path) -> str:
     return milvus_uri if "://" in milvus_uri else str(tmp_path / "milvus.db")
 
 
-def test_a_bucket_is_indexed_searched_shown_and_resumed_from_its_listing(s3_server, catalogue, milvus_uri, tmp_path):
-    milvus_uri = own_uri(milvus_uri, tmp_path)
+def test_a_bucket_is_indexed_searched_shown_and_resumed_from_its_listing(
+    s3_server, catalogue, milvus_uri_each, tmp_path
+):
+    milvus_uri = own_uri(milvus_uri_each, tmp_path)
     bucket, alias = fresh_bucket(s3_server), f"s3_{uuid.uuid4().hex[:8]}"
     upload(s3_server, bucket, {f"shop/{path.name}": path.read_bytes() for path in catalogue.photos.values()})
     upload(s3_server, bucket, {"odd/notes.txt": b"not a photo", "odd/broken.jpg": b"text named like a photo"})
