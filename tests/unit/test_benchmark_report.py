@@ -106,7 +106,16 @@ def test_parts_run_in_their_registered_order_and_an_unknown_one_is_named():
 
 
 def test_one_entry_point_holds_every_command():
-    assert set(COMMANDS) == {"run", "soak", "perf-analyzer", "versus", "clip", "duplicate-threshold"}
+    assert set(COMMANDS) == {
+        "run",
+        "soak",
+        "perf-analyzer",
+        "versus",
+        "clip",
+        "duplicate-threshold",
+        "duplicate-scale",
+    }
+    assert parser().parse_args(["duplicate-scale", "--sizes", "2000"]).sizes == "2000"
     args = parser().parse_args(["run", "--quick", "--only", "search"])
     assert args.quick and args.only == "search" and args.handler is run_command.run
     assert parser().parse_args(["soak", "--duration-s", "5"]).duration_s == 5.0
