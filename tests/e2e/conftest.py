@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness.executables import venv_executable
 from harness.milvus_server import run_milvus_server
 from harness.mlflow_server import MLFLOW_MISSING, mlflow_installed, run_mlflow_server
 from harness.predictor_server import RunningServer, run_cli, run_predictor
-from harness.s3_server import ACCESS_KEY, SEAWEEDFS_MISSING, identities_file, run_s3_server, weed_binary
+from harness.s3_server import ACCESS_KEY, SEAWEEDFS_MISSING, identities_file, run_s3_server
 from predictor.imaging.sample_catalogue import write_catalogue
 
 BACKENDS = ["milvus-lite", "milvus-server"]
@@ -59,7 +60,7 @@ def milvus_server_uri(tmp_path_factory):
 def s3_server(tmp_path_factory):
     """One real S3 server (SeaweedFS) for the session. Key `ACCESS_KEY` may do anything; key `lister` may only list
     (a run that reads any object with it fails), key `writer` may only write (listing is denied)."""
-    if weed_binary() is None:
+    if venv_executable("weed") is None:
         pytest.skip(SEAWEEDFS_MISSING)
     workdir = tmp_path_factory.mktemp("s3-server")
     identities = identities_file(
