@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -93,15 +94,12 @@ def score(out: Path, planted: dict[int, int]) -> dict:
     """Planted pairs found, and pairs in clusters that are not planted."""
     found_pairs = set()
     for line in out.read_text().splitlines():
-        rows = sorted(int(image_id, 16) for image_id in json.loads(line)["ids"])
-        found_pairs.update((a, b) for n, a in enumerate(rows) for b in rows[n + 1 :])
+        found_pairs.update(combinations(sorted(int(image_id, 16) for image_id in json.loads(line)["ids"]), 2))
     # a row picked twice as an original makes its two copies a planted pair too
     by_original: dict[int, list[int]] = {}
     for copy, original in planted.items():
         by_original.setdefault(original, [original]).append(copy)
-    truth = {
-        (a, b) for group in by_original.values() for n, a in enumerate(sorted(group)) for b in sorted(group)[n + 1 :]
-    }
+    truth = {pair for group in by_original.values() for pair in combinations(sorted(group), 2)}
     return {"planted_pairs": len(truth), "found": len(truth & found_pairs), "other_pairs": len(found_pairs - truth)}
 
 

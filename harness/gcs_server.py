@@ -37,15 +37,9 @@ class RunningGcs:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        saved = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = self.endpoint
-        try:
-            return storage.Client(project=PROJECT, credentials=AnonymousCredentials())
-        finally:
-            if saved is None:
-                os.environ.pop("STORAGE_EMULATOR_HOST", None)
-            else:
-                os.environ["STORAGE_EMULATOR_HOST"] = saved
+        return storage.Client(
+            project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
+        )
 
 
 @contextlib.contextmanager

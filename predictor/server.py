@@ -38,7 +38,7 @@ def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[Image
         compile_mode=settings.compile,
         compile_in_background=True,
     )
-    access = MilvusAccess(settings.milvus.uri, settings.milvus.token, settings.milvus.call_timeout_s)
+    access = MilvusAccess.of(settings.milvus)
 
     def open_index() -> ImageIndex:
         return ImageIndex.open_for_search(

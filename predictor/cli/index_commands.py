@@ -23,8 +23,7 @@ def open_index(args: argparse.Namespace, spec=None):  # noqa: ANN001, ANN201 - l
 
     milvus = milvus_settings(args)
     identity = (spec or resolve_spec(args.model_dir)).identity
-    access = MilvusAccess(milvus.uri, milvus.token, milvus.call_timeout_s)
-    return ImageIndex.for_model(access, milvus.collection, identity, vector_index=milvus.index)
+    return ImageIndex.for_model(MilvusAccess.of(milvus), milvus.collection, identity, vector_index=milvus.index)
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ def _access(args: argparse.Namespace):  # noqa: ANN202 - lazy imports keep the C
     from predictor.index.milvus import MilvusAccess
 
     milvus = milvus_settings(args)
-    return MilvusAccess(milvus.uri, milvus.token, milvus.call_timeout_s), milvus
+    return MilvusAccess.of(milvus), milvus
 
 
 def _collections(args: argparse.Namespace) -> int:

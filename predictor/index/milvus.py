@@ -15,6 +15,7 @@ import grpc
 from pymilvus import MilvusClient, MilvusException
 
 from predictor.errors import IndexUnavailable, InvalidRequest, RequestTimedOut
+from predictor.index.settings import MilvusSettings
 
 __all__ = ["MilvusAccess", "is_local_file", "like_prefix", "quoted"]
 
@@ -51,6 +52,12 @@ def like_prefix(prefix: str) -> str:
     return (prefix if special is None else prefix[: special.start()]) + "%"
 
 
+def _rpc_failure(error: grpc.RpcError, call: str, timeout_s: float | None) -> IndexUnavailable | RequestTimedOut:
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RequestTimedOut(f"Milvus {call} did not answer within {timeout_s or 0:.3g} s")
+    return IndexUnavailable(f"Milvus {call} failed: {error.code().name} {error.details()}")
+
+
 class MilvusAccess:
     """A lazily opened connection to one Milvus; thread-safe, as the client is."""
 
@@ -60,6 +67,10 @@ class MilvusAccess:
         self.call_timeout_s = call_timeout_s
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, settings: MilvusSettings) -> "MilvusAccess":
+        return cls(settings.uri, settings.token, settings.call_timeout_s)
 
     @property
     def client(self) -> MilvusClient:
@@ -94,11 +105,7 @@ class MilvusAccess:
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise RequestTimedOut(
-                    f"Milvus {what}{where} did not answer within {kwargs.get('timeout') or 0:.3g} s"
-                ) from None
-            raise IndexUnavailable(f"Milvus {what}{where} failed: {error.code().name} {error.details()}") from None
+            raise _rpc_failure(error, f"{what}{where}", kwargs.get("timeout")) from None
         except MilvusException as error:
             if error.code == COLLECTION_NOT_LOADED and collection:
                 return self._load_and_retry(what, where, method, collection, args, kwargs)
@@ -111,9 +118,7 @@ class MilvusAccess:
             self.client.load_collection(collection, timeout=kwargs.get("timeout"))
             return getattr(self.client, method)(*args, **kwargs)
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise RequestTimedOut(f"Milvus {what}{where} did not answer within {kwargs['timeout']:.3g} s") from None
-            raise IndexUnavailable(f"Milvus {what}{where} failed: {error.code().name} {error.details()}") from None
+            raise _rpc_failure(error, f"{what}{where}", kwargs.get("timeout")) from None
         except MilvusException as error:
             raise IndexUnavailable(f"Milvus {what}{where} failed: {error}") from None
 
