@@ -67,5 +67,5 @@ def tapered_rate(finished: list[float], start: float, end: float, edge_s: float)
     if end <= start:
         return 0.0
     edge = min(edge_s, (end - start) / 4)
-    weights = (min(1.0, (time - start) / edge, (end - time) / edge) for time in finished if start <= time <= end)
+    weights = (min(1.0, (at - start) / edge, (end - at) / edge) for at in finished if start <= at <= end)
     return sum(weights) / (end - start - edge)
