@@ -4,8 +4,10 @@ python -m benchmarks versus --ref main                      # gRPC at concurrenc
 python -m benchmarks versus --ref main --milvus-server      # both on a real Milvus server instead of milvus-lite
 
 Both servers run at once, each on its own index of the same catalogue built by its own code, and are loaded in turn
-(before, after, before, after, ...), so drift in what else the machine is doing falls on both sides alike. Figures
-from a shared machine are noisy; the ratio of medians within one run is what to read.
+(before, after, before, after, ...), so drift in what else the machine is doing falls on both sides alike. Each is
+loaded only once it serves its compiled network, as a pod does at full speed. The summary gives the medians of
+images/s, p50 and the server's busy cores. Figures from a shared machine are noisy; the ratio of medians within one
+run is what to read.
 """
 
 import argparse
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.clients import grpc_sender
+from benchmarks.cold_start import wait_for_compiled
 from benchmarks.e2e import Timing, measure_row
 from benchmarks.stats import Row
 from benchmarks.workload import build_workload
@@ -66,6 +69,9 @@ def measure(
         workdir = Path(scratch)
         workload = build_workload(workdir)
         with two_servers(ref, workdir, workload.catalogue_dir, milvus_server) as servers:
+            # Both at full speed: each serves its compiled network once it has swapped it in.
+            for server in servers.values():
+                wait_for_compiled(server)
             for concurrency in concurrencies:
                 for number in range(1, rounds + 1):
                     for side, server in servers.items():
@@ -81,6 +87,7 @@ def measure(
                             1,
                             timing,
                             server.http_url,
+                            server.process.pid,
                         )
                         rows.append(row)
     return rows
@@ -93,13 +100,23 @@ def summary(rows: list[Row]) -> list[str]:
         for side in ("before", "after"):
             picked = [row for row in rows if row.group == f"versus-{side}" and row.concurrency == concurrency]
             p50s = [row.p50 for row in picked if row.p50 is not None]
-            medians[side] = (statistics.median(row.per_s for row in picked), statistics.median(p50s) if p50s else None)
-        (before, before_p50), (after, after_p50) = medians["before"], medians["after"]
+            cores = [row.server_cores for row in picked if row.server_cores is not None]
+            medians[side] = (
+                statistics.median(row.per_s for row in picked),
+                statistics.median(p50s) if p50s else None,
+                statistics.median(cores) if cores else None,
+            )
+        (before, before_p50, before_cores), (after, after_p50, after_cores) = medians["before"], medians["after"]
         lines.append(
             f"c={concurrency}: {before:.1f} -> {after:.1f} images/s (x{after / before:.2f}); "
-            f"p50 {before_p50 or 0:.0f} -> {after_p50 or 0:.0f} ms"
+            f"p50 {before_p50 or 0:.0f} -> {after_p50 or 0:.0f} ms; "
+            f"server cores busy {_cores(before_cores)} -> {_cores(after_cores)}"
         )
     return lines
+
+
+def _cores(busy: float | None) -> str:
+    return "unknown" if busy is None else f"{busy:.2f}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
