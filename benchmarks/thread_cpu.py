@@ -14,7 +14,8 @@ ORDER = ("forward", "decode", "event loop", "search", "other")
 
 
 def cpu_by_stage(pid: int) -> dict[str, float]:
-    """CPU seconds so far of each stage's threads; empty where /proc is not there."""
+    """CPU seconds so far of each stage's threads; empty where /proc is not there. A child process whose name starts
+    with "device" (the forward process, predictor/embedding/forward_process.py) counts as the forward stage."""
     totals: dict[str, float] = {}
     tasks = Path(f"/proc/{pid}/task")
     for task in tasks.iterdir() if tasks.is_dir() else ():
@@ -27,11 +28,29 @@ def cpu_by_stage(pid: int) -> dict[str, float]:
             stage = "event loop"
         else:
             stage = next((stage for prefix, stage in _STAGES if name.startswith(prefix)), "other")
-        totals[stage] = totals.get(stage, 0.0) + _ticks(stat)
+        totals[stage] = totals.get(stage, 0.0) + stat_cpu_seconds(stat)
+    for child in _children(pid) if totals else ():
+        try:
+            if Path(f"/proc/{child}/comm").read_text().startswith("device"):
+                for task in Path(f"/proc/{child}/task").iterdir():
+                    totals["forward"] = totals.get("forward", 0.0) + stat_cpu_seconds((task / "stat").read_text())
+        except OSError:  # the child ended while it was read
+            continue
     return totals
 
 
-def _ticks(stat: str) -> float:
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except OSError:  # the process ended between listing and reading
+            continue
+    return found
+
+
+def stat_cpu_seconds(stat: str) -> float:
     """User plus system CPU seconds of a /proc stat line; the fields after the command name, which may hold spaces."""
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -48,7 +67,7 @@ def cpu_of_process_tree(pid: int) -> dict[str, float]:
             continue
         if stat:
             children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-            seconds[int(entry.name)] = _ticks(stat)
+            seconds[int(entry.name)] = stat_cpu_seconds(stat)
     if pid not in seconds:
         return {}
     total, pending = 0.0, [pid]

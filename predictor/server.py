@@ -37,6 +37,7 @@ def build_models(settings: ServeSettings, search: SearchSettings) -> tuple[Image
         settings.precision,
         compile_mode=settings.compile,
         compile_in_background=True,
+        forward_process=settings.forward_process,
     )
     access = MilvusAccess.of(settings.milvus)
 

@@ -27,6 +27,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # default users get: a compile costs a core for about a minute per process, and tests start dozens. The compilation
 # tests (unit), the failed compile of test_cold_start and the container tests run compiled.
 os.environ.setdefault("IMAGE_SEARCH_COMPILE", "off")
+# For the same reason their servers run the network in their own process (a second process with torch costs seconds
+# of a core each); test_forward_process and the container tests run it in the child, the users' default.
+os.environ.setdefault("IMAGE_SEARCH_FORWARD_PROCESS", "off")
 
 
 def pytest_configure(config: pytest.Config) -> None:

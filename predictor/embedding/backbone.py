@@ -4,6 +4,7 @@ Callers hand over uint8 HWC pixels; normalisation, layout and precision are this
 CUDA paths give embeddings with the same meaning.
 """
 
+import atexit
 import concurrent.futures
 import ctypes
 import functools
@@ -23,6 +24,7 @@ from predictor.embedding import compilation, precision
 from predictor.embedding.architectures.pooling import PooledNetwork
 from predictor.embedding.clip_towers import TextEncoder
 from predictor.embedding.compile_modes import COMPILE_CHOICES
+from predictor.embedding.forward_process import ChildNetwork, ForwardProcess, ForwardProcessGone
 from predictor.embedding.model_package import ModelSpec, build_network
 from predictor.embedding.precision import Selection
 from predictor.embedding.probe_images import calibration_pixels, probe_pixels
@@ -172,12 +174,15 @@ class Backbone:
         probe_min_cosine: float = precision.PROBE_MIN_COSINE,
         compile_mode: str = "off",
         compile_in_background: bool = False,
+        forward_process: bool = False,
     ) -> None:
         """`precision_name` None keeps what a Backbone always ran, fp32 on a CPU and fp16 on CUDA, so that library
         callers (evaluation, projection fitting) stay reproducible; the command line's default is `auto`. So does
         `compile_mode`: library callers run the eager network unless they ask (`on`, or `auto`, which here means
         the same). `compile_in_background` (the server) serves the eager network at once and swaps the compiled one
-        in when it is ready; otherwise `load()` compiles before it returns."""
+        in when it is ready; otherwise `load()` compiles before it returns. `forward_process` (the server, on a CPU,
+        for a package without a text tower) runs the image network in a child process once it has loaded there
+        (forward_process.py), which then also does the compiling."""
         if compile_mode not in COMPILE_CHOICES:
             raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile_mode!r}")
         self.spec = spec
@@ -200,6 +205,12 @@ class Backbone:
         self._std: torch.Tensor | None = None
         self._projection: DeviceProjection | None = None
         self._load_lock = threading.Lock()
+        self._process_to_start: ForwardProcess | None = None
+        self.forward_process: ForwardProcess | None = None
+        if forward_process and self.device.type == "cpu" and not spec.has_text_tower:
+            self.forward_process = ForwardProcess(spec, precision_name, probe_min_cosine, compile_mode)
+        self._child_serving = False
+        self._fallback_compile: list[compilation.Deferred] = []
         self.executor, self._device_thread = device_thread(self.device)
         self.text: TextEncoder | None = None
         if spec.has_text_tower:
@@ -220,6 +231,8 @@ class Backbone:
     def precision(self) -> str:
         """The precision the network runs at once loaded (the planned one before), as evaluations and the build-info
         metric record it."""
+        if self._child_serving and self.forward_process is not None and self.forward_process.network is not None:
+            return self.forward_process.network.precision
         return self._runner.name if self._runner is not None else self.planned_precision
 
     def _on_device_thread(self, function, *args):  # noqa: ANN001, ANN202 - a call forwarded as it is
@@ -275,9 +288,15 @@ class Backbone:
                     mode=self.compile_mode,
                 )
                 refused = compilation.why_not_compiled(self.selection, self.compile_mode)
-                if refused is None and self.compile_in_background:
+                in_background = compilation.Deferred("image", self.selection, compile_now, self._swap_image)
+                if self.forward_process is not None:
+                    # The child compiles its own; this process compiles only if the child never serves or dies.
+                    self.compilation = "eager until the forward process has loaded its network"
+                    if refused is None and self.compile_in_background:
+                        self._fallback_compile = [in_background]
+                elif refused is None and self.compile_in_background:
                     self.compilation = "eager until the network compiled in the background passes its probe"
-                    deferred.append(compilation.Deferred("image", self.selection, compile_now, self._swap_image))
+                    deferred.append(in_background)
                 else:
                     self.selection, self.compilation = compile_now()
             else:
@@ -295,6 +314,7 @@ class Backbone:
                 if self.text.selection is not None and self.text.selection.compiled:
                     self.serving["text"] = "compiled"
             self._network = network
+            self._process_to_start = self.forward_process
             self.loaded_at = time.monotonic()
             logger.info(
                 "loaded %s:%s on %s at %s (%s; %s; %d batch norms folded)",
@@ -307,7 +327,7 @@ class Backbone:
                 folded,
             )
             self._deferred = deferred
-            if not deferred:
+            if not deferred and self.forward_process is None:
                 self.compile_done.set()
 
     def start_background_compile(self) -> None:
@@ -316,8 +336,36 @@ class Backbone:
         compile."""
         with self._load_lock:
             deferred, self._deferred = self._deferred, []
+            process, self._process_to_start = self._process_to_start, None
+        if process is not None:
+            process.start(self._child_ready, self._child_failed)
+            atexit.register(process.close)
         if deferred:
             compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
+
+    def _child_ready(self, network: ChildNetwork) -> None:
+        """On the forward process's watcher thread: the child serves from the next batch on."""
+        self.compilation = f"in the forward process: {network.note}"
+        self._child_serving = True
+        logger.info("the forward process serves the image network from now on (%s)", network.note)
+        if network.compiled:
+            self._swapped("image", True, f"in the forward process at {network.precision}")
+        self.compile_done.set()
+
+    def _child_failed(self, reason: str) -> None:
+        logger.error("%s; this process serves the network itself", reason)
+        self.compilation = reason
+        self._compile_here_instead()
+
+    def _compile_here_instead(self) -> None:
+        """The child never served, or died: this process compiles its own network in the background, as it would
+        have without a child."""
+        with self._load_lock:
+            fallback, self._fallback_compile = self._fallback_compile, []
+        if fallback:
+            compilation.compile_in_background(fallback, self.executor, self.compile_done.set)
+        else:
+            self.compile_done.set()
 
     def _swap_image(self, selection: Selection, note: str) -> None:
         """On the device thread, between batches: the compiled network serves from the next batch on."""
@@ -388,14 +436,18 @@ class Backbone:
     def _run(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
         if self._network is None:
             raise RuntimeError("Backbone.run() called before load()")
+        if self._child_serving and self.forward_process is not None:
+            try:
+                return _joined(self.forward_process.run(pixels, with_probabilities))
+            except ForwardProcessGone as gone:
+                self._child_serving = False
+                logger.error("%s; this process serves the network itself from now on", gone)
+                self._swapped("image", False, str(gone))
+                self._compile_here_instead()
         if self.device.type != "cpu" or len(pixels) <= CPU_SLICE:
             return self._forward(pixels, with_probabilities)
-        parts = [self._forward(pixels[i : i + CPU_SLICE], with_probabilities) for i in range(0, len(pixels), CPU_SLICE)]
-        probabilities = [part.probabilities for part in parts if part.probabilities is not None]
-        return BatchOutput(
-            embeddings=np.concatenate([part.embeddings for part in parts]),
-            probabilities=np.concatenate(probabilities) if probabilities else None,
-        )
+        slices = range(0, len(pixels), CPU_SLICE)
+        return _joined([self._forward(pixels[i : i + CPU_SLICE], with_probabilities) for i in slices])
 
     def _forward(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
         runner, projection = self._runner, self._projection
@@ -408,3 +460,13 @@ class Backbone:
             if with_probabilities and logits is not None:  # a network without a classifier head has no logits
                 probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             return BatchOutput(embeddings=embeddings.cpu().numpy(), probabilities=probabilities)
+
+
+def _joined(parts: list[BatchOutput]) -> BatchOutput:
+    if len(parts) == 1:
+        return parts[0]
+    probabilities = [part.probabilities for part in parts if part.probabilities is not None]
+    return BatchOutput(
+        embeddings=np.concatenate([part.embeddings for part in parts]),
+        probabilities=np.concatenate(probabilities) if probabilities else None,
+    )

@@ -17,6 +17,8 @@ class ServeSettings:
     limits: ImageLimits
     precision: str = "auto"
     compile: str = "auto"
+    # The CPU image network in a child process; see embedding/forward_process.py.
+    forward_process: bool = False
     default_top_k: int = 10
     max_top_k: int = 100
     # None derives it from `limits`; see request_size.py.

@@ -3,10 +3,11 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks.thread_cpu import cores_busy, cpu_by_stage, cpu_of_process_tree, describe_cpu
+from benchmarks.thread_cpu import cores_busy, cpu_by_stage, cpu_of_process_tree, describe_cpu, stat_cpu_seconds
 
 # Spends `BURN_S` of CPU, says so, and waits on its stdin: a child process whose CPU time is known.
 BURN_S = 0.3
@@ -31,6 +32,31 @@ def test_a_process_tree_counts_its_children_cpu():
     finally:
         child.stdin.close()
         child.wait(10)
+
+
+def test_a_child_named_device_counts_as_the_forward_stage_and_another_child_does_not():
+    named = "open('/proc/self/comm', 'w').write('device-process')\n"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", prefix + BURNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for prefix in (named, "")
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "burnt"
+        # A device thread an earlier test started in this process counts too; the children add the named one alone.
+        own = sum(
+            stat_cpu_seconds((task / "stat").read_text())
+            for task in Path("/proc/self/task").iterdir()
+            if (task / "comm").read_text().startswith("device")
+        )
+        forward = cpu_by_stage(os.getpid()).get("forward", 0.0) - own
+        assert BURN_S * 0.9 <= forward < 2 * BURN_S
+    finally:
+        for child in children:
+            child.stdin.close()
+            child.wait(10)
 
 
 def test_a_process_that_has_ended_reads_as_nothing():

@@ -1,0 +1,180 @@
+"""The image network's forward pass on the CPU in a process of its own, fed through shared memory.
+
+In the serving process the event loop, gRPC's threads and the decode pool run Python beside the forward pass, which
+waits for the GIL between its parts whenever one of them holds it; the cores then sit idle while requests queue. A
+child process with one Python thread has its GIL to itself. Pixels go to it through one shared buffer (no copy
+through the pipe), the embeddings come back through the pipe (a few kilobytes per image).
+
+The child loads, probes and compiles the network itself, while the parent serves its own eager network; the parent
+switches to the child once the child says it is ready, and back to its own network if the child dies.
+"""
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from predictor.embedding.backbone import BatchOutput
+    from predictor.embedding.model_package import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+# Images per hand-over: a larger batch goes in several.
+CAPACITY = 32
+# libgomp's threads sleep at once at a barrier instead of spinning: spinning threads took the cores from the decode
+# threads of the serving process (c=32 x0.86 with spinning, x1.09 without; docs/benchmarks.md).
+CHILD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+PROCESS_NAME = b"device-process"
+
+
+class ForwardProcessGone(RuntimeError):
+    """The child exited or its pipe broke; the caller runs the batch itself."""
+
+
+@dataclass(frozen=True)
+class ChildNetwork:
+    precision: str
+    compiled: bool
+    note: str
+
+
+class ForwardProcess:
+    """A child process that runs `Backbone.run` for the parent; start() returns at once, `on_ready` is called from a
+    watcher thread once the child has loaded (and compiled) its network."""
+
+    def __init__(self, spec: "ModelSpec", precision_name: str, probe_min_cosine: float, compile_mode: str) -> None:
+        size = spec.preprocessing.input_size
+        self._shape = (CAPACITY, size, size, 3)
+        self._child_arguments = (spec, precision_name, probe_min_cosine, compile_mode)
+        self._lock = threading.Lock()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.network: ChildNetwork | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self, on_ready: Callable[[ChildNetwork], None], on_failed: Callable[[str], None]) -> None:
+        try:
+            self._memory = shared_memory.SharedMemory(create=True, size=int(np.prod(self._shape)))
+        except OSError as error:
+            on_failed(f"no shared memory for the forward process ({error})")
+            return
+        self._pixels: np.ndarray = np.ndarray(self._shape, dtype=np.uint8, buffer=self._memory.buf)
+        context = multiprocessing.get_context("spawn")
+        self._connection, child_end = context.Pipe()
+        self._process = context.Process(
+            target=serve_forward_passes,
+            args=(child_end, self._memory.name, self._shape, *self._child_arguments),
+            name="device-process",
+            daemon=True,
+        )
+        saved = dict(os.environ)
+        os.environ.update(CHILD_ENVIRONMENT)  # a spawned child takes the environment at start
+        try:
+            self._process.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        child_end.close()
+        watcher = threading.Thread(
+            target=self._wait_until_ready, args=(on_ready, on_failed), name="device-watch", daemon=True
+        )
+        watcher.start()
+
+    def _wait_until_ready(self, on_ready: Callable[[ChildNetwork], None], on_failed: Callable[[str], None]) -> None:
+        try:
+            message = self._connection.recv()
+        except (EOFError, OSError):
+            on_failed(f"the forward process exited while loading ({self.exit_status()})")
+            return
+        if isinstance(message, ChildNetwork):
+            self.network = message
+            on_ready(message)
+        else:
+            on_failed(str(message))
+
+    def exit_status(self) -> str:
+        if self._process is not None:
+            self._process.join(timeout=1)
+        code = self._process.exitcode if self._process is not None else None
+        return "still running" if code is None else f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def run(self, pixels: np.ndarray, with_probabilities: bool) -> list["BatchOutput"]:
+        """The outputs of `pixels` in parts of at most CAPACITY images; raises ForwardProcessGone."""
+        parts = []
+        with self._lock:
+            try:
+                for start in range(0, len(pixels), CAPACITY):
+                    chunk = pixels[start : start + CAPACITY]
+                    self._pixels[: len(chunk)] = chunk
+                    self._connection.send((len(chunk), with_probabilities))
+                    answer = self._connection.recv()
+                    if isinstance(answer, BaseException):
+                        raise answer
+                    parts.append(answer)
+            except (EOFError, OSError) as error:
+                raise ForwardProcessGone(f"the forward process is gone ({self.exit_status()})") from error
+        return parts
+
+    def close(self) -> None:
+        """Stop the child (it exits when the pipe closes) and free the shared buffer; a second call does nothing."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        self._connection.close()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+        self._memory.close()
+        self._memory.unlink()
+
+
+def serve_forward_passes(
+    connection: "multiprocessing.connection.Connection",
+    memory_name: str,
+    shape: tuple[int, ...],
+    spec: "ModelSpec",
+    precision_name: str,
+    probe_min_cosine: float,
+    compile_mode: str,
+) -> None:
+    """The child: load the network as an in-process Backbone would, then answer batches until the pipe closes."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops, and its exit closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        Path("/proc/self/comm").write_bytes(PROCESS_NAME)
+    except OSError:  # not Linux: the name only helps `top` and the benchmarks
+        pass
+    from predictor.embedding.backbone import Backbone
+
+    memory = shared_memory.SharedMemory(name=memory_name)
+    pixels: np.ndarray = np.ndarray(shape, dtype=np.uint8, buffer=memory.buf)
+    try:
+        backbone = Backbone(spec, "cpu", precision_name, probe_min_cosine, compile_mode, forward_process=False)
+        backbone.load()
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which keeps serving its own network
+        connection.send(f"the forward process could not load the network: {error}")
+        return
+    compiled = backbone.selection is not None and backbone.selection.compiled
+    connection.send(ChildNetwork(backbone.precision, compiled, backbone.compilation))
+    while True:
+        try:
+            count, with_probabilities = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer: object = backbone.run(pixels[:count], with_probabilities)
+        except Exception as error:  # noqa: BLE001 - the parent raises it as its own
+            answer = RuntimeError(f"forward pass failed in the forward process: {error}")
+        connection.send(answer)
