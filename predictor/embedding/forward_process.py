@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from predictor.observability.logs import configure_logging, logging_settings
+
 if TYPE_CHECKING:
     from predictor.embedding.backbone import BatchOutput
     from predictor.embedding.model_package import ModelSpec
@@ -74,7 +76,7 @@ class ForwardProcess:
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
             target=serve_forward_passes,
-            args=(child_end, self._memory.name, self._shape, *self._child_arguments),
+            args=(child_end, self._memory.name, self._shape, logging_settings(), *self._child_arguments),
             name="device-process",
             daemon=True,
         )
@@ -144,6 +146,7 @@ def serve_forward_passes(
     connection: "multiprocessing.connection.Connection",
     memory_name: str,
     shape: tuple[int, ...],
+    log_settings: tuple[str, str] | None,
     spec: "ModelSpec",
     precision_name: str,
     probe_min_cosine: float,
@@ -152,6 +155,8 @@ def serve_forward_passes(
     """The child: load the network as an in-process Backbone would, then answer batches until the pipe closes."""
     # Ctrl-C in a terminal reaches the whole process group: the parent stops, and its exit closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_settings is not None:
+        configure_logging(*log_settings)
     try:
         Path("/proc/self/comm").write_bytes(PROCESS_NAME)
     except OSError:  # not Linux: the name only helps `top` and the benchmarks

@@ -159,6 +159,14 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+_configured: tuple[str, str] | None = None
+
+
+def logging_settings() -> tuple[str, str] | None:
+    """The level and format configure_logging was last called with, for a child process to log as its parent."""
+    return _configured
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Send the root, KServe and uvicorn loggers to stdout in one format, at one level.
 
@@ -193,6 +201,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         server_logger.propagate = False
 
     logging.captureWarnings(True)
+    global _configured  # noqa: PLW0603 - one configuration per process, as the logging module's own
+    _configured = (level_name, fmt)
 
 
 def request_log_level(http_status: int | None) -> int:
