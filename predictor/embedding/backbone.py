@@ -338,19 +338,24 @@ class Backbone:
             deferred, self._deferred = self._deferred, []
             process, self._process_to_start = self._process_to_start, None
         if process is not None:
-            process.start(self._child_ready, self._child_failed)
+            process.start(self._child_ready, self._child_changed, self._child_failed)
             atexit.register(process.close)
         if deferred:
             compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
 
     def _child_ready(self, network: ChildNetwork) -> None:
         """On the forward process's watcher thread: the child serves from the next batch on."""
-        self.compilation = f"in the forward process: {network.note}"
         self._child_serving = True
         logger.info("the forward process serves the image network from now on (%s)", network.note)
-        if network.compiled:
+        self._child_changed(network)
+
+    def _child_changed(self, network: ChildNetwork) -> None:
+        """On the forward process's watcher thread: the child swapped its compiled network in, or is done."""
+        self.compilation = f"in the forward process: {network.note}"
+        if network.compiled and self.serving["image"] != "compiled":
             self._swapped("image", True, f"in the forward process at {network.precision}")
-        self.compile_done.set()
+        if network.settled:
+            self.compile_done.set()
 
     def _child_failed(self, reason: str) -> None:
         logger.error("%s; this process serves the network itself", reason)

@@ -5,8 +5,9 @@ waits for the GIL between its parts whenever one of them holds it; the cores the
 child process with one Python thread has its GIL to itself. Pixels go to it through one shared buffer (no copy
 through the pipe), the embeddings come back through the pipe (a few kilobytes per image).
 
-The child loads, probes and compiles the network itself, while the parent serves its own eager network; the parent
-switches to the child once the child says it is ready, and back to its own network if the child dies.
+The child loads and probes the network itself while the parent serves its own; the parent switches to the child
+once the child says it is ready, and back to its own network if the child dies. The child then compiles in its own
+background, at lower priority, as the server's process would, and reports the swap on a second pipe.
 """
 
 import logging
@@ -44,14 +45,18 @@ class ForwardProcessGone(RuntimeError):
 
 @dataclass(frozen=True)
 class ChildNetwork:
+    """What the child's network is: sent when it is ready, and again when it swaps (`compiled`) or has finished
+    compiling (`settled`: nothing more will change)."""
+
     precision: str
     compiled: bool
     note: str
+    settled: bool = False
 
 
 class ForwardProcess:
-    """A child process that runs `Backbone.run` for the parent; start() returns at once, `on_ready` is called from a
-    watcher thread once the child has loaded (and compiled) its network."""
+    """A child process that runs `Backbone.run` for the parent. start() returns at once; from a watcher thread,
+    `on_ready` is called once the child has loaded its network, then `on_change` with each later state."""
 
     def __init__(self, spec: "ModelSpec", precision_name: str, probe_min_cosine: float, compile_mode: str) -> None:
         size = spec.preprocessing.input_size
@@ -65,7 +70,12 @@ class ForwardProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def start(self, on_ready: Callable[[ChildNetwork], None], on_failed: Callable[[str], None]) -> None:
+    def start(
+        self,
+        on_ready: Callable[[ChildNetwork], None],
+        on_change: Callable[[ChildNetwork], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
         try:
             self._memory = shared_memory.SharedMemory(create=True, size=int(np.prod(self._shape)))
         except OSError as error:
@@ -74,9 +84,10 @@ class ForwardProcess:
         self._pixels: np.ndarray = np.ndarray(self._shape, dtype=np.uint8, buffer=self._memory.buf)
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
+        self._events, child_events = context.Pipe(duplex=False)
         self._process = context.Process(
             target=serve_forward_passes,
-            args=(child_end, self._memory.name, self._shape, logging_settings(), *self._child_arguments),
+            args=(child_end, child_events, self._memory.name, self._shape, logging_settings(), *self._child_arguments),
             name="device-process",
             daemon=True,
         )
@@ -88,22 +99,35 @@ class ForwardProcess:
             os.environ.clear()
             os.environ.update(saved)
         child_end.close()
+        child_events.close()
         watcher = threading.Thread(
-            target=self._wait_until_ready, args=(on_ready, on_failed), name="device-watch", daemon=True
+            target=self._watch, args=(on_ready, on_change, on_failed), name="device-watch", daemon=True
         )
         watcher.start()
 
-    def _wait_until_ready(self, on_ready: Callable[[ChildNetwork], None], on_failed: Callable[[str], None]) -> None:
+    def _watch(
+        self,
+        on_ready: Callable[[ChildNetwork], None],
+        on_change: Callable[[ChildNetwork], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
         try:
             message = self._connection.recv()
         except (EOFError, OSError):
             on_failed(f"the forward process exited while loading ({self.exit_status()})")
             return
-        if isinstance(message, ChildNetwork):
-            self.network = message
-            on_ready(message)
-        else:
+        if not isinstance(message, ChildNetwork):
             on_failed(str(message))
+            return
+        self.network = message
+        on_ready(message)
+        while not message.settled:
+            try:
+                message = self._events.recv()
+            except (EOFError, OSError):  # the child is gone: the next batch finds out and says so
+                return
+            self.network = message
+            on_change(message)
 
     def exit_status(self) -> str:
         if self._process is not None:
@@ -144,6 +168,7 @@ class ForwardProcess:
 
 def serve_forward_passes(
     connection: "multiprocessing.connection.Connection",
+    events: "multiprocessing.connection.Connection",
     memory_name: str,
     shape: tuple[int, ...],
     log_settings: tuple[str, str] | None,
@@ -166,13 +191,31 @@ def serve_forward_passes(
     memory = shared_memory.SharedMemory(name=memory_name)
     pixels: np.ndarray = np.ndarray(shape, dtype=np.uint8, buffer=memory.buf)
     try:
-        backbone = Backbone(spec, "cpu", precision_name, probe_min_cosine, compile_mode, forward_process=False)
+        backbone = Backbone(spec, "cpu", precision_name, probe_min_cosine, compile_mode, compile_in_background=True)
         backbone.load()
     except Exception as error:  # noqa: BLE001 - reported to the parent, which keeps serving its own network
         connection.send(f"the forward process could not load the network: {error}")
         return
-    compiled = backbone.selection is not None and backbone.selection.compiled
-    connection.send(ChildNetwork(backbone.precision, compiled, backbone.compilation))
+
+    def state(settled: bool = False) -> ChildNetwork:
+        return ChildNetwork(backbone.precision, backbone.serving["image"] == "compiled", backbone.compilation, settled)
+
+    connection.send(state())
+    sending = threading.Lock()
+
+    def report(tower: str, network: str) -> None:
+        if tower == "image" and network == "compiled":
+            with sending:
+                events.send(state())
+
+    def report_until_settled() -> None:
+        backbone.watch_serving(report)
+        backbone.compile_done.wait()
+        with sending:
+            events.send(state(settled=True))
+
+    threading.Thread(target=report_until_settled, name="device-report", daemon=True).start()
+    backbone.start_background_compile()
     while True:
         try:
             count, with_probabilities = connection.recv()
