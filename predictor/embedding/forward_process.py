@@ -10,7 +10,6 @@ once the child says it is ready, and back to its own network if the child dies. 
 background, at lower priority, as the server's process would, and reports the swap on a second pipe.
 """
 
-import logging
 import multiprocessing
 import os
 import signal
@@ -29,13 +28,13 @@ if TYPE_CHECKING:
     from predictor.embedding.backbone import BatchOutput
     from predictor.embedding.model_package import ModelSpec
 
-logger = logging.getLogger(__name__)
-
 # Images per hand-over: a larger batch goes in several.
 CAPACITY = 32
 # libgomp's threads sleep at once at a barrier instead of spinning: spinning threads took the cores from the decode
-# threads of the serving process (c=32 x0.86 with spinning, x1.09 without; docs/benchmarks.md).
+# threads of the serving process (c=32 x0.86 with spinning, x1.09 without; docs/benchmarks.md). A wait policy the
+# user set wins.
 CHILD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+USERS_WAIT_POLICY = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 PROCESS_NAME = b"device-process"
 
 
@@ -91,13 +90,15 @@ class ForwardProcess:
             name="device-process",
             daemon=True,
         )
-        saved = dict(os.environ)
-        os.environ.update(CHILD_ENVIRONMENT)  # a spawned child takes the environment at start
+        # A spawned child takes this process's environment as it is at start; only these keys change, and only
+        # for that moment.
+        added = {} if any(key in os.environ for key in USERS_WAIT_POLICY) else CHILD_ENVIRONMENT
+        os.environ.update(added)
         try:
             self._process.start()
         finally:
-            os.environ.clear()
-            os.environ.update(saved)
+            for key in added:
+                os.environ.pop(key, None)
         child_end.close()
         child_events.close()
         watcher = threading.Thread(

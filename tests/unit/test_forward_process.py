@@ -4,6 +4,7 @@ leaves the server answering."""
 import logging
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +31,10 @@ def in_process(photos):
 
 
 def test_the_child_answers_as_the_server_process_would_and_a_dead_child_is_replaced_by_the_servers_own_network(
-    photos, in_process, caplog
+    photos, in_process, caplog, monkeypatch
 ):
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # a policy of the caller's own would be left to the child
+        monkeypatch.delenv(key, raising=False)
     backbone = Backbone(default_spec(), "cpu", "fp32", compile_in_background=True, forward_process=True)
     backbone.load()
     assert backbone.forward_process is not None and backbone.forward_process.pid is None, "starts once asked"
@@ -43,6 +46,9 @@ def test_the_child_answers_as_the_server_process_would_and_a_dead_child_is_repla
     assert "in the forward process" in backbone.compilation
     child_pid = backbone.forward_process.pid
     assert child_pid is not None and child_pid != os.getpid()
+    child_environment = Path(f"/proc/{child_pid}/environ").read_bytes().split(b"\0")
+    assert b"OMP_WAIT_POLICY=PASSIVE" in child_environment, "the child's OpenMP threads wait passively"
+    assert "OMP_WAIT_POLICY" not in os.environ, "and this process's environment is as it was"
 
     served = backbone.run(photos, with_probabilities=True)
     np.testing.assert_allclose(served.embeddings, in_process.embeddings, atol=1e-5)
