@@ -292,8 +292,12 @@ def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root_and_
     FIGURES.append(f"compiled network swapped in {after_load:.1f} s after load (ready in {ready:.1f} s)")
     assert network_compiled(served) == 1
     logs = container_engine("logs", served.name)
-    loaded = [line for line in (logs.stdout + logs.stderr).splitlines() if "loaded efficientnet-lite0" in line]
+    lines = (logs.stdout + logs.stderr).splitlines()
+    loaded = [line for line in lines if "loaded efficientnet-lite0" in line]
     assert loaded and "; eager until the network compiled in the background passes its probe; " in loaded[-1]
+    # The image's default: the network loads, compiles and serves in the server's forward process.
+    assert any("the forward process serves the image network from now on" in line for line in lines), lines[-40:]
+    assert any("serving the compiled image network" in line and "(in the forward process at " in line for line in lines)
     assert eager, "no request ran on the eager network before the swap"
     cosines = np.array([float(np.dot(before, after)) for before in eager[:3] for after in compiled])
     assert cosines.min() >= 0.995, cosines
