@@ -338,19 +338,17 @@ class Backbone:
             deferred, self._deferred = self._deferred, []
             process, self._process_to_start = self._process_to_start, None
         if process is not None:
-            process.start(self._child_ready, self._child_changed, self._child_failed)
+            process.start(self._child_state, self._child_failed)
             atexit.register(process.close)
         if deferred:
             compilation.compile_in_background(deferred, self.executor, self.compile_done.set)
 
-    def _child_ready(self, network: ChildNetwork) -> None:
-        """On the forward process's watcher thread: the child serves from the next batch on."""
-        self._child_serving = True
-        logger.info("the forward process serves the image network from now on (%s)", network.note)
-        self._child_changed(network)
-
-    def _child_changed(self, network: ChildNetwork) -> None:
-        """On the forward process's watcher thread: the child swapped its compiled network in, or is done."""
+    def _child_state(self, network: ChildNetwork) -> None:
+        """On the forward process's watcher thread: the child serves from the next batch on, then swaps its compiled
+        network in, or has settled."""
+        if not self._child_serving:
+            self._child_serving = True
+            logger.info("the forward process serves the image network from now on (%s)", network.note)
         self.compilation = f"in the forward process: {network.note}"
         if network.compiled and self.serving["image"] != "compiled":
             self._swapped("image", True, f"in the forward process at {network.precision}")
@@ -447,7 +445,8 @@ class Backbone:
             except ForwardProcessGone as gone:
                 self._child_serving = False
                 logger.error("%s; this process serves the network itself from now on", gone)
-                self._swapped("image", False, str(gone))
+                if self.serving["image"] == "compiled":
+                    self._swapped("image", False, str(gone))
                 self._compile_here_instead()
         if self.device.type != "cpu" or len(pixels) <= CPU_SLICE:
             return self._forward(pixels, with_probabilities)

@@ -55,7 +55,7 @@ class ChildNetwork:
 
 class ForwardProcess:
     """A child process that runs `Backbone.run` for the parent. start() returns at once; from a watcher thread,
-    `on_ready` is called once the child has loaded its network, then `on_change` with each later state."""
+    `on_state` is called once the child has loaded its network and serves, then with each later state."""
 
     def __init__(self, spec: "ModelSpec", precision_name: str, probe_min_cosine: float, compile_mode: str) -> None:
         size = spec.preprocessing.input_size
@@ -69,12 +69,7 @@ class ForwardProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def start(
-        self,
-        on_ready: Callable[[ChildNetwork], None],
-        on_change: Callable[[ChildNetwork], None],
-        on_failed: Callable[[str], None],
-    ) -> None:
+    def start(self, on_state: Callable[[ChildNetwork], None], on_failed: Callable[[str], None]) -> None:
         try:
             self._memory = shared_memory.SharedMemory(create=True, size=int(np.prod(self._shape)))
         except OSError as error:
@@ -101,17 +96,9 @@ class ForwardProcess:
                 os.environ.pop(key, None)
         child_end.close()
         child_events.close()
-        watcher = threading.Thread(
-            target=self._watch, args=(on_ready, on_change, on_failed), name="device-watch", daemon=True
-        )
-        watcher.start()
+        threading.Thread(target=self._watch, args=(on_state, on_failed), name="device-watch", daemon=True).start()
 
-    def _watch(
-        self,
-        on_ready: Callable[[ChildNetwork], None],
-        on_change: Callable[[ChildNetwork], None],
-        on_failed: Callable[[str], None],
-    ) -> None:
+    def _watch(self, on_state: Callable[[ChildNetwork], None], on_failed: Callable[[str], None]) -> None:
         try:
             message = self._connection.recv()
         except (EOFError, OSError):
@@ -121,14 +108,14 @@ class ForwardProcess:
             on_failed(str(message))
             return
         self.network = message
-        on_ready(message)
+        on_state(message)
         while not message.settled:
             try:
                 message = self._events.recv()
             except (EOFError, OSError):  # the child is gone: the next batch finds out and says so
                 return
             self.network = message
-            on_change(message)
+            on_state(message)
 
     def exit_status(self) -> str:
         if self._process is not None:
