@@ -29,7 +29,8 @@ def cpu_by_stage(pid: int) -> dict[str, float]:
         else:
             stage = next((stage for prefix, stage in _STAGES if name.startswith(prefix)), "other")
         totals[stage] = totals.get(stage, 0.0) + stat_cpu_seconds(stat)
-    for child in _children(pid) if totals else ():
+    children = [child for child, stat in _process_stats().items() if _parent(stat) == pid] if totals else []
+    for child in children:
         try:
             if Path(f"/proc/{child}/comm").read_text().startswith("device"):
                 for task in Path(f"/proc/{child}/task").iterdir():
@@ -39,15 +40,20 @@ def cpu_by_stage(pid: int) -> dict[str, float]:
     return totals
 
 
-def _children(pid: int) -> list[int]:
-    found = []
+def _process_stats() -> dict[int, str]:
+    """The /proc stat line of every process, by pid."""
+    stats = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
+            if entry.name.isdigit():
+                stats[int(entry.name)] = (entry / "stat").read_text()
         except OSError:  # the process ended between listing and reading
             continue
-    return found
+    return stats
+
+
+def _parent(stat: str) -> int:
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def stat_cpu_seconds(stat: str) -> float:
@@ -58,16 +64,11 @@ def stat_cpu_seconds(stat: str) -> float:
 
 def cpu_of_process_tree(pid: int) -> dict[str, float]:
     """CPU seconds so far of `pid` and every process under it, as one entry; empty where /proc is not there."""
+    stats = _process_stats() if Path(f"/proc/{pid}").is_dir() else {}
     children: dict[int, list[int]] = {}
-    seconds: dict[int, float] = {}
-    for entry in Path("/proc").iterdir() if Path(f"/proc/{pid}").is_dir() else ():
-        try:
-            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-        except OSError:  # the process ended between listing and reading
-            continue
-        if stat:
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-            seconds[int(entry.name)] = stat_cpu_seconds(stat)
+    for process, stat in stats.items():
+        children.setdefault(_parent(stat), []).append(process)
+    seconds = {process: stat_cpu_seconds(stat) for process, stat in stats.items()}
     if pid not in seconds:
         return {}
     total, pending = 0.0, [pid]
