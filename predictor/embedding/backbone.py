@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,10 +35,17 @@ from predictor.observability.thread_names import name_os_thread
 logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-# On a CPU, a batch larger than this runs as consecutive slices: past it one layer's activations outgrow the caches.
-# Measured under glibc's malloc, where blocks over its 32 MiB heap limit were also mapped afresh for every batch: per
-# image, 8 cost 1.3x and 32 cost 1.7x the CPU time of 4 on a Xeon with 2 MB of L2 per core. The image now preloads
-# tcmalloc, which keeps freed pages whatever their size; the slice has not been measured again under it.
+# On a CPU a batch runs as consecutive slices, largest first (13 images: 8 + 4 + 1), each a size the network is
+# compiled for. Under glibc's malloc, blocks over its 32 MiB heap limit are mapped afresh for every batch, and slices
+# past 4 cost more per image (8: 1.3x and 32: 1.7x the CPU time of 4 on a Xeon with 2 MB of L2 per core; 16: 1.05x
+# on 2 AMD EPYC cores). tcmalloc, which the image preloads, keeps freed pages whatever their size, and there larger
+# slices keep both cores busier: images/s of the compiled fp32 Lite0 by batch, slices of 4 against one slice, on 2
+# AMD EPYC cores: 8 x1.14, 12 x1.13, 16 x1.13; 13 as 12 + 1 only x1.02 (docs/benchmarks.md). So the micro-batcher
+# cuts a batch to one of the slices from WHOLE_SLICE_FROM when it can (batching.py).
+SLICES = (4, 3, 2, 1)
+SLICES_WITH_TCMALLOC = (16, 12, 8, 4, 3, 2, 1)
+WHOLE_SLICE_FROM = 8
+# The batches the probe, calibration and int8 (compiled for 1 to 4 images its own way) run.
 CPU_SLICE = 4
 # mallopt() options, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
@@ -72,6 +80,33 @@ def keep_freed_memory() -> bool:
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30))
     _allocator_tuned = all(mallopt(option, value) == 1 for option, value in settings)
     return _allocator_tuned
+
+
+def tcmalloc_loaded() -> bool:
+    """Whether this process allocates with tcmalloc (the image preloads it; hack/with-tcmalloc.sh does here)."""
+    try:
+        return "tcmalloc" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
+def slice_sizes(device: torch.device, precision_name: str) -> tuple[int, ...]:
+    """The slices a batch runs as on `device`, largest first: one slice of any size on a GPU."""
+    if device.type != "cpu":
+        return ()
+    return SLICES_WITH_TCMALLOC if precision_name != "int8" and tcmalloc_loaded() else SLICES
+
+
+def sliced(count: int, sizes: tuple[int, ...]) -> list[slice]:
+    """`count` images as consecutive slices of `sizes` (largest first, ending in 1), each the largest that fits."""
+    if not sizes:
+        return [slice(0, count)]
+    parts, start = [], 0
+    while start < count:
+        size = next(size for size in sizes if size <= count - start)
+        parts.append(slice(start, start + size))
+        start += size
+    return parts
 
 
 _device_threads: dict[str, tuple[concurrent.futures.ThreadPoolExecutor, int]] = {}
@@ -210,6 +245,7 @@ class Backbone:
         if forward_process and self.device.type == "cpu" and not spec.has_text_tower:
             self.forward_process = ForwardProcess(spec, precision_name, probe_min_cosine, compile_mode)
         self._child_serving = False
+        self.slices: tuple[int, ...] = SLICES
         self._fallback_compile: list[compilation.Deferred] = []
         self.executor, self._device_thread = device_thread(self.device)
         self.text: TextEncoder | None = None
@@ -222,6 +258,11 @@ class Backbone:
         self._deferred: list[compilation.Deferred] = []
         self._watchers: list[Callable[[str, str], None]] = []
         self._watch_lock = threading.Lock()
+
+    @property
+    def whole_batches(self) -> tuple[int, ...]:
+        """Batch sizes that run fastest per image, as one slice each: the larger slices; none on a GPU."""
+        return tuple(size for size in self.slices if size >= WHOLE_SLICE_FROM)
 
     @property
     def dimension(self) -> int:
@@ -283,7 +324,7 @@ class Backbone:
                     self.selection,
                     precision.fp32_runner(network),
                     probe=probe,
-                    batch_sizes=tuple(range(1, CPU_SLICE + 1)),
+                    batch_sizes=tuple(sorted(slice_sizes(self.device, self.selection.runner.name))),
                     min_cosine=self.probe_min_cosine,
                     mode=self.compile_mode,
                 )
@@ -302,6 +343,7 @@ class Backbone:
             else:
                 self.compilation = "not compiled (CPU only)"
             self._runner = self.selection.runner
+            self.slices = slice_sizes(self.device, self._runner.name)
             if self.selection.compiled:
                 self.serving["image"] = "compiled"
             self.half = self._runner.input_dtype == torch.float16
@@ -448,10 +490,7 @@ class Backbone:
                 if self.serving["image"] == "compiled":
                     self._swapped("image", False, str(gone))
                 self._compile_here_instead()
-        if self.device.type != "cpu" or len(pixels) <= CPU_SLICE:
-            return self._forward(pixels, with_probabilities)
-        slices = range(0, len(pixels), CPU_SLICE)
-        return _joined([self._forward(pixels[i : i + CPU_SLICE], with_probabilities) for i in slices])
+        return _joined([self._forward(pixels[part], with_probabilities) for part in sliced(len(pixels), self.slices)])
 
     def _forward(self, pixels: np.ndarray, with_probabilities: bool) -> BatchOutput:
         runner, projection = self._runner, self._projection

@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 # command pays it back from a few thousand images; a server always does.
 WORTH_COMPILING_IMAGES = 5_000
 
-# Graphs one compiled function may hold: batch sizes 1 to 4 for each of the networks a process compiles (a server one,
-# a benchmark comparing precisions a few).
+# Graphs one compiled function may hold: one per slice size (backbone.py, up to 6) for each of the networks a process
+# compiles (a server one, a benchmark comparing precisions a few).
 RECOMPILE_LIMIT = 64
 # The configured cache folder, remembered before TORCHINDUCTOR_CACHE_DIR is pointed at this CPU's own under it.
 CACHE_BASE_VARIABLE = "IMAGE_SEARCH_INDUCTOR_CACHE_BASE"

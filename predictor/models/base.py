@@ -53,6 +53,7 @@ class ImageModel(Model):
             executor=self.backbone.executor,
             on_batch=self._observe_batch,
             on_wait=queued_in_current_request,
+            whole_sizes=self.backbone.whole_batches,
         )
 
     @property

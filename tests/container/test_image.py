@@ -286,7 +286,7 @@ def test_the_network_is_compiled_for_the_nodes_cpu_under_the_read_only_root_and_
     wait_for(swapped_and_served, timeout_s=SWAP_TIMEOUT_S, interval_s=0.2, what="the compiled network to be swapped in")
     client.close()
     line = swapped()
-    assert line is not None and "compiled for batch sizes 1, 2, 3, 4 in " in line, line
+    assert line is not None and "compiled for batch sizes 1, 2, 3, 4, 8, 12, 16 in " in line, line
     after_load = float(re.search(r"from now on, ([0-9.]+) s after load", line).group(1))
     ready = served.seconds_to_ready
     FIGURES.append(f"compiled network swapped in {after_load:.1f} s after load (ready in {ready:.1f} s)")

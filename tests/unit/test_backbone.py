@@ -1,4 +1,7 @@
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,7 +10,14 @@ from PIL import Image
 from skimage import data
 
 from predictor.embedding.architectures.efficientnet_lite import EfficientNetLite0
-from predictor.embedding.backbone import Backbone, resolve_device
+from predictor.embedding.backbone import (
+    SLICES,
+    SLICES_WITH_TCMALLOC,
+    Backbone,
+    resolve_device,
+    slice_sizes,
+    sliced,
+)
 from predictor.embedding.model_package import default_spec, load_state_dict
 from predictor.imaging.decoding import ImageLimits, Preprocessing, load_pixels
 
@@ -154,18 +164,16 @@ def test_half_precision_is_chosen_only_for_cuda(monkeypatch):
     assert cuda.device.type == "cuda" and (cuda.half, cuda.dtype) == (True, torch.float16)
 
 
-def test_large_cpu_batches_run_in_cache_sized_slices_with_the_same_results(backbone, monkeypatch):
-    from predictor.embedding import backbone as backbone_module
-
+def test_large_cpu_batches_run_in_slices_of_the_compiled_sizes_with_the_same_results(backbone, monkeypatch):
     pixels = pixels_of(*(["chelsea", "coffee", "astronaut", "rocket", "camera"] * 4))
     seen = []
     features = backbone._network.feature_map
     monkeypatch.setattr(backbone._network, "feature_map", lambda x: seen.append(len(x)) or features(x))
-    monkeypatch.setattr(backbone_module, "CPU_SLICE", 64)
+    monkeypatch.setattr(backbone, "slices", ())
     whole = backbone.run(pixels, with_probabilities=True)
-    monkeypatch.setattr(backbone_module, "CPU_SLICE", 8)
+    monkeypatch.setattr(backbone, "slices", SLICES_WITH_TCMALLOC)
     sliced = backbone.run(pixels, with_probabilities=True)
-    assert seen == [20, 8, 8, 4]
+    assert seen == [20, 16, 4], "the largest slice that fits, then the rest"
     np.testing.assert_allclose(sliced.embeddings, whole.embeddings, atol=1e-5)
     np.testing.assert_allclose(sliced.probabilities, whole.probabilities, atol=1e-5)
     assert sliced.embeddings.shape == (20, 1280) and sliced.probabilities.shape == (20, 1000)
@@ -202,3 +210,30 @@ def test_every_cpu_network_runs_its_torch_work_on_the_one_device_thread(backbone
     assert threads == {backbone.executor.submit(threading.get_ident).result()}
     np.testing.assert_array_equal(from_main, from_elsewhere)
     np.testing.assert_array_equal(from_main, from_device)
+
+
+def test_a_batch_runs_as_the_largest_slices_that_fit_and_int8_keeps_the_sizes_it_was_compiled_for():
+    assert [part.stop - part.start for part in sliced(13, SLICES_WITH_TCMALLOC)] == [12, 1]
+    assert [part.stop - part.start for part in sliced(11, SLICES_WITH_TCMALLOC)] == [8, 3]
+    assert [part.stop - part.start for part in sliced(32, SLICES_WITH_TCMALLOC)] == [16, 16]
+    assert [part.stop - part.start for part in sliced(13, SLICES)] == [4, 4, 4, 1]
+    assert sliced(0, SLICES) == [] and sliced(40, ()) == [slice(0, 40)]
+    assert slice_sizes(torch.device("cpu"), "int8") == SLICES
+    assert slice_sizes(torch.device("cuda"), "fp16") == ()
+
+
+def test_the_larger_slices_are_chosen_only_where_tcmalloc_allocates():
+    library = "libtcmalloc_minimal.so.4"
+    if subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout.count(library) == 0:
+        pytest.skip(f"{library} is not installed (make tools installs it)")
+    ask = (
+        "import torch; from predictor.embedding.backbone import slice_sizes as s; print(s(torch.device('cpu'), 'fp32'))"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
+
+    def chosen(environment: dict[str, str]) -> str:
+        return subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, env=environment).stdout
+
+    plain, preloaded = chosen(environment), chosen({**environment, "LD_PRELOAD": library})
+    assert plain.strip() == str(SLICES)
+    assert preloaded.strip() == str(SLICES_WITH_TCMALLOC)

@@ -205,3 +205,17 @@ def test_a_caller_that_gives_up_while_queued_is_never_run():
 
     assert run(main()) == (2, 6)
     assert fn.batches == [[1], [3]]
+
+
+def test_a_batch_is_cut_to_the_largest_whole_size_and_the_rest_go_first_into_the_next():
+    fn = RecordingBatchFunction()
+    batcher = MicroBatcher(fn, max_batch_size=32, max_delay_s=0.0, whole_sizes=(8, 12, 64))
+
+    async def main():
+        everyone = await asyncio.gather(*(batcher.submit(i) for i in range(14)))
+        alone = await asyncio.gather(*(batcher.submit(i) for i in range(100, 105)))
+        return everyone, alone
+
+    everyone, alone = run(main())
+    assert everyone == [i * 2 for i in range(14)] and alone == [i * 2 for i in range(100, 105)]
+    assert fn.batches == [list(range(12)), [12, 13], list(range(100, 105))], "below every whole size: not cut"
