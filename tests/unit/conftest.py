@@ -50,6 +50,7 @@ class FakeBackbone:
 
     dimension = DIMENSION
     text = None  # no text tower: an image-only model
+    whole_batches = ()  # batches run as they come, never cut
 
     def __init__(self) -> None:
         identity = ModelIdentity("fake", "7", DIMENSION)
