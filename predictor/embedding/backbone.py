@@ -35,13 +35,14 @@ from predictor.observability.thread_names import name_os_thread
 logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-# On a CPU a batch runs as consecutive slices, largest first (13 images: 8 + 4 + 1), each a size the network is
-# compiled for. Under glibc's malloc, blocks over its 32 MiB heap limit are mapped afresh for every batch, and slices
-# past 4 cost more per image (8: 1.3x and 32: 1.7x the CPU time of 4 on a Xeon with 2 MB of L2 per core; 16: 1.05x
-# on 2 AMD EPYC cores). tcmalloc, which the image preloads, keeps freed pages whatever their size, and there larger
-# slices keep both cores busier: images/s of the compiled fp32 Lite0 by batch, slices of 4 against one slice, on 2
-# AMD EPYC cores: 8 x1.14, 12 x1.13, 16 x1.13; 13 as 12 + 1 only x1.02 (docs/benchmarks.md). So the micro-batcher
-# cuts a batch to one of the slices from WHOLE_SLICE_FROM when it can (batching.py).
+# On a CPU a batch runs as consecutive slices, largest first (13 images: 12 + 1, or 4 + 4 + 4 + 1 with SLICES),
+# each a size the network is compiled for. Under glibc's malloc, blocks over its 32 MiB heap limit are mapped afresh
+# for every batch, and slices past 4 cost more per image (8: 1.3x and 32: 1.7x the CPU time of 4 on a Xeon with 2 MB
+# of L2 per core; 16: 1.05x on 2 AMD EPYC cores). tcmalloc, which the image preloads, keeps freed pages whatever
+# their size, and there larger slices keep both cores busier: images/s of the compiled fp32 Lite0 by batch, one slice
+# against slices of 4, on 2 AMD EPYC cores: 8 x1.14, 12 x1.13, 16 x1.13; 13 as 12 + 1 only x1.02
+# (docs/benchmarks.md). So the micro-batcher cuts a batch to one of the slices from WHOLE_SLICE_FROM when it can
+# (batching.py).
 SLICES = (4, 3, 2, 1)
 SLICES_WITH_TCMALLOC = (16, 12, 8, 4, 3, 2, 1)
 WHOLE_SLICE_FROM = 8

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 # command pays it back from a few thousand images; a server always does.
 WORTH_COMPILING_IMAGES = 5_000
 
-# Graphs one compiled function may hold: one per slice size (backbone.py, up to 6) for each of the networks a process
+# Graphs one compiled function may hold: one per slice size (backbone.py, up to 7) for each of the networks a process
 # compiles (a server one, a benchmark comparing precisions a few).
 RECOMPILE_LIMIT = 64
 # The configured cache folder, remembered before TORCHINDUCTOR_CACHE_DIR is pointed at this CPU's own under it.
