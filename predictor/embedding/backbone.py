@@ -318,6 +318,7 @@ class Backbone:
                 calibration=lambda: self._input_batches(calibration_pixels(self.spec.preprocessing)),
                 min_cosine=self.probe_min_cosine,
             )
+            self.slices = slice_sizes(self.device, self.selection.runner.name)
             deferred: list[compilation.Deferred] = []
             if self.device.type == "cpu":
                 compile_now = functools.partial(
@@ -325,7 +326,7 @@ class Backbone:
                     self.selection,
                     precision.fp32_runner(network),
                     probe=probe,
-                    batch_sizes=tuple(sorted(slice_sizes(self.device, self.selection.runner.name))),
+                    batch_sizes=tuple(sorted(self.slices)),
                     min_cosine=self.probe_min_cosine,
                     mode=self.compile_mode,
                 )
@@ -344,7 +345,6 @@ class Backbone:
             else:
                 self.compilation = "not compiled (CPU only)"
             self._runner = self.selection.runner
-            self.slices = slice_sizes(self.device, self._runner.name)
             if self.selection.compiled:
                 self.serving["image"] = "compiled"
             self.half = self._runner.input_dtype == torch.float16
