@@ -23,7 +23,13 @@ def open_index(args: argparse.Namespace, spec=None):  # noqa: ANN001, ANN201 - l
 
     milvus = milvus_settings(args)
     identity = (spec or resolve_spec(args.model_dir)).identity
-    return ImageIndex.for_model(MilvusAccess.of(milvus), milvus.collection, identity, vector_index=milvus.index)
+    return ImageIndex.for_model(
+        MilvusAccess.of(milvus),
+        milvus.collection,
+        identity,
+        vector_index=milvus.index,
+        filter_columns=milvus.filter_columns,
+    )
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -162,7 +168,7 @@ def _duplicates(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from predictor.index.duplicates import find_clusters, mark_clusters
-    from predictor.protocol.filters import validate_filter
+    from predictor.index.filters import validate_filter
 
     if not 0.0 < args.threshold <= 1.0:
         raise ValueError(f"--threshold must be a similarity in (0, 1], got {args.threshold}")

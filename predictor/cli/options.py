@@ -6,6 +6,7 @@ import os
 from predictor import environment
 from predictor.embedding.compile_modes import COMPILE_CHOICES
 from predictor.imaging.decoding import ImageLimits
+from predictor.index.filter_columns import MAX_FILTER_COLUMNS, parse_filter_columns
 from predictor.index.search_options import CONSISTENCY_LEVELS, DEFAULT_CONSISTENCY, SearchSettings
 from predictor.index.settings import (
     DEFAULT_COLLECTION,
@@ -52,6 +53,14 @@ def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(environment.INDEX_PARAMS, ""),
         help="Build parameters of a new collection's index, NAME=INTEGER,... (IVF_*: nlist, default 1024; HNSW: M, "
         "efConstruction); unset ones take the measured defaults. Env: IMAGE_SEARCH_INDEX_PARAMS.",
+    )
+    parser.add_argument(
+        "--filter-columns",
+        default=os.environ.get(environment.FILTER_COLUMNS, ""),
+        help="Metadata keys a new collection also keeps in typed columns, KEY:string or KEY:int, comma-separated "
+        f"(at most {MAX_FILTER_COLUMNS}): filters on them then skip parsing each row's JSON, about 5 ms instead of "
+        "30 per search at 200,000 rows on a Milvus server. Rows whose value has another type are refused. An "
+        "existing collection keeps its own. Env: IMAGE_SEARCH_FILTER_COLUMNS.",
     )
     parser.add_argument(
         "--search-params",
@@ -180,6 +189,7 @@ def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
         token=environment.milvus_token(),
         index=vector_index(args),
         call_timeout_s=args.milvus_timeout_s,
+        filter_columns=parse_filter_columns(args.filter_columns),
     )
 
 

@@ -7,11 +7,12 @@ the row layout (namespaced or legacy) is schema.py's.
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from predictor.identity import ModelIdentity
+from predictor.index.filter_columns import FilterColumn, describe
 from predictor.index.milvus import MilvusAccess, is_local_file, like_prefix, quoted
 from predictor.index.schema import (
     IDENTITY_PROPERTY,
@@ -102,9 +103,11 @@ class ImageIndex:
         *,
         vector_index: VectorIndex | None = None,
         read_consistency: str | None = None,
+        filter_columns: tuple[FilterColumn, ...] = (),
     ) -> None:
         """`vector_index` is the index a new collection gets and searches start from (an existing collection's own
-        index wins once it is opened); `read_consistency` the Milvus consistency level of searches and id lookups
+        index wins once it is opened), `filter_columns` the typed columns a new collection gets (an existing one
+        keeps its own); `read_consistency` the Milvus consistency level of searches and id lookups
         (None: the collection's, Strong, which writers need to read their own writes)."""
         if not collection:
             raise ValueError("collection name must not be empty")
@@ -113,6 +116,7 @@ class ImageIndex:
         self.identity = identity
         self.base = base or collection
         self.vector_index = vector_index or VectorIndex()
+        self.filter_columns = filter_columns
         self.read_consistency = read_consistency
         self._layout: Layout | None = None
         self._counts = RowCounts()
@@ -126,6 +130,7 @@ class ImageIndex:
         *,
         vector_index: VectorIndex | None = None,
         read_consistency: str | None = None,
+        filter_columns: tuple[FilterColumn, ...] = (),
     ) -> "ImageIndex":
         """The collection this model indexes into (and searches, unless `base` names a collection of its own)."""
         if not base:
@@ -137,6 +142,7 @@ class ImageIndex:
             base,
             vector_index=vector_index,
             read_consistency=read_consistency,
+            filter_columns=filter_columns,
         )
 
     @classmethod
@@ -170,7 +176,7 @@ class ImageIndex:
         index.load()
         index.vector_index = index.vector_index.of_collection(access.describe_index(index.collection))
         # Read the row layout now, so that no search has to wait for it on a Milvus that has become slow.
-        index._layout = layout_of(access.describe(index.collection))
+        index._layout = index._read_layout()
         if index.count() == 0:
             raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
         return index
@@ -182,8 +188,11 @@ class ImageIndex:
     @property
     def layout(self) -> Layout:
         if self._layout is None:
-            self._layout = layout_of(self.access.describe(self.collection))
+            self._layout = self._read_layout()
         return self._layout
+
+    def _read_layout(self) -> Layout:
+        return replace(layout_of(self.access.describe(self.collection)), three_valued=is_local_file(self.uri))
 
     def close(self) -> None:
         self.access.close()
@@ -198,19 +207,22 @@ class ImageIndex:
         """Create this model's collection if missing, and make the stable alias point at it if it points nowhere."""
         if not self.exists():
             partition_key = self.access.partition_key_works()
-            self._layout = create_collection(
+            created = create_collection(
                 self.access,
                 self.collection,
                 self.identity,
                 partition_key=partition_key,
                 vector_index=self.vector_index,
+                filter_columns=self.filter_columns,
             )
+            self._layout = replace(created, three_valued=is_local_file(self.uri))
             logger.info(
-                "created collection %s for %s (namespace partition key: %s; index %s)",
+                "created collection %s for %s (namespace partition key: %s; index %s; filter columns: %s)",
                 self.collection,
                 self.identity,
                 partition_key,
                 self.vector_index.describe(),
+                describe(self.filter_columns) or "none",
             )
         self.check_identity()
         self.load()

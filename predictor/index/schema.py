@@ -9,7 +9,9 @@ Two layouts are read and written:
 - **legacy** (collections made before namespaces): primary key `id`, no namespace field. It is the default namespace and
   nothing else: searches of other namespaces find nothing, and writing to another namespace is refused.
 
-Both have `id`, `vector`, `uri` and `metadata` (a JSON object), so a filter over `metadata[...]` reads either.
+Both have `id`, `vector`, `uri` and `metadata` (a JSON object), so a filter over `metadata[...]` reads either. A
+namespaced collection may also keep chosen metadata keys in typed filter columns (filter_columns.py), which its
+filters then read instead of the JSON.
 """
 
 import json
@@ -19,6 +21,8 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from predictor.identity import ModelIdentity
+from predictor.index.filter_columns import STRING_MAX_LENGTH, FilterColumn, columns_of
+from predictor.index.filters import with_filter_columns
 from predictor.index.milvus import MilvusAccess, quoted
 from predictor.index.search_options import DEFAULT_NAMESPACE
 from predictor.index.vector_index import VectorIndex
@@ -46,6 +50,9 @@ IDENTITY_PROPERTY = "image_search.model"
 class Layout:
     namespaced: bool
     partition_key: bool = False
+    filter_columns: tuple[FilterColumn, ...] = ()
+    # milvus-lite reads a comparison with a missing metadata key as unknown, the server as false (filter_columns.py).
+    three_valued: bool = False
 
     @property
     def primary_field(self) -> str:
@@ -66,13 +73,15 @@ class Layout:
         """A filter expression limited to `namespace` (callers check `holds` first)."""
         parts = [f"namespace == {quoted(namespace)}"] if self.namespaced else []
         if expression:
-            parts.append(f"({expression})")
+            parts.append(f"({with_filter_columns(expression, self.filter_columns, self.three_valued)})")
         return " and ".join(parts)
 
     def row(self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict) -> dict[str, Any]:
         row = {"id": image_id, "vector": vector, "uri": uri[:URI_MAX_LENGTH], "metadata": metadata}
         if self.namespaced:
             row.update(key=self.key(namespace, image_id), namespace=namespace)
+        for column in self.filter_columns:
+            row[column.column] = column.stored(metadata)
         return row
 
 
@@ -83,7 +92,11 @@ def layout_of(description: dict) -> Layout:
     fields = {entry["name"]: entry for entry in description.get("fields", [])}
     if "namespace" not in fields:
         return LEGACY
-    return Layout(namespaced=True, partition_key=bool(fields["namespace"].get("is_partition_key")))
+    return Layout(
+        namespaced=True,
+        partition_key=bool(fields["namespace"].get("is_partition_key")),
+        filter_columns=columns_of(fields.values()),
+    )
 
 
 def identity_to_property(identity: ModelIdentity) -> str:
@@ -105,6 +118,7 @@ def create_collection(
     *,
     partition_key: bool,
     vector_index: VectorIndex | None = None,
+    filter_columns: tuple[FilterColumn, ...] = (),
 ) -> Layout:
     """Make a namespaced collection for `identity`'s vectors; the schema is decided here only, the vector index by
     `vector_index` (default: vector_index.py's measured default).
@@ -120,6 +134,12 @@ def create_collection(
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=identity.dimension)
     schema.add_field("uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
     schema.add_field("metadata", DataType.JSON)
+    for column in filter_columns:
+        if column.kind == "string":
+            # The marker in front of every value takes one byte more.
+            schema.add_field(column.column, DataType.VARCHAR, max_length=STRING_MAX_LENGTH + 1)
+        else:
+            schema.add_field(column.column, DataType.INT64)
     index_params = MilvusClient.prepare_index_params()
     index_params.add_index(field_name="vector", **vector_index.index_params())
     access.call(
@@ -131,4 +151,4 @@ def create_collection(
         consistency_level="Strong",
         properties={IDENTITY_PROPERTY: identity_to_property(identity)},
     )
-    return Layout(namespaced=True, partition_key=partition_key)
+    return Layout(namespaced=True, partition_key=partition_key, filter_columns=filter_columns)

@@ -1,7 +1,9 @@
-"""Where the index lives: the Milvus URI, the alias users search, and the vector index of a new collection."""
+"""Where the index lives: the Milvus URI, the alias users search, and the vector index and filter columns of a new
+collection."""
 
 from dataclasses import dataclass, field
 
+from predictor.index.filter_columns import FilterColumn
 from predictor.index.vector_index import VectorIndex
 
 DEFAULT_MILVUS_URI = "data/milvus.db"
@@ -19,6 +21,7 @@ class MilvusSettings:
     token: str | None = None
     index: VectorIndex = field(default_factory=VectorIndex)
     call_timeout_s: float = DEFAULT_MILVUS_TIMEOUT_S
+    filter_columns: tuple[FilterColumn, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.call_timeout_s > 0:

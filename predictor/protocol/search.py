@@ -26,7 +26,7 @@ from predictor.index.search_options import (
 )
 from predictor.index.vector_index import MAX_EFFORT, VectorIndex
 from predictor.protocol import inference
-from predictor.protocol.filters import validate_filter
+from predictor.index.filters import validate_filter
 from predictor.serving.kserve.grpc_service import request_parameters
 from predictor.serving.settings import ServeSettings
 

@@ -3,7 +3,7 @@
 import pytest
 
 from predictor.errors import InvalidRequest
-from predictor.protocol.filters import (
+from predictor.index.filters import (
     MAX_EXPRESSION_LENGTH,
     MAX_FILTER_DEPTH,
     MAX_FILTER_LENGTH,

@@ -22,7 +22,7 @@ from kserve.protocol.infer_type import InferRequest
 from harness.process_memory import MIB, peak_rss_bytes, reset_peak_rss, rss_bytes
 from predictor.errors import InvalidRequest
 from predictor.index.search_options import MAX_RESULT_WINDOW, NAMESPACE_PATTERN, SearchSettings
-from predictor.protocol.filters import MAX_EXPRESSION_LENGTH, FilterError, validate_filter
+from predictor.index.filters import MAX_EXPRESSION_LENGTH, FilterError, validate_filter
 from predictor.protocol.search import EMBEDDING, ID, IMAGE, parse_search_request, search_options
 from predictor.serving.kserve.grpc_service import request_parameters
 from predictor.serving.kserve.rest import infer_request_from_binary

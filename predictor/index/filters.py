@@ -13,16 +13,29 @@ Anything else is refused with a message that names the problem and where it is: 
 `namespace`, ...), arithmetic, functions other than the JSON ones, comparisons between two fields. The output is
 rebuilt from the parsed expression (every group parenthesised, every string re-quoted), so no text of the user's
 reaches Milvus unparsed. Pure and self-contained, so that it can be fuzzed.
+
+A collection with filter columns gets the checked expression once more through `with_filter_columns`, which makes
+the comparisons those columns can answer read them instead of the JSON (filter_columns.py).
 """
 
+import functools
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from predictor.errors import InvalidRequest
+from predictor.index.filter_columns import FilterColumn
 
-__all__ = ["MAX_EXPRESSION_LENGTH", "MAX_FILTER_DEPTH", "MAX_FILTER_LENGTH", "FilterError", "validate_filter"]
+__all__ = [
+    "MAX_EXPRESSION_LENGTH",
+    "MAX_FILTER_DEPTH",
+    "MAX_FILTER_LENGTH",
+    "FilterError",
+    "validate_filter",
+    "with_filter_columns",
+]
 
 MAX_FILTER_LENGTH = 2048
 MAX_FILTER_DEPTH = 32
@@ -123,10 +136,15 @@ def _literal_text(value: object) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(
+        self, text: str, columns: Mapping[str, FilterColumn] | None = None, three_valued: bool = False
+    ) -> None:
         self.tokens = _tokens(text)
         self.index = 0
         self.depth = 0
+        self.columns = columns or {}
+        self.three_valued = three_valued
+        self.negations = 0
 
     @property
     def current(self) -> _Token:
@@ -176,7 +194,11 @@ class _Parser:
     def negation(self) -> str:
         if self.at("word", "not") or self.at("operator", "!"):
             self.advance()
-            return f"not ({self.nested(self.negation)})"
+            self.negations += 1
+            try:
+                return f"not ({self.nested(self.negation)})"
+            finally:
+                self.negations -= 1
         return self.primary()
 
     def nested(self, parse) -> str:
@@ -274,6 +296,15 @@ class _Parser:
             raise self.error(f"{operator} compares numbers or strings, not true or false")
         return _literal_text(value)
 
+    def comparison(self, path: str, operator: str, value: object) -> str:
+        literal = self.checked(operator, value)
+        column = self.columns.get(path)
+        if column is not None:
+            rewritten = column.condition(operator, value, self.negations % 2 == 1, self.three_valued)
+            if rewritten is not None:
+                return rewritten
+        return f"{path} {operator} {literal}"
+
     def field_condition(self) -> str:
         path = self.field()
         if self.at("word", "like"):
@@ -288,22 +319,22 @@ class _Parser:
                 self.expect("word", "in", '"in" after "not"')
             values = self.literal_list()
             operator, joiner = ("!=", " and ") if negated else ("==", " or ")
-            return "(" + joiner.join(f"{path} {operator} {self.checked(operator, value)}" for value in values) + ")"
+            return "(" + joiner.join(self.comparison(path, operator, value) for value in values) + ")"
         operator = self.comparison_operator()
         if self.at("word", FIELD):
             raise self.error("compare a field with a value, not with another field")
-        return f"{path} {operator} {self.checked(operator, self.literal())}"
+        return self.comparison(path, operator, self.literal())
 
     def literal_first_comparison(self) -> str:
         value = self.literal()
         operator = self.comparison_operator()
         path = self.field()
-        first = f"{path} {_FLIPPED[operator]} {self.checked(operator, value)}"
+        first = self.comparison(path, _FLIPPED[operator], value)
         if self.current.kind == "operator" and self.current.text in _ORDERING:
             if operator not in _ORDERING:
                 raise self.error("only <, <=, > and >= make a range such as 1 < field < 5")
             second_operator = self.advance().text
-            return f"({first} and {path} {second_operator} {self.checked(second_operator, self.literal())})"
+            return f"({first} and {self.comparison(path, second_operator, self.literal())})"
         return first
 
     def json_function(self) -> str:
@@ -332,3 +363,16 @@ def validate_filter(text: object) -> str:
             f"the limit is {MAX_EXPRESSION_LENGTH}: test fewer values, or a shorter field name"
         )
     return expression
+
+
+@functools.lru_cache(maxsize=1024)
+def with_filter_columns(expression: str, columns: tuple[FilterColumn, ...], three_valued: bool) -> str:
+    """`expression` (as `validate_filter` made it) reading the collection's filter columns wherever they answer the
+    same as the JSON on the Milvus in use (filter_columns.py; `three_valued`: milvus-lite). The service's own expressions over other fields (`uri`, the keys) are not
+    in the filter language, and pass as they are."""
+    if not columns or FIELD not in expression:
+        return expression
+    try:
+        return _Parser(expression, {column.path: column for column in columns}, three_valued).parse()
+    except FilterError:
+        return expression

@@ -1,0 +1,194 @@
+"""Filter columns on real Milvus (milvus-lite and the Milvus server): a collection that keeps metadata keys in typed
+columns returns exactly the rows the same filter returns from the JSON, for every comparison, `not`, missing and
+null keys included; a value of another type is refused before anything is written; and `image-search index
+--filter-columns` makes such a collection, which the server filters through its columns."""
+
+import base64
+import json
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+from harness.predictor_server import run_cli, run_predictor
+from predictor.errors import InvalidRequest
+from predictor.identity import ModelIdentity
+from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.filter_columns import parse_filter_columns
+from predictor.index.filters import validate_filter
+from predictor.index.milvus import MilvusAccess
+from predictor.index.search_options import SearchOptions
+from tests.e2e.conftest import BACKENDS
+
+DIMENSION = 8
+COLUMNS = parse_filter_columns("shop:string,year:int")
+SHOPS = ["a", "b", "", "Zoë", 'say "hi"', None, "missing"]
+YEARS = [1999, 2005, 2010.0, -3, None, "missing"]
+
+# Each is checked against the JSON; `rewritten` says whether the columns answer it (some must keep reading the JSON).
+FILTERS = [
+    ('metadata["shop"] == "a"', True),
+    ('metadata["shop"] != "a"', True),
+    ('not (metadata["shop"] == "a")', True),
+    ('not (not (metadata["shop"] != "b"))', True),
+    ('metadata["shop"] in ["a", "", "Zoë"]', True),
+    ('metadata["shop"] not in ["a", "b"]', True),
+    ('metadata["shop"] < "b"', True),
+    ('metadata["shop"] >= "a"', True),
+    ('metadata["shop"] == "say \\"hi\\""', True),
+    ('metadata["year"] == 2010', True),
+    ('metadata["year"] != 2005', True),
+    ("2000 <= metadata[\"year\"] < 2011", True),
+    ('not (metadata["year"] > 0 and metadata["shop"] == "a")', True),
+    ('not (metadata["year"] > 0) or not (metadata["shop"] like "a%")', True),
+    ('metadata["year"] < 2005.5', False),
+    ('metadata["shop"] == 5', False),
+    ('exists metadata["shop"]', False),
+    ('metadata["shop"] like "a%"', False),
+]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def milvus(request, tmp_path_factory):
+    if request.param != "milvus-lite":
+        yield request.getfixturevalue("milvus_server_uri")
+        return
+    uri = str(tmp_path_factory.mktemp("filter-columns") / "milvus.db")
+    yield uri
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(uri)
+
+
+def catalogue_rows() -> list[IndexRow]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for number, (shop, year) in enumerate((shop, year) for shop in SHOPS for year in YEARS):
+        metadata = {"n": number}
+        if shop != "missing":
+            metadata["shop"] = shop
+        if year != "missing":
+            metadata["year"] = year
+        vector = rng.standard_normal(DIMENSION).astype(np.float32)
+        rows.append(IndexRow(str(number), vector / np.linalg.norm(vector), f"synthetic/{number}", metadata))
+    return rows
+
+
+def collection(uri: str, columns=()) -> ImageIndex:
+    index = ImageIndex.for_model(
+        MilvusAccess(uri),
+        f"columns_{uuid.uuid4().hex[:8]}",
+        ModelIdentity("synthetic", "1", DIMENSION),
+        filter_columns=columns,
+    )
+    index.ensure_collection()
+    index.upsert("default", catalogue_rows())
+    return index
+
+
+@pytest.fixture(scope="module")
+def pair(milvus):
+    """The same rows in a collection with filter columns and in one without."""
+    with_columns, plain = collection(milvus, COLUMNS), collection(milvus, ())
+    yield with_columns, plain
+    for index in (with_columns, plain):
+        index.access.call("drop_collection", "drop_collection", index.collection)
+        index.close()
+
+
+def matching(index: ImageIndex, expression: str) -> set[str]:
+    return {str(row["id"]) for batch in index.scan("default", expression, ["id"], 1000) for row in batch}
+
+
+@pytest.mark.parametrize(("text", "rewritten"), FILTERS)
+def test_a_filter_keeps_the_rows_the_json_keeps(pair, text, rewritten):
+    with_columns, plain = pair
+    expression = validate_filter(text)
+    assert ("filter_" in with_columns.layout.scope("default", expression)) == rewritten
+    assert "filter_" not in plain.layout.scope("default", expression)
+    expected = matching(plain, expression)
+    assert matching(with_columns, expression) == expected
+
+
+def test_the_filters_are_not_all_empty_or_all_rows(pair):
+    """The comparison above means something only if the filters tell rows apart."""
+    _, plain = pair
+    sizes = {text: len(matching(plain, validate_filter(text))) for text, rewritten in FILTERS if rewritten}
+    assert all(0 < size < len(catalogue_rows()) for size in sizes.values()), sizes
+    assert len(set(sizes.values())) > 5, sizes
+
+
+def test_a_search_through_the_columns_finds_what_the_json_finds(pair):
+    with_columns, plain = pair
+    query = catalogue_rows()[3].vector[np.newaxis]
+    expression = validate_filter('metadata["shop"] != "b" and metadata["year"] >= 2005')
+    options = SearchOptions(top_k=10, filter=expression)
+    hits = [[hit.id for hit in index.search(query, options)[0][:10]] for index in (with_columns, plain)]
+    assert hits[0] == hits[1]
+    expected = matching(plain, expression)
+    assert set(hits[0]) <= expected and len(hits[0]) == min(10, len(expected))
+
+
+def test_a_value_of_another_type_is_refused_and_nothing_is_written(pair):
+    with_columns, _ = pair
+    before = with_columns.count("default")
+    row = catalogue_rows()[0]
+    for metadata in ({"shop": 5}, {"year": "2005"}, {"year": 2005.5}, {"year": True}):
+        with pytest.raises(InvalidRequest, match="filter column"):
+            with_columns.upsert("default", [IndexRow("wrong", row.vector, "synthetic/wrong", metadata)])
+    assert with_columns.count("default") == before
+
+
+def test_a_metadata_update_moves_the_columns_with_it(pair):
+    with_columns, _ = pair
+    dated = validate_filter('metadata["year"] >= 0')
+    assert "0" in matching(with_columns, dated)
+    changed, missing = with_columns.update_metadata("default", {"0": {"shop": "moved", "year": None}})
+    assert (changed, missing) == (1, [])
+    assert matching(with_columns, validate_filter('metadata["shop"] == "moved"')) == {"0"}
+    assert "0" not in matching(with_columns, dated)
+    with_columns.update_metadata("default", {"0": dict(catalogue_rows()[0].metadata)})
+
+
+def test_a_reopened_collection_reads_its_own_columns(pair, milvus):
+    with_columns, _ = pair
+    reopened = ImageIndex(MilvusAccess(milvus), with_columns.collection, with_columns.identity)
+    assert reopened.layout.filter_columns == COLUMNS
+    reopened.close()
+
+
+@pytest.fixture(scope="module")
+def served(catalogue, tmp_path_factory, milvus):
+    """The sample photos indexed with a shop column by the CLI, and a predictor serving them."""
+    workdir = tmp_path_factory.mktemp("filter-columns-served")
+    uri = str(workdir / "milvus.db") if milvus.endswith(".db") else milvus
+    alias = f"shops_{uuid.uuid4().hex[:8]}"
+    names = sorted(catalogue.photos)[:6]
+    photos = workdir / "photos"
+    photos.mkdir()
+    for name in names:
+        (photos / f"{name}.jpg").write_bytes(catalogue.photos[name].read_bytes())
+    manifest = workdir / "shops.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({"path": f"{name}.jpg", "shop": "north" if i % 2 else "south"}) + "\n" for i, name in
+                enumerate(names))
+    )
+    common = ["--milvus-uri", uri, "--collection", alias]
+    indexed = run_cli("index", str(photos), *common, "--metadata", str(manifest), "--filter-columns", "shop:string")
+    assert indexed.returncode == 0 and f"added {len(names)}" in indexed.stdout, indexed.stderr
+    with run_predictor(uri, workdir, "--collection", alias) as server:
+        yield server, catalogue.photos[names[0]].read_bytes(), {n for i, n in enumerate(names) if i % 2}
+
+
+def test_the_server_filters_a_collection_the_cli_made_with_columns(served):
+    server, image, north = served
+    body = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image).decode()]}],
+        "parameters": {"top_k": 6, "filter": 'metadata["shop"] == "north"'},
+    }
+    response = httpx.post(f"{server.http_url}/v2/models/image-search/infer", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
+    uris = [uri for uri in outputs["uris"] if uri]
+    assert {uri.rsplit("/", 1)[-1].removesuffix(".jpg") for uri in uris} == north
