@@ -94,9 +94,7 @@ class FilterColumn:
         column cannot answer it the way the JSON does."""
         if self.kind == "string" and isinstance(value, str):
             literal, missing = _quoted(STRING_MARK + value), _quoted(MISSING_STRING)
-        elif (
-            self.kind == "int" and isinstance(value, int) and not isinstance(value, bool) and value != MISSING_INT
-        ):
+        elif self.kind == "int" and isinstance(value, int) and not isinstance(value, bool) and value != MISSING_INT:
             literal, missing = str(value), str(MISSING_INT)
         else:
             return None

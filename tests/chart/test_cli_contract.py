@@ -50,6 +50,7 @@ def test_index_settings_and_precision_reach_both_the_indexing_job_and_the_predic
                 {"nlist": 2048},
                 {"nprobe": 48},
             )
+            assert args.filter_columns == "shop:string,year:int"
             assert args.precision == "auto"
 
 

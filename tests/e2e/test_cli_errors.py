@@ -55,6 +55,7 @@ def test_unknown_subcommand():
         ("LOG_LEVEL", "LOUD", ["collections"], "unknown log level 'LOUD'"),
         ("JOB_COMPLETION_INDEX", "three", ["index", "."], "--shard-index: invalid int value: 'three'"),
         ("IMAGE_SEARCH_DEVICE", "tpu", ["serve"], "device must be one of"),
+        ("IMAGE_SEARCH_FILTER_COLUMNS", "shop", ["index", "."], "--filter-columns: 'shop' needs a kind"),
     ],
 )
 def test_bad_environment_value(tmp_path, variable, value, command, expected):

@@ -39,7 +39,7 @@ FILTERS = [
     ('metadata["shop"] == "say \\"hi\\""', True),
     ('metadata["year"] == 2010', True),
     ('metadata["year"] != 2005', True),
-    ("2000 <= metadata[\"year\"] < 2011", True),
+    ('2000 <= metadata["year"] < 2011', True),
     ('not (metadata["year"] > 0 and metadata["shop"] == "a")', True),
     ('not (metadata["year"] > 0) or not (metadata["shop"] like "a%")', True),
     ('metadata["year"] < 2005.5', False),
@@ -171,8 +171,10 @@ def served(catalogue, tmp_path_factory, milvus):
         (photos / f"{name}.jpg").write_bytes(catalogue.photos[name].read_bytes())
     manifest = workdir / "shops.jsonl"
     manifest.write_text(
-        "".join(json.dumps({"path": f"{name}.jpg", "shop": "north" if i % 2 else "south"}) + "\n" for i, name in
-                enumerate(names))
+        "".join(
+            json.dumps({"path": f"{name}.jpg", "shop": "north" if i % 2 else "south"}) + "\n"
+            for i, name in enumerate(names)
+        )
     )
     common = ["--milvus-uri", uri, "--collection", alias]
     indexed = run_cli("index", str(photos), *common, "--metadata", str(manifest), "--filter-columns", "shop:string")

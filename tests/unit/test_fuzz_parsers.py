@@ -21,8 +21,9 @@ from kserve.protocol.infer_type import InferRequest
 
 from harness.process_memory import MIB, peak_rss_bytes, reset_peak_rss, rss_bytes
 from predictor.errors import InvalidRequest
+from predictor.index.filter_columns import FilterColumn
+from predictor.index.filters import MAX_EXPRESSION_LENGTH, FilterError, validate_filter, with_filter_columns
 from predictor.index.search_options import MAX_RESULT_WINDOW, NAMESPACE_PATTERN, SearchSettings
-from predictor.index.filters import MAX_EXPRESSION_LENGTH, FilterError, validate_filter
 from predictor.protocol.search import EMBEDDING, ID, IMAGE, parse_search_request, search_options
 from predictor.serving.kserve.grpc_service import request_parameters
 from predictor.serving.kserve.rest import infer_request_from_binary
@@ -141,6 +142,7 @@ FILTERS = st.one_of(
 @given(FILTERS | st.none() | st.integers())
 @example('metadata["a"] == 1 or id == "x"')
 @example('metadata["a"]["b"][0] in ["x", -1, true]')
+@example('metadata["a"] in ["x", "y\\"z"] and not (3 < metadata["b"] <= 9 or metadata["b"] != 1)')
 @example('metadata["' + "f" * 500 + '"] in [' + ",".join(["1"] * 700) + "]")
 def test_a_filter_is_a_metadata_only_expression_or_a_filter_error(text):
     try:
@@ -149,6 +151,12 @@ def test_a_filter_is_a_metadata_only_expression_or_a_filter_error(text):
         assert str(error).startswith("filter")
         return
     assert_only_metadata_fields(expression)
+    for three_valued in (False, True):
+        assert with_filter_columns(expression, (), three_valued) == expression
+        # Read through filter columns, the same filter names only those columns besides the metadata.
+        columns = (FilterColumn("a", "string"), FilterColumn("b", "int"))
+        through_columns = with_filter_columns(expression, columns, three_valued)
+        assert_only_metadata_fields(re.sub(r"\bfilter_[ab]\b", 'metadata["a"]', through_columns))
 
 
 # V1 and V2 parameters ---------------------------------------------------------------------------------------------

@@ -94,6 +94,9 @@ canary's name is given in Standard mode.
 {{- with .Values.milvus.index.searchParams }}
 - --search-params={{ include "image-search.paramList" . }}
 {{- end }}
+{{- with .Values.milvus.index.filterColumns }}
+- --filter-columns={{ include "image-search.columnList" . }}
+{{- end }}
 {{- end }}
 
 {{/* A map as NAME=VALUE,NAME=VALUE, sorted by name. */}}
@@ -101,6 +104,15 @@ canary's name is given in Standard mode.
 {{- $pairs := list }}
 {{- range $name, $value := . }}
 {{- $pairs = append $pairs (printf "%s=%v" $name $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* A map as KEY:KIND,KEY:KIND, sorted by key. */}}
+{{- define "image-search.columnList" -}}
+{{- $pairs := list }}
+{{- range $key, $kind := . }}
+{{- $pairs = append $pairs (printf "%s:%s" $key $kind) }}
 {{- end }}
 {{- join "," $pairs }}
 {{- end }}
