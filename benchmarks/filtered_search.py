@@ -175,6 +175,7 @@ def measure(uri: str, size: int, dimension: int) -> dict:
     vectors, leaf, namespaces, r = catalogue(size, dimension)
     in_namespace = np.array(namespaces) == NAMESPACE
     asked, asked_leaf = queries(dimension)
+
     def reader(through_columns: bool) -> ImageIndex:
         opened = ImageIndex.open_for_search(
             MilvusAccess(uri), _collection(size), _identity(dimension), read_consistency=DEFAULT_CONSISTENCY

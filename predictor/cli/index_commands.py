@@ -149,6 +149,9 @@ def _reindex(args: argparse.Namespace) -> int:
     from predictor.index.reindexing import rebuild_index
 
     index = open_index(args)
+    wanted = set(index.filter_columns)
+    if wanted and (not index.exists() or wanted != set(index.layout.filter_columns)):
+        return _add_filter_columns(index)
     if not index.exists():
         raise ValueError(f"collection {index.collection} does not exist at {index.uri}")
     index.check_identity()
@@ -157,6 +160,28 @@ def _reindex(args: argparse.Namespace) -> int:
     print(
         f"rebuilt the index of {rebuilt.collection} ({rebuilt.rows} rows) in {rebuilt.seconds:.1f} s: "
         f"{rebuilt.before.describe()} -> {rebuilt.after.describe()}; restart the servers that search it"
+    )
+    index.close()
+    return 0
+
+
+def _add_filter_columns(index) -> int:  # noqa: ANN001 - an ImageIndex, imported lazily
+    from tqdm import tqdm
+
+    from predictor.index.column_migration import add_filter_columns
+    from predictor.index.filter_columns import describe
+
+    if index.exists():
+        index.check_identity()
+    columns = describe(index.filter_columns)
+    print(f"rebuilding {index.collection} with filter columns {columns}, from its stored rows", file=sys.stderr)
+    with tqdm(desc="rows copied", unit="row", file=sys.stderr) as bar:
+        migrated = add_filter_columns(
+            index, index.filter_columns, index.vector_index, progress=lambda copied: bar.update(copied - bar.n)
+        )
+    print(
+        f"rebuilt {migrated.collection} ({migrated.rows} rows) with filter columns {columns} and index "
+        f"{index.vector_index.describe()} in {migrated.seconds:.1f} s; restart the servers that search it"
     )
     index.close()
     return 0
@@ -239,7 +264,9 @@ def register(add_command, for_serving: bool) -> None:
     reindex = add_command(
         "reindex",
         help="Rebuild the vector index of the model's collection in place with --index-type/--index-params (default: "
-        "the measured default), from the stored vectors; nothing is embedded again. Searches fail while it runs.",
+        "the measured default), from the stored vectors; nothing is embedded again. With --filter-columns other than "
+        "the collection's, the collection is made again with those columns and that index, its rows copied out and "
+        "back. Searches fail while it runs.",
     )
     add_milvus_arguments(reindex)
     add_model_arguments(reindex)

@@ -214,6 +214,7 @@ class ImageIndex:
                 partition_key=partition_key,
                 vector_index=self.vector_index,
                 filter_columns=self.filter_columns,
+                scalar_indexes=not is_local_file(self.uri),
             )
             self._layout = replace(created, three_valued=is_local_file(self.uri))
             logger.info(
@@ -473,6 +474,31 @@ class ImageIndex:
                 }
                 batch = [{**row, **found[str(row["id"])]} for row in batch if str(row["id"]) in found]
             yield batch
+
+    def every_row(self, batch_size: int) -> Iterator[list[dict]]:
+        """Every row of every namespace with all its fields (`key` and `namespace` among them), in lists of
+        `batch_size`; for copying a collection (namespaced layout only)."""
+        fields = ["namespace", "id", "uri", "metadata", "vector"]
+        # Every row has a key, so this keeps them all; paging needs an expression to extend.
+        everything = 'key != ""'
+        if not is_local_file(self.uri):
+            yield from self._pages_by_key(everything, fields, batch_size)
+            return
+        keys = [
+            str(row["key"])
+            for row in self.access.call(
+                "query", "query", self.collection, filter=everything, output_fields=["key"], collection=self.collection
+            )
+        ]
+        for chunk in _chunks(sorted(keys), batch_size):
+            yield self.access.call(
+                "query",
+                "query",
+                self.collection,
+                filter=f"key in [{', '.join(quoted(key) for key in chunk)}]",
+                output_fields=["key", *fields],
+                collection=self.collection,
+            )
 
     def _pages_by_key(self, scoped: str, fields: list[str], batch_size: int) -> Iterator[list[dict]]:
         """Pages in primary-key order, each after the last key of the one before, as pymilvus's query_iterator pages;

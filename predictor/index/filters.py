@@ -1,7 +1,8 @@
 """Search filters: a user's boolean expression over metadata fields, checked and rewritten before Milvus sees it.
 
 The accepted language is the part of Milvus's expression syntax that both milvus-lite 3.2.2 and the Milvus 2.3 server
-evaluate the same way, over the `metadata` JSON field only::
+evaluate the same way (but for a row without the field under `!=` and `not`: docs/api.md), over the `metadata` JSON
+field only::
 
     metadata["category"] == "birds" and metadata["price"] < 20
     not (metadata["tags"][0] like "red%") or 10 <= metadata["price"] < 20
@@ -368,8 +369,8 @@ def validate_filter(text: object) -> str:
 @functools.lru_cache(maxsize=1024)
 def with_filter_columns(expression: str, columns: tuple[FilterColumn, ...], three_valued: bool) -> str:
     """`expression` (as `validate_filter` made it) reading the collection's filter columns wherever they answer the
-    same as the JSON on the Milvus in use (filter_columns.py; `three_valued`: milvus-lite). The service's own expressions over other fields (`uri`, the keys) are not
-    in the filter language, and pass as they are."""
+    same as the JSON on the Milvus in use (filter_columns.py; `three_valued`: milvus-lite). The service's own
+    expressions over other fields (`uri`, the keys) are not in the filter language, and pass as they are."""
     if not columns or FIELD not in expression:
         return expression
     try:

@@ -44,6 +44,7 @@ URI_MAX_LENGTH = 2048
 # Milvus refuses JSON values above 64 KiB.
 METADATA_MAX_BYTES = 65_536
 IDENTITY_PROPERTY = "image_search.model"
+_SCALAR_INDEX = {"string": "Trie", "int": "STL_SORT"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def create_collection(
     partition_key: bool,
     vector_index: VectorIndex | None = None,
     filter_columns: tuple[FilterColumn, ...] = (),
+    scalar_indexes: bool = False,
 ) -> Layout:
     """Make a namespaced collection for `identity`'s vectors; the schema is decided here only, the vector index by
     `vector_index` (default: vector_index.py's measured default).
@@ -142,6 +144,13 @@ def create_collection(
             schema.add_field(column.column, DataType.INT64)
     index_params = MilvusClient.prepare_index_params()
     index_params.add_index(field_name="vector", **vector_index.index_params())
+    if filter_columns and scalar_indexes:
+        # Milvus 2.3's own scalar indexes (milvus-lite has only INVERTED, which the 2.3 server lacks): with them a
+        # filter on the columns and the namespace costs about 3.5 ms less per search at 200,000 rows
+        # (docs/search-index.md#filter-columns). A collection without filter columns stays as it was measured.
+        for column in filter_columns:
+            index_params.add_index(field_name=column.column, index_type=_SCALAR_INDEX[column.kind])
+        index_params.add_index(field_name="namespace", index_type=_SCALAR_INDEX["string"])
     access.call(
         "create_collection",
         "create_collection",

@@ -15,6 +15,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.errors import InvalidRequest
 from predictor.index.collection import Hit
+from predictor.index.filters import validate_filter
 from predictor.index.reranking import MAX_GROUP_SIZE, MAX_HITS_REORDERED, diversify, group
 from predictor.index.schema import ID_MAX_LENGTH
 from predictor.index.search_options import (
@@ -26,7 +27,6 @@ from predictor.index.search_options import (
 )
 from predictor.index.vector_index import MAX_EFFORT, VectorIndex
 from predictor.protocol import inference
-from predictor.index.filters import validate_filter
 from predictor.serving.kserve.grpc_service import request_parameters
 from predictor.serving.settings import ServeSettings
 

@@ -1,9 +1,11 @@
 """Filter columns on real Milvus (milvus-lite and the Milvus server): a collection that keeps metadata keys in typed
 columns returns exactly the rows the same filter returns from the JSON, for every comparison, `not`, missing and
-null keys included; a value of another type is refused before anything is written; and `image-search index
---filter-columns` makes such a collection, which the server filters through its columns."""
+null keys included; a value of another type is refused before anything is written; and `image-search reindex
+--filter-columns` gives an existing collection its columns from the rows it stores, which the server then filters
+through, or refuses in one line, leaving the collection as it was, when a row does not fit."""
 
 import base64
+import contextlib
 import json
 import uuid
 
@@ -158,32 +160,68 @@ def test_a_reopened_collection_reads_its_own_columns(pair, milvus):
     reopened.close()
 
 
-@pytest.fixture(scope="module")
-def served(catalogue, tmp_path_factory, milvus):
-    """The sample photos indexed with a shop column by the CLI, and a predictor serving them."""
-    workdir = tmp_path_factory.mktemp("filter-columns-served")
-    uri = str(workdir / "milvus.db") if milvus.endswith(".db") else milvus
-    alias = f"shops_{uuid.uuid4().hex[:8]}"
-    names = sorted(catalogue.photos)[:6]
+@contextlib.contextmanager
+def opened(uri: str):
+    """This process's own connection, let go before a command opens the same milvus-lite file."""
+    access = MilvusAccess(uri)
+    try:
+        yield access
+    finally:
+        access.close()
+        if uri.endswith(".db"):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
+
+
+def photos_with_manifest(workdir, catalogue, shops: list) -> tuple[list[str], object]:
+    names = sorted(catalogue.photos)[: len(shops)]
     photos = workdir / "photos"
     photos.mkdir()
     for name in names:
         (photos / f"{name}.jpg").write_bytes(catalogue.photos[name].read_bytes())
     manifest = workdir / "shops.jsonl"
     manifest.write_text(
-        "".join(
-            json.dumps({"path": f"{name}.jpg", "shop": "north" if i % 2 else "south"}) + "\n"
-            for i, name in enumerate(names)
-        )
+        "".join(json.dumps({"path": f"{n}.jpg", "shop": s}) + "\n" for n, s in zip(names, shops, strict=True))
     )
+    return names, photos, manifest
+
+
+@pytest.fixture(scope="module")
+def served(catalogue, tmp_path_factory, milvus):
+    """The sample photos indexed by the CLI, given a shop column afterwards by `reindex`, and a predictor serving
+    them."""
+    workdir = tmp_path_factory.mktemp("filter-columns-served")
+    uri = str(workdir / "milvus.db") if milvus.endswith(".db") else milvus
+    alias = f"shops_{uuid.uuid4().hex[:8]}"
+    shops = ["north", "south"] * 3
+    names, photos, manifest = photos_with_manifest(workdir, catalogue, shops)
     common = ["--milvus-uri", uri, "--collection", alias]
-    indexed = run_cli("index", str(photos), *common, "--metadata", str(manifest), "--filter-columns", "shop:string")
+    indexed = run_cli("index", str(photos), *common, "--metadata", str(manifest))
     assert indexed.returncode == 0 and f"added {len(names)}" in indexed.stdout, indexed.stderr
+    with opened(uri) as access:
+        collection = access.alias_target(alias)
+        access.set_properties(collection, {"image_search.replaced": "an_older_collection"})
+        assert "filter_shop" not in str(access.describe(collection)["fields"])
+    rebuilt = run_cli("reindex", *common, "--filter-columns", "shop:string")
+    assert rebuilt.returncode == 0 and f"({len(names)} rows) with filter columns shop:string" in rebuilt.stdout, (
+        rebuilt.stderr
+    )
+    # The same collection, reached through the same alias, with its properties and a column now.
+    with opened(uri) as access:
+        assert access.alias_target(alias) == collection and access.count(collection) == len(names)
+        assert access.properties(collection)["image_search.replaced"] == "an_older_collection"
+        assert "filter_shop" in str(access.describe(collection)["fields"])
+        assert not access.has_collection(collection + "__copy")
     with run_predictor(uri, workdir, "--collection", alias) as server:
-        yield server, catalogue.photos[names[0]].read_bytes(), {n for i, n in enumerate(names) if i % 2}
+        yield (
+            server,
+            catalogue.photos[names[0]].read_bytes(),
+            {n for n, s in zip(names, shops, strict=True) if s == "north"},
+        )
 
 
-def test_the_server_filters_a_collection_the_cli_made_with_columns(served):
+def test_the_server_filters_through_the_columns_reindex_added(served):
     server, image, north = served
     body = {
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image).decode()]}],
@@ -194,3 +232,20 @@ def test_the_server_filters_a_collection_the_cli_made_with_columns(served):
     outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
     uris = [uri for uri in outputs["uris"] if uri]
     assert {uri.rsplit("/", 1)[-1].removesuffix(".jpg") for uri in uris} == north
+
+
+def test_reindex_refuses_columns_a_row_does_not_fit_and_leaves_the_collection_as_it_was(catalogue, tmp_path, milvus):
+    uri = str(tmp_path / "milvus.db") if milvus.endswith(".db") else milvus
+    alias = f"misfit_{uuid.uuid4().hex[:8]}"
+    names, photos, manifest = photos_with_manifest(tmp_path, catalogue, ["north", 7, "south"])
+    common = ["--milvus-uri", uri, "--collection", alias]
+    assert run_cli("index", str(photos), *common, "--metadata", str(manifest)).returncode == 0
+    refused = run_cli("reindex", *common, "--filter-columns", "shop:string")
+    assert refused.returncode != 0
+    (line,) = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert "metadata['shop'] is 7" in line and "image '" in line
+    with opened(uri) as access:
+        collection = access.alias_target(alias)
+        assert access.count(collection) == len(names)
+        assert "filter_shop" not in str(access.describe(collection)["fields"])
+        assert not access.has_collection(collection + "__copy")

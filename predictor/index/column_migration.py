@@ -1,0 +1,144 @@
+"""Give an existing collection filter columns (filter_columns.py) from the rows it stores: no image is embedded again.
+
+Milvus 2.3 cannot add a field to a collection, so the rows are copied into a collection beside it that has the
+columns (`<collection>__copy`), the collection is made again with the columns, its vector index and its properties,
+and the rows are copied back. Every row is in one of the two at every moment: the original is dropped only once the
+copy holds as many rows, and the copy only once the new collection does. A run that stopped half-way is resumed by
+running it again. A row whose value has another type than its column's stops the run before anything is dropped.
+Searches fail while the collection is rebuilt, and servers read a collection's columns when they open it, so they
+are restarted afterwards (docs/search-index.md).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from predictor.errors import InvalidRequest
+from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.filter_columns import FilterColumn
+from predictor.index.vector_index import VectorIndex
+
+__all__ = ["Migrated", "add_filter_columns"]
+
+logger = logging.getLogger(__name__)
+
+COPY_SUFFIX = "__copy"
+BATCH = 512
+PROPERTY_PREFIX = "image_search."
+
+
+@dataclass(frozen=True)
+class Migrated:
+    collection: str
+    columns: tuple[FilterColumn, ...]
+    rows: int
+    seconds: float
+
+
+def _copy(source: ImageIndex, target: ImageIndex, progress: Callable[[int], None]) -> int:
+    copied = 0
+    for page in source.every_row(BATCH):
+        by_namespace: dict[str, list[IndexRow]] = {}
+        for row in page:
+            by_namespace.setdefault(str(row["namespace"]), []).append(
+                IndexRow(
+                    str(row["id"]),
+                    np.asarray(row["vector"], dtype=np.float32),
+                    str(row["uri"]),
+                    dict(row.get("metadata") or {}),
+                )
+            )
+        for namespace, rows in by_namespace.items():
+            try:
+                copied += target.upsert(namespace, rows)
+            except InvalidRequest as error:
+                bad = next((row.id for row in rows if _refused(target, namespace, row)), "?")
+                raise InvalidRequest(f"image {bad!r} in namespace {namespace!r}: {error}") from error
+        progress(copied)
+    # Sealed, the rows get the collection's own index rather than Milvus's interim one (docs/search-index.md).
+    target.access.call("flush", "flush", target.collection, collection=target.collection)
+    target.settle()
+    return copied
+
+
+def _refused(index: ImageIndex, namespace: str, row: IndexRow) -> bool:
+    try:
+        index.layout.row(namespace, row.id, [], row.uri, row.metadata)
+    except InvalidRequest:
+        return True
+    return False
+
+
+def _same_rows(source: ImageIndex, target: ImageIndex) -> None:
+    had, has = source.count(), target.count()
+    if had != has:
+        raise RuntimeError(
+            f"{target.collection} holds {has} rows after the copy, {source.collection} {had}; nothing was dropped, "
+            "run the command again"
+        )
+
+
+def add_filter_columns(
+    index: ImageIndex,
+    columns: tuple[FilterColumn, ...],
+    vector_index: VectorIndex,
+    progress: Callable[[int], None] = lambda copied: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Migrated:
+    """Make `index`'s collection again with `columns` and `vector_index`, keeping its rows, aliases and properties."""
+    started = clock()
+    access, name = index.access, index.collection
+    # The copy is only read back, in key order: the quickest index to build will do.
+    copy = ImageIndex(
+        access, name + COPY_SUFFIX, index.identity, vector_index=VectorIndex("FLAT"), filter_columns=columns
+    )
+    if index.exists():
+        if not index.layout.namespaced:
+            raise ValueError(
+                f"collection {name} was made before namespaces; filter columns need a collection made by this version "
+                "(index the images into a new collection)"
+            )
+        index.load()
+        properties = {k: v for k, v in access.properties(name).items() if k.startswith(PROPERTY_PREFIX)}
+        if copy.exists():
+            logger.info("dropping %s, an incomplete copy an earlier run left", copy.collection)
+            access.call("drop_collection", "drop_collection", copy.collection)
+        copy.ensure_collection()
+        if properties:
+            access.set_properties(copy.collection, properties)
+        logger.info("copying the rows of %s into %s", name, copy.collection)
+        try:
+            _copy(index, copy, progress)
+        except InvalidRequest:
+            # A row the columns refuse: the collection is as it was, and the partial copy is of no use.
+            access.call("drop_collection", "drop_collection", copy.collection)
+            raise
+        _same_rows(index, copy)
+        aliases = [alias for alias in access.aliases() if access.alias_target(alias) == name]
+        for alias in aliases:
+            access.call("drop_alias", "drop_alias", alias)
+        access.set_properties(copy.collection, {PROPERTY_PREFIX + "aliases": ",".join(aliases)})
+        access.call("drop_collection", "drop_collection", name)
+    elif not copy.exists():
+        raise ValueError(f"collection {name} does not exist at {access.uri}")
+    copy.load()
+    properties = access.properties(copy.collection)
+    aliases = [alias for alias in properties.pop(PROPERTY_PREFIX + "aliases", "").split(",") if alias]
+    rebuilt = ImageIndex(access, name, index.identity, vector_index=vector_index, filter_columns=columns)
+    if rebuilt.exists():
+        # An earlier run stopped while copying back; the copy still holds every row.
+        access.call("drop_collection", "drop_collection", name)
+    rebuilt.ensure_collection()
+    kept = {k: v for k, v in properties.items() if k.startswith(PROPERTY_PREFIX)}
+    if kept:
+        access.set_properties(name, kept)
+    logger.info("copying the rows back into %s", name)
+    rows = _copy(copy, rebuilt, progress)
+    _same_rows(copy, rebuilt)
+    for alias in aliases:
+        access.create_alias(name, alias)
+    access.call("drop_collection", "drop_collection", copy.collection)
+    return Migrated(name, columns, rows, clock() - started)
