@@ -78,7 +78,7 @@ class Layout:
         return " and ".join(parts)
 
     def row(self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict) -> dict[str, Any]:
-        row = {"id": image_id, "vector": vector, "uri": uri[:URI_MAX_LENGTH], "metadata": metadata}
+        row: dict[str, Any] = {"id": image_id, "vector": vector, "uri": uri[:URI_MAX_LENGTH], "metadata": metadata}
         if self.namespaced:
             row.update(key=self.key(namespace, image_id), namespace=namespace)
         for column in self.filter_columns:
