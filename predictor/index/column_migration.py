@@ -9,6 +9,7 @@ Searches fail while the collection is rebuilt, and servers read a collection's c
 are restarted afterwards (docs/search-index.md).
 """
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 COPY_SUFFIX = "__copy"
 BATCH = 512
 PROPERTY_PREFIX = "image_search."
+# Set on the copy once it holds every row (its value: the aliases to move back); only then is the collection dropped.
+COPIED_PROPERTY = PROPERTY_PREFIX + "copied_from_aliases"
 
 
 @dataclass(frozen=True)
@@ -95,44 +98,22 @@ def add_filter_columns(
     copy = ImageIndex(
         access, name + COPY_SUFFIX, index.identity, vector_index=VectorIndex("FLAT"), filter_columns=columns
     )
-    if index.exists():
-        if not index.layout.namespaced:
-            raise ValueError(
-                f"collection {name} was made before namespaces; filter columns need a collection made by this version "
-                "(index the images into a new collection)"
-            )
-        index.load()
-        properties = {k: v for k, v in access.properties(name).items() if k.startswith(PROPERTY_PREFIX)}
-        if copy.exists():
-            logger.info("dropping %s, an incomplete copy an earlier run left", copy.collection)
-            access.call("drop_collection", "drop_collection", copy.collection)
-        copy.ensure_collection()
-        if properties:
-            access.set_properties(copy.collection, properties)
-        logger.info("copying the rows of %s into %s", name, copy.collection)
-        try:
-            _copy(index, copy, progress)
-        except InvalidRequest:
-            # A row the columns refuse: the collection is as it was, and the partial copy is of no use.
-            access.call("drop_collection", "drop_collection", copy.collection)
-            raise
-        _same_rows(index, copy)
-        aliases = [alias for alias in access.aliases() if access.alias_target(alias) == name]
-        for alias in aliases:
-            access.call("drop_alias", "drop_alias", alias)
-        access.set_properties(copy.collection, {PROPERTY_PREFIX + "aliases": ",".join(aliases)})
-        access.call("drop_collection", "drop_collection", name)
-    elif not copy.exists():
-        raise ValueError(f"collection {name} does not exist at {access.uri}")
+    if copy.exists() and COPIED_PROPERTY in access.properties(copy.collection):
+        # An earlier run stopped after its copy held every row: the collection may be gone or half made again.
+        logger.info("resuming: %s holds every row of %s", copy.collection, name)
+    else:
+        _copy_out(index, copy, progress)
     copy.load()
     properties = access.properties(copy.collection)
-    aliases = [alias for alias in properties.pop(PROPERTY_PREFIX + "aliases", "").split(",") if alias]
-    rebuilt = ImageIndex(access, name, index.identity, vector_index=vector_index, filter_columns=columns)
-    if rebuilt.exists():
-        # An earlier run stopped while copying back; the copy still holds every row.
+    aliases = json.loads(properties.pop(COPIED_PROPERTY))
+    for alias in aliases:
+        if access.alias_target(alias) == name:
+            access.call("drop_alias", "drop_alias", alias)
+    if index.exists():
         access.call("drop_collection", "drop_collection", name)
+    rebuilt = ImageIndex(access, name, index.identity, vector_index=vector_index, filter_columns=columns)
     rebuilt.ensure_collection()
-    kept = {k: v for k, v in properties.items() if k.startswith(PROPERTY_PREFIX)}
+    kept = {key: value for key, value in properties.items() if key.startswith(PROPERTY_PREFIX)}
     if kept:
         access.set_properties(name, kept)
     logger.info("copying the rows back into %s", name)
@@ -142,3 +123,33 @@ def add_filter_columns(
         access.create_alias(name, alias)
     access.call("drop_collection", "drop_collection", copy.collection)
     return Migrated(name, columns, rows, clock() - started)
+
+
+def _copy_out(index: ImageIndex, copy: ImageIndex, progress: Callable[[int], None]) -> None:
+    """Every row of `index` into `copy`, marked complete (with the aliases to restore) only once it holds them all."""
+    access, name = index.access, index.collection
+    if not index.exists():
+        raise ValueError(f"collection {name} does not exist at {access.uri}")
+    if not index.layout.namespaced:
+        raise ValueError(
+            f"collection {name} was made before namespaces; filter columns need a collection made by this version "
+            "(index the images into a new collection)"
+        )
+    index.load()
+    if copy.exists():
+        logger.info("dropping %s, an incomplete copy an earlier run left", copy.collection)
+        access.call("drop_collection", "drop_collection", copy.collection)
+    copy.ensure_collection()
+    properties = {key: value for key, value in access.properties(name).items() if key.startswith(PROPERTY_PREFIX)}
+    if properties:
+        access.set_properties(copy.collection, properties)
+    logger.info("copying the rows of %s into %s", name, copy.collection)
+    try:
+        _copy(index, copy, progress)
+    except InvalidRequest:
+        # A row the columns refuse: the collection is as it was, and the partial copy is of no use.
+        access.call("drop_collection", "drop_collection", copy.collection)
+        raise
+    _same_rows(index, copy)
+    aliases = [alias for alias in access.aliases() if access.alias_target(alias) == name]
+    access.set_properties(copy.collection, {COPIED_PROPERTY: json.dumps(aliases)})

@@ -17,10 +17,12 @@ from harness.predictor_server import run_cli, run_predictor
 from predictor.errors import InvalidRequest
 from predictor.identity import ModelIdentity
 from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.column_migration import add_filter_columns
 from predictor.index.filter_columns import parse_filter_columns
 from predictor.index.filters import validate_filter
 from predictor.index.milvus import MilvusAccess
 from predictor.index.search_options import SearchOptions
+from predictor.index.vector_index import VectorIndex
 from tests.e2e.conftest import BACKENDS
 
 DIMENSION = 8
@@ -158,6 +160,36 @@ def test_a_reopened_collection_reads_its_own_columns(pair, milvus):
     reopened = ImageIndex(MilvusAccess(milvus), with_columns.collection, with_columns.identity)
     assert reopened.layout.filter_columns == COLUMNS
     reopened.close()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_migration_stopped_while_copying_back_is_finished_by_running_it_again(milvus):
+    plain = collection(milvus, ())
+    expression = validate_filter('metadata["year"] >= 2005 and metadata["shop"] != "b"')
+    expected = matching(plain, expression)
+    calls = []
+
+    def stop_in_the_second_copy(copied: int) -> None:
+        calls.append(copied)
+        if len(calls) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        add_filter_columns(plain, COLUMNS, VectorIndex(), progress=stop_in_the_second_copy)
+    # The collection was dropped and is half made again; the complete copy is what the second run starts from.
+    migrated = add_filter_columns(plain, COLUMNS, VectorIndex())
+    assert migrated.rows == len(catalogue_rows())
+    reopened = ImageIndex(MilvusAccess(milvus), plain.collection, plain.identity)
+    assert reopened.layout.filter_columns == COLUMNS and reopened.count() == len(catalogue_rows())
+    assert "filter_" in reopened.layout.scope("default", expression)
+    assert matching(reopened, expression) == expected
+    assert not reopened.access.has_collection(plain.collection + "__copy")
+    reopened.access.call("drop_collection", "drop_collection", plain.collection)
+    reopened.close()
+    plain.close()
 
 
 @contextlib.contextmanager
