@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from predictor.errors import InvalidRequest
 from predictor.identity import ModelIdentity
 from predictor.index.filter_columns import FilterColumn, describe
 from predictor.index.milvus import MilvusAccess, is_local_file, like_prefix, quoted
@@ -390,12 +391,19 @@ class ImageIndex:
 
     def upsert(self, namespace: str, rows: Iterable[IndexRow]) -> int:
         self.check_writable(namespace)
-        data = [self.layout.row(namespace, row.id, row.vector.tolist(), row.uri, row.metadata) for row in rows]
+        data = [self._row(namespace, row.id, row.vector.tolist(), row.uri, row.metadata) for row in rows]
         if not data:
             return 0
         self.access.call("upsert", "upsert", self.collection, data=data, collection=self.collection)
         self._counts.forget()
         return len(data)
+
+    def _row(self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict) -> dict:
+        try:
+            return self.layout.row(namespace, image_id, vector, uri, metadata)
+        except InvalidRequest as error:
+            # A value the collection's filter columns cannot hold: say which image, so the manifest can be fixed.
+            raise InvalidRequest(f"image {image_id!r}: {error}") from error
 
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
         present = sorted(self.existing_ids(namespace, ids))
@@ -426,9 +434,7 @@ class ImageIndex:
                 else:
                     metadata[name] = value
             if metadata != stored:
-                rewritten.append(
-                    self.layout.row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata)
-                )
+                rewritten.append(self._row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata))
         for chunk in _chunks(rewritten):
             self.access.call("upsert", "upsert", self.collection, data=list(chunk), collection=self.collection)
         found = {str(row["id"]) for row in rows}

@@ -266,11 +266,18 @@ def test_the_server_filters_through_the_columns_reindex_added(served):
     assert {uri.rsplit("/", 1)[-1].removesuffix(".jpg") for uri in uris} == north
 
 
-def test_reindex_refuses_columns_a_row_does_not_fit_and_leaves_the_collection_as_it_was(catalogue, tmp_path, milvus):
+def test_a_row_the_columns_do_not_fit_is_refused_and_reindex_leaves_the_collection_as_it_was(
+    catalogue, tmp_path, milvus
+):
     uri = str(tmp_path / "milvus.db") if milvus.endswith(".db") else milvus
     alias = f"misfit_{uuid.uuid4().hex[:8]}"
     names, photos, manifest = photos_with_manifest(tmp_path, catalogue, ["north", 7, "south"])
     common = ["--milvus-uri", uri, "--collection", alias]
+    with_columns = ["--milvus-uri", uri, "--collection", f"{alias}_new", "--filter-columns", "shop:string"]
+    refused = run_cli("index", str(photos), *with_columns, "--metadata", str(manifest))
+    assert refused.returncode != 0
+    (line,) = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert "metadata['shop'] is 7" in line and "image '" in line
     assert run_cli("index", str(photos), *common, "--metadata", str(manifest)).returncode == 0
     refused = run_cli("reindex", *common, "--filter-columns", "shop:string")
     assert refused.returncode != 0
