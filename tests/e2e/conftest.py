@@ -56,6 +56,24 @@ def milvus_server_uri(tmp_path_factory):
         yield uri
 
 
+def release_lite(uri: str) -> None:
+    """Let go of this process's milvus-lite server for `uri` (a file is held by one process at a time)."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(uri)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_milvus(request, tmp_path_factory):
+    """A milvus-lite file of the test module's own (the process that opens one holds it), or the session's server."""
+    if request.param != "milvus-lite":
+        yield request.getfixturevalue("milvus_server_uri")
+        return
+    uri = str(tmp_path_factory.mktemp("module-milvus") / "milvus.db")
+    yield uri
+    release_lite(uri)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """One real S3 server (SeaweedFS) for the session. Key `ACCESS_KEY` may do anything; key `lister` may only list

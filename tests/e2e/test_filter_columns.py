@@ -23,7 +23,7 @@ from predictor.index.filters import validate_filter
 from predictor.index.milvus import MilvusAccess
 from predictor.index.search_options import SearchOptions
 from predictor.index.vector_index import VectorIndex
-from tests.e2e.conftest import BACKENDS
+from tests.e2e.conftest import release_lite
 
 DIMENSION = 8
 COLUMNS = parse_filter_columns("shop:string,year:int")
@@ -53,18 +53,6 @@ FILTERS = [
 ]
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def milvus(request, tmp_path_factory):
-    if request.param != "milvus-lite":
-        yield request.getfixturevalue("milvus_server_uri")
-        return
-    uri = str(tmp_path_factory.mktemp("filter-columns") / "milvus.db")
-    yield uri
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(uri)
-
-
 def catalogue_rows() -> list[IndexRow]:
     rng = np.random.default_rng(0)
     rows = []
@@ -92,9 +80,9 @@ def collection(uri: str, columns=()) -> ImageIndex:
 
 
 @pytest.fixture(scope="module")
-def pair(milvus):
+def pair(module_milvus):
     """The same rows in a collection with filter columns and in one without."""
-    with_columns, plain = collection(milvus, COLUMNS), collection(milvus, ())
+    with_columns, plain = collection(module_milvus, COLUMNS), collection(module_milvus, ())
     yield with_columns, plain
     for index in (with_columns, plain):
         index.access.call("drop_collection", "drop_collection", index.collection)
@@ -155,9 +143,9 @@ def test_a_metadata_update_moves_the_columns_with_it(pair):
     with_columns.update_metadata("default", {"0": dict(catalogue_rows()[0].metadata)})
 
 
-def test_a_reopened_collection_reads_its_own_columns(pair, milvus):
+def test_a_reopened_collection_reads_its_own_columns(pair, module_milvus):
     with_columns, _ = pair
-    reopened = ImageIndex(MilvusAccess(milvus), with_columns.collection, with_columns.identity)
+    reopened = ImageIndex(MilvusAccess(module_milvus), with_columns.collection, with_columns.identity)
     assert reopened.layout.filter_columns == COLUMNS
     reopened.close()
 
@@ -166,8 +154,8 @@ class Interrupted(Exception):
     pass
 
 
-def test_a_migration_stopped_while_copying_back_is_finished_by_running_it_again(milvus):
-    plain = collection(milvus, ())
+def test_a_migration_stopped_while_copying_back_is_finished_by_running_it_again(module_milvus):
+    plain = collection(module_milvus, ())
     expression = validate_filter('metadata["year"] >= 2005 and metadata["shop"] != "b"')
     expected = matching(plain, expression)
     calls = []
@@ -182,7 +170,7 @@ def test_a_migration_stopped_while_copying_back_is_finished_by_running_it_again(
     # The collection was dropped and is half made again; the complete copy is what the second run starts from.
     migrated = add_filter_columns(plain, COLUMNS, VectorIndex())
     assert migrated.rows == len(catalogue_rows())
-    reopened = ImageIndex(MilvusAccess(milvus), plain.collection, plain.identity)
+    reopened = ImageIndex(MilvusAccess(module_milvus), plain.collection, plain.identity)
     assert reopened.layout.filter_columns == COLUMNS and reopened.count() == len(catalogue_rows())
     assert "filter_" in reopened.layout.scope("default", expression)
     assert matching(reopened, expression) == expected
@@ -201,9 +189,7 @@ def opened(uri: str):
     finally:
         access.close()
         if uri.endswith(".db"):
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(uri)
+            release_lite(uri)
 
 
 def photos_with_manifest(workdir, catalogue, shops: list) -> tuple[list[str], object]:
@@ -220,11 +206,11 @@ def photos_with_manifest(workdir, catalogue, shops: list) -> tuple[list[str], ob
 
 
 @pytest.fixture(scope="module")
-def served(catalogue, tmp_path_factory, milvus):
+def served(catalogue, tmp_path_factory, module_milvus):
     """The sample photos indexed by the CLI, given a shop column afterwards by `reindex`, and a predictor serving
     them."""
     workdir = tmp_path_factory.mktemp("filter-columns-served")
-    uri = str(workdir / "milvus.db") if milvus.endswith(".db") else milvus
+    uri = str(workdir / "milvus.db") if module_milvus.endswith(".db") else module_milvus
     alias = f"shops_{uuid.uuid4().hex[:8]}"
     shops = ["north", "south"] * 3
     names, photos, manifest = photos_with_manifest(workdir, catalogue, shops)
@@ -267,9 +253,9 @@ def test_the_server_filters_through_the_columns_reindex_added(served):
 
 
 def test_a_row_the_columns_do_not_fit_is_refused_and_reindex_leaves_the_collection_as_it_was(
-    catalogue, tmp_path, milvus
+    catalogue, tmp_path, module_milvus
 ):
-    uri = str(tmp_path / "milvus.db") if milvus.endswith(".db") else milvus
+    uri = str(tmp_path / "milvus.db") if module_milvus.endswith(".db") else module_milvus
     alias = f"misfit_{uuid.uuid4().hex[:8]}"
     names, photos, manifest = photos_with_manifest(tmp_path, catalogue, ["north", 7, "south"])
     common = ["--milvus-uri", uri, "--collection", alias]

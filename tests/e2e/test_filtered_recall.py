@@ -17,7 +17,6 @@ from predictor.identity import ModelIdentity
 from predictor.index.collection import ImageIndex, IndexRow
 from predictor.index.milvus import MilvusAccess
 from predictor.index.search_options import SearchOptions
-from tests.e2e.conftest import BACKENDS
 
 DIMENSION = 128
 CHUNK = 2_000
@@ -69,38 +68,25 @@ def recall(index: ImageIndex, queries, expressions, keeps, vectors, namespace: s
     return float(np.mean(found))
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def milvus(request, tmp_path_factory):
-    """A milvus-lite file of this module's own (the process that opens one holds it), or the session's server."""
-    if request.param != "milvus-lite":
-        yield request.getfixturevalue("milvus_server_uri")
-        return
-    uri = str(tmp_path_factory.mktemp("filtered-recall") / "milvus.db")
-    yield uri
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(uri)
-
-
 @pytest.fixture(scope="module")
-def small_catalogue(milvus):
+def small_catalogue(module_milvus):
     """275 images in 12 categories, like a clip-art catalogue with a category manifest."""
     vectors, category = clustered(275, 12, seed=1)
-    index = indexed(milvus, vectors, [{"category": int(c)} for c in category], ["default"] * len(vectors))
+    index = indexed(module_milvus, vectors, [{"category": int(c)} for c in category], ["default"] * len(vectors))
     yield index, vectors, category
     index.access.call("drop_collection", "drop_collection", index.collection)
     index.close()
 
 
 @pytest.fixture(scope="module")
-def large_catalogue(milvus):
+def large_catalogue(module_milvus):
     """20,000 rows in 100 clusters, half of them in namespace `shop`, with a field that keeps 1% of them."""
     vectors, category = clustered(20_000, 100, seed=2)
     rng = np.random.default_rng(3)
     namespaces = np.where(rng.random(len(vectors)) < 0.5, "shop", "other").tolist()
     share = rng.integers(0, 100, len(vectors))
     metadata = [{"category": int(c), "share": int(s)} for c, s in zip(category, share, strict=True)]
-    index = indexed(milvus, vectors, metadata, namespaces)
+    index = indexed(module_milvus, vectors, metadata, namespaces)
     yield index, vectors, category, np.array(namespaces), share
     index.access.call("drop_collection", "drop_collection", index.collection)
     index.close()
