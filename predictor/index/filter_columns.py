@@ -37,7 +37,10 @@ __all__ = [
     "COLUMN_PREFIX",
     "FilterColumn",
     "MAX_FILTER_COLUMNS",
+    "MISSING_INT",
+    "STRING_MAX_LENGTH",
     "columns_of",
+    "describe",
     "parse_filter_columns",
 ]
 
