@@ -2,10 +2,12 @@
 
 Originals: the near-duplicate set's real photographs (scikit-image's and GCompris's, `predictor.eval_sets._photos`).
 Each gets four planted copies: resized to 50%, cropped by 10% a side, re-encoded as a JPEG of quality 30, brightened
-by 30%. Every picture is embedded by the bundled model as the indexer does; a pair is a true duplicate when both come
-from the same original. For each threshold T, pair precision and pair recall of "score >= T" over all pairs are
-printed, for the pairs themselves and for the pairs that share a cluster (connected components, what the command
-writes), and the range of T where both pair figures are at least 0.95.
+by 30%. Every picture is embedded by the bundled model and given its copy signature as the indexer does; a pair is a
+true duplicate when both come from the same original. A pair's score is the command's: the signatures' likeness for
+the pairs the embedding proposes (score >= CANDIDATE_SCORE), and, side by side, the embedding's score alone (what a
+collection indexed before signatures gets). For each threshold T, pair precision and pair recall of "score >= T" over
+all pairs are printed, for the pairs themselves and for the pairs that share a cluster (connected components, what
+the command writes), and the range of T where both pair figures are at least 0.95.
 
 Usage: python -m benchmarks duplicate-threshold [--limit N]
 """
@@ -58,22 +60,39 @@ def planted_set(directory: Path, limit: int | None = None) -> tuple[list[Path], 
     return files, sources
 
 
-def pair_scores(vectors: np.ndarray, sources: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every unordered pair, and whether it is a planted pair."""
-    similarity = vectors @ vectors.T
-    upper = np.triu_indices(len(vectors), k=1)
+def signatures_of(files: list[Path]) -> list[str]:
+    """Each file's copy signature, from the picture as the indexer decodes it."""
+    from predictor.imaging.copy_signature import signature_of
+    from predictor.imaging.decoding import ImageLimits, decode_image
+
+    return [signature_of(decode_image(path.read_bytes(), ImageLimits()).image) for path in files]
+
+
+def command_scores(vectors: np.ndarray, signatures: list[str]) -> np.ndarray:
+    """Every pair's score as `image-search duplicates` scores it: the signatures' likeness where the embedding
+    proposes the pair, -1 (never joined) where it does not."""
+    from predictor.imaging.copy_signature import copy_scores
+    from predictor.index.duplicates import CANDIDATE_SCORE
+
+    likeness = np.array([copy_scores(signature, signatures) for signature in signatures], dtype=np.float32)
+    return np.where(vectors @ vectors.T >= CANDIDATE_SCORE, likeness, -1.0)
+
+
+def pair_scores(scores: np.ndarray, sources: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of every unordered pair from the square matrix `scores`, and whether it is a planted pair."""
+    upper = np.triu_indices(len(scores), k=1)
     labels = np.asarray(sources)
-    return similarity[upper], labels[upper[0]] == labels[upper[1]]
+    return scores[upper], labels[upper[0]] == labels[upper[1]]
 
 
-def co_clustered(vectors: np.ndarray, threshold: float) -> np.ndarray:
+def co_clustered(scores: np.ndarray, threshold: float) -> np.ndarray:
     """For every unordered pair, whether the two land in one cluster: connected components of the pairs scoring at
-    least `threshold`, as `image-search duplicates` writes them."""
+    least `threshold` in the square matrix `scores`, as `image-search duplicates` writes them."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
-    _, labels = connected_components(csr_matrix(vectors @ vectors.T >= threshold), directed=False)
-    upper = np.triu_indices(len(vectors), k=1)
+    _, labels = connected_components(csr_matrix(scores >= threshold), directed=False)
+    upper = np.triu_indices(len(scores), k=1)
     return labels[upper[0]] == labels[upper[1]]
 
 
@@ -82,12 +101,13 @@ def _precision_recall(found: np.ndarray, planted: np.ndarray) -> tuple[float, fl
     return true / max(1, int(found.sum())), true / max(1, int(planted.sum()))
 
 
-def sweep(vectors: np.ndarray, scores: np.ndarray, planted: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+def sweep(matrix: np.ndarray, sources: list[int], thresholds: np.ndarray) -> list[dict]:
     """Pair precision and recall of "score >= T", and of "in one cluster" (what a user gets), by threshold."""
+    scores, planted = pair_scores(matrix, sources)
     rows = []
     for threshold in thresholds:
         precision, recall = _precision_recall(scores >= threshold, planted)
-        cluster_precision, cluster_recall = _precision_recall(co_clustered(vectors, threshold), planted)
+        cluster_precision, cluster_recall = _precision_recall(co_clustered(matrix, threshold), planted)
         rows.append(
             {
                 "threshold": round(float(threshold), 3),
@@ -114,20 +134,24 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         files, sources = planted_set(Path(scratch), args.limit)
         vectors = backbone_embedder(backbone)(files)
-    scores, planted = pair_scores(vectors, sources)
+        signatures = signatures_of(files)
+    matrices = {"signatures": command_scores(vectors, signatures), "embedding alone": vectors @ vectors.T}
+    scores, planted = pair_scores(matrices["signatures"], sources)
     print(f"{len(set(sources))} originals, {len(files)} pictures, {int(planted.sum())} planted pairs of {len(scores)}")
-    similarity = vectors @ vectors.T
-    for number, edit in enumerate(EDITS, start=1):
-        # Each original is followed by its copies in EDITS order.
-        edited = np.array([similarity[i, i + number] for i in range(0, len(files), 1 + len(EDITS))])
-        print(f"  {edit:<10} original-copy score: min {edited.min():.3f}, median {np.median(edited):.3f}")
-    rows = sweep(vectors, scores, planted, np.arange(0.50, 0.99, 0.01))
-    for row in rows:
-        print(
-            f"  T {row['threshold']:.2f}  pairs: precision {row['precision']:.3f} recall {row['recall']:.3f}"
-            f"  clusters: precision {row['cluster_precision']:.3f} recall {row['cluster_recall']:.3f}"
-        )
-    good = [row["threshold"] for row in rows if row["precision"] >= 0.95 and row["recall"] >= 0.95]
-    print(f"both >= 0.95 for T in [{min(good):.2f}, {max(good):.2f}]" if good else "no T gives both >= 0.95")
-    print(f"lowest planted-pair score: {min(scores[planted]):.3f}; highest other pair: {max(scores[~planted]):.3f}")
+    for name, matrix in matrices.items():
+        print(name)
+        for number, edit in enumerate(EDITS, start=1):
+            # Each original is followed by its copies in EDITS order.
+            edited = np.array([matrix[i, i + number] for i in range(0, len(files), 1 + len(EDITS))])
+            print(f"  {edit:<10} original-copy score: min {edited.min():.3f}, median {np.median(edited):.3f}")
+        rows = sweep(matrix, sources, np.arange(0.50, 0.99, 0.01))
+        for row in rows:
+            print(
+                f"  T {row['threshold']:.2f}  pairs: precision {row['precision']:.3f} recall {row['recall']:.3f}"
+                f"  clusters: precision {row['cluster_precision']:.3f} recall {row['cluster_recall']:.3f}"
+            )
+        good = [row["threshold"] for row in rows if row["precision"] >= 0.95 and row["recall"] >= 0.95]
+        print(f"  both >= 0.95 for T in [{min(good):.2f}, {max(good):.2f}]" if good else "  no T gives both >= 0.95")
+        scores, planted = pair_scores(matrix, sources)
+        print(f"  lowest planted pair: {scores[planted].min():.3f}; highest other pair: {scores[~planted].max():.3f}")
     return 0

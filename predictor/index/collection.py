@@ -17,6 +17,7 @@ from predictor.index.filter_columns import FilterColumn, describe
 from predictor.index.milvus import MilvusAccess, is_local_file, like_prefix, quoted
 from predictor.index.schema import (
     IDENTITY_PROPERTY,
+    SIGNATURE_FIELD,
     Layout,
     create_collection,
     identity_from_property,
@@ -48,6 +49,8 @@ class Hit:
     metadata: dict = field(default_factory=dict)
     # The stored vector, fetched only for re-ranking by diversity.
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The stored copy signature, fetched only for finding duplicates ("" where the row has none).
+    signature: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class IndexRow:
     vector: np.ndarray
     uri: str
     metadata: dict
+    signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -279,9 +283,16 @@ class ImageIndex:
         except RuntimeError:
             return False
 
-    def search(self, vectors: np.ndarray, options: SearchOptions, timeout_s: float | None = None) -> list[list[Hit]]:
+    def search(
+        self,
+        vectors: np.ndarray,
+        options: SearchOptions,
+        timeout_s: float | None = None,
+        with_signatures: bool = False,
+    ) -> list[list[Hit]]:
         """Up to `options.window` hits per query vector, best first, from `options.namespace` only; `timeout_s`
-        bounds the Milvus call (`RequestTimedOut` after it)."""
+        bounds the Milvus call (`RequestTimedOut` after it). `with_signatures` fetches the hits' copy signatures
+        where the collection stores them."""
         if len(vectors) == 0:
             return []
         if not self.layout.holds(options.namespace):
@@ -295,7 +306,9 @@ class ImageIndex:
             filter=self.layout.scope(options.namespace, options.filter),
             anns_field="vector",
             search_params=self._search_params(options, timeout_s),
-            output_fields=self.layout.output_fields + (["vector"] if options.diversity > 0 else []),
+            output_fields=self.layout.output_fields
+            + (["vector"] if options.diversity > 0 else [])
+            + ([SIGNATURE_FIELD] if with_signatures and self.layout.signatures else []),
             collection=self.collection,
             timeout=timeout_s,
             **self._consistency(),
@@ -344,6 +357,7 @@ class ImageIndex:
             uri=str(entity.get("uri", "")),
             metadata=entity.get("metadata") or {},
             vector=np.asarray(entity["vector"], dtype=np.float32) if "vector" in entity else None,
+            signature=entity.get(SIGNATURE_FIELD),
         )
 
     def _keys_filter(self, namespace: str, ids: Sequence[str]) -> str:
@@ -391,16 +405,18 @@ class ImageIndex:
 
     def upsert(self, namespace: str, rows: Iterable[IndexRow]) -> int:
         self.check_writable(namespace)
-        data = [self._row(namespace, row.id, row.vector.tolist(), row.uri, row.metadata) for row in rows]
+        data = [self._row(namespace, row.id, row.vector.tolist(), row.uri, row.metadata, row.signature) for row in rows]
         if not data:
             return 0
         self.access.call("upsert", "upsert", self.collection, data=data, collection=self.collection)
         self._counts.forget()
         return len(data)
 
-    def _row(self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict) -> dict:
+    def _row(
+        self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict, signature: str = ""
+    ) -> dict:
         try:
-            return self.layout.row(namespace, image_id, vector, uri, metadata)
+            return self.layout.row(namespace, image_id, vector, uri, metadata, signature)
         except InvalidRequest as error:
             # A value the collection's filter columns cannot hold: say which image, so the manifest can be fixed.
             raise InvalidRequest(f"image {image_id!r}: {error}") from error
@@ -423,7 +439,7 @@ class ImageIndex:
 
         Returns how many rows changed and the ids `namespace` does not hold.
         """
-        rows = self._rows(namespace, list(updates), ["id", "vector", "uri", "metadata"])
+        rows = self._rows(namespace, list(updates), self.layout.stored_fields)
         rewritten = []
         for row in rows:
             stored = row.get("metadata") or {}
@@ -434,11 +450,26 @@ class ImageIndex:
                 else:
                     metadata[name] = value
             if metadata != stored:
-                rewritten.append(self._row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata))
+                rewritten.append(self._stored_row(namespace, row, metadata))
         for chunk in _chunks(rewritten):
             self.access.call("upsert", "upsert", self.collection, data=list(chunk), collection=self.collection)
         found = {str(row["id"]) for row in rows}
         return len(rewritten), [image_id for image_id in updates if image_id not in found]
+
+    def _stored_row(self, namespace: str, row: dict, metadata: dict) -> dict:
+        """A row read with `stored_fields`, to write back with `metadata`."""
+        signature = str(row.get(SIGNATURE_FIELD) or "")
+        return self._row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata, signature)
+
+    def stored_row(self, namespace: str, image_id: str) -> IndexRow | None:
+        """One image's whole row (vector and signature included), or None when `namespace` does not hold it."""
+        rows = self._rows(namespace, [image_id], self.layout.stored_fields)
+        if not rows:
+            return None
+        row = rows[0]
+        vector = np.asarray(row["vector"], dtype=np.float32)
+        signature = str(row.get(SIGNATURE_FIELD) or "")
+        return IndexRow(str(row["id"]), vector, str(row.get("uri", "")), row.get("metadata") or {}, signature)
 
     def _query_ids(self, namespace: str, expression: str) -> list[dict]:
         if not self.layout.holds(namespace):
@@ -484,7 +515,7 @@ class ImageIndex:
     def every_row(self, batch_size: int) -> Iterator[list[dict]]:
         """Every row of every namespace with all its fields (`key` and `namespace` among them), in lists of
         `batch_size`; for copying a collection (namespaced layout only)."""
-        fields = ["namespace", "id", "uri", "metadata", "vector"]
+        fields = ["namespace", *self.layout.stored_fields]
         # Every row has a key, so this keeps them all; paging needs an expression to extend.
         everything = 'key != ""'
         if not is_local_file(self.uri):

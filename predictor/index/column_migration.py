@@ -20,6 +20,7 @@ import numpy as np
 from predictor.errors import InvalidRequest
 from predictor.index.collection import ImageIndex, IndexRow
 from predictor.index.filter_columns import FilterColumn
+from predictor.index.schema import SIGNATURE_FIELD
 from predictor.index.vector_index import VectorIndex
 
 __all__ = ["Migrated", "add_filter_columns"]
@@ -52,6 +53,7 @@ def _copy(source: ImageIndex, target: ImageIndex, progress: Callable[[int], None
                     np.asarray(row["vector"], dtype=np.float32),
                     str(row["uri"]),
                     dict(row.get("metadata") or {}),
+                    str(row.get(SIGNATURE_FIELD) or ""),
                 )
             )
         for namespace, rows in by_namespace.items():

@@ -1,9 +1,13 @@
-"""Near-duplicate clusters across a collection, from its stored vectors: no image is embedded again.
+"""Near-duplicate clusters across a collection, from its stored vectors and copy signatures: no image is embedded
+or read again.
 
-Every stored row (of one namespace, optionally under a filter) is searched for, in batches, among the same rows; each
-pair scoring at least the threshold joins its two rows, and a cluster is a connected component of those pairs (so a
-chain of close copies is one cluster even when its ends are further apart). Each row asks for its `NEIGHBOURS`
-nearest rows: a cluster larger than that is still found whole through its members' own neighbours.
+Every stored row (of one namespace, optionally under a filter) is searched for, in batches, among the same rows. The
+embedding proposes: each row's `NEIGHBOURS` nearest rows scoring at least `CANDIDATE_SCORE` are candidates. The copy
+signatures decide (imaging/copy_signature.py): a candidate pair's score is how alike the two signatures are, or the
+embedding's score where either row has none (rows indexed before signatures were stored). Each pair scoring at least
+the threshold joins its two rows, and a cluster is a connected component of those pairs (so a chain of close copies
+is one cluster even when its ends are further apart); a cluster larger than `NEIGHBOURS` is still found whole through
+its members' own neighbours.
 
 The cost is one search per row, batched, at the search effort the filter plans (search_effort.py): near-linear in
 the rows. The default threshold is measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
@@ -15,12 +19,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.index.collection import ImageIndex
+from predictor.imaging.copy_signature import copy_scores
+from predictor.index.collection import Hit, ImageIndex
+from predictor.index.schema import SIGNATURE_FIELD
 from predictor.index.search_options import SearchOptions
 
-__all__ = ["DEFAULT_THRESHOLD", "Cluster", "find_clusters", "mark_clusters", "stored_rows"]
+__all__ = [
+    "EMBEDDING_THRESHOLD",
+    "SIGNATURE_THRESHOLD",
+    "Cluster",
+    "default_threshold",
+    "find_clusters",
+    "mark_clusters",
+    "stored_rows",
+]
 
-DEFAULT_THRESHOLD = 0.90
+# Measured on planted copies (docs/search-index.md): with signatures, every threshold from 0.80 to 0.96 kept pair
+# precision and recall at 0.95 or more, and 0.88 is the middle of that range; by the embedding alone, no threshold
+# did, and 0.90 keeps precision at 0.98 (recall 0.35).
+SIGNATURE_THRESHOLD = 0.88
+EMBEDDING_THRESHOLD = 0.90
+# Every planted copy scored at least 0.59 against its original by the embedding (docs/search-index.md).
+CANDIDATE_SCORE = 0.5
 NEIGHBOURS = 16
 READ_BATCH = 512
 SEARCH_BATCH = 64
@@ -42,12 +62,28 @@ class StoredRow:
     id: str
     uri: str
     vector: np.ndarray
+    signature: str
 
 
 def stored_rows(index: ImageIndex, namespace: str, expression: str | None) -> Iterator[list[StoredRow]]:
-    """Every row of `namespace` matching `expression`, with its vector, in batches of READ_BATCH."""
-    for batch in index.scan(namespace, expression, ["id", "uri", "vector"], READ_BATCH):
-        yield [StoredRow(str(row["id"]), str(row["uri"]), np.asarray(row["vector"], dtype=np.float32)) for row in batch]
+    """Every row of `namespace` matching `expression`, with its vector and signature, in batches of READ_BATCH."""
+    fields = ["id", "uri", "vector"] + ([SIGNATURE_FIELD] if index.layout.signatures else [])
+    for batch in index.scan(namespace, expression, fields, READ_BATCH):
+        yield [
+            StoredRow(
+                str(row["id"]),
+                str(row["uri"]),
+                np.asarray(row["vector"], dtype=np.float32),
+                str(row.get(SIGNATURE_FIELD) or ""),
+            )
+            for row in batch
+        ]
+
+
+def pair_scores(row: StoredRow, candidates: list[Hit]) -> list[float]:
+    """The score of `row` with each candidate: their signatures' likeness, or the embedding's where one is missing."""
+    likeness = copy_scores(row.signature, [hit.signature or "" for hit in candidates])
+    return [hit.score if score is None else score for hit, score in zip(candidates, likeness, strict=True)]
 
 
 class _Components:
@@ -72,11 +108,16 @@ class _Components:
         self.lowest[first] = low
 
 
+def default_threshold(index: ImageIndex) -> float:
+    """The measured default for what this collection's pairs are scored by."""
+    return SIGNATURE_THRESHOLD if index.layout.signatures else EMBEDDING_THRESHOLD
+
+
 def find_clusters(
     index: ImageIndex,
     namespace: str,
     expression: str | None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float,
     progress: Callable[[int], object] = lambda rows: None,
 ) -> list[Cluster]:
     """Clusters of two or more rows, largest first; `progress(rows)` after each batch of rows searched."""
@@ -86,13 +127,14 @@ def find_clusters(
     for rows in stored_rows(index, namespace, expression):
         for start in range(0, len(rows), SEARCH_BATCH):
             batch = rows[start : start + SEARCH_BATCH]
-            found = index.search(np.stack([row.vector for row in batch]), options)
+            found = index.search(np.stack([row.vector for row in batch]), options, with_signatures=True)
             for row, hits in zip(batch, found, strict=True):
                 uris[row.id] = row.uri
-                for hit in hits:
-                    if hit.id != row.id and hit.score >= threshold:
+                candidates = [hit for hit in hits if hit.id != row.id and hit.score >= CANDIDATE_SCORE]
+                for hit, score in zip(candidates, pair_scores(row, candidates), strict=True):
+                    if score >= threshold:
                         uris[hit.id] = hit.uri
-                        components.join(row.id, hit.id, hit.score)
+                        components.join(row.id, hit.id, score)
             progress(len(batch))
     members: dict[str, list[str]] = {}
     for image_id in list(components.parent):

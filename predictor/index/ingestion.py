@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from predictor.imaging.decoding import ImageLimits, InvalidImage, load_pixels
+from predictor.imaging.copy_signature import signature_of
+from predictor.imaging.decoding import ImageLimits, InvalidImage, decode_image, preprocess
 from predictor.imaging.image_files import IMAGE_SUFFIXES, content_id
 from predictor.index.collection import ImageIndex, IndexRow
 from predictor.index.fetching import prefetched
@@ -209,14 +210,14 @@ def index_images(
                 else:
                     fresh[candidate.id] = candidate
             report.metadata_updated += index.update_metadata(namespace, updates)[0] if updates else 0
-            decoded = list(pool.map(lambda c: _try_pixels(c, limits, preprocessing), fresh.values()))
-            good = [(c, pixels) for c, pixels in decoded if isinstance(pixels, np.ndarray)]
-            report.failed.extend((c.image.uri, str(error)) for c, error in decoded if not isinstance(error, np.ndarray))
+            decoded = list(pool.map(lambda c: _try_decode(c, limits, preprocessing), fresh.values()))
+            good = [(c, picture) for c, picture in decoded if isinstance(picture, _Picture)]
+            report.failed.extend((c.image.uri, str(error)) for c, error in decoded if not isinstance(error, _Picture))
             if good:
-                embeddings = backbone.run(np.stack([pixels for _, pixels in good])).embeddings
+                embeddings = backbone.run(np.stack([picture.pixels for _, picture in good])).embeddings
                 rows = [
-                    IndexRow(c.id, vector, c.image.uri, c.metadata)
-                    for (c, _), vector in zip(good, embeddings, strict=True)
+                    IndexRow(c.id, vector, c.image.uri, c.metadata, picture.signature)
+                    for (c, picture), vector in zip(good, embeddings, strict=True)
                 ]
                 report.added += index.upsert(namespace, rows)
                 # A file whose content changed keeps its path but gets a new id: drop the old vector, after the new
@@ -238,8 +239,15 @@ def unmatched_rows(manifest: Manifest, matched: set[int], everything: Sequence[S
     return [row for row in manifest.rows if row.line not in matched and (row.path is None or row.path not in names)]
 
 
-def _try_pixels(candidate: _Candidate, limits: ImageLimits, preprocessing) -> tuple[_Candidate, object]:
+@dataclass(frozen=True)
+class _Picture:
+    pixels: np.ndarray  # the model's input
+    signature: str  # the whole picture's copy signature
+
+
+def _try_decode(candidate: _Candidate, limits: ImageLimits, preprocessing) -> tuple[_Candidate, object]:
     try:
-        return candidate, load_pixels(candidate.data, limits, preprocessing)
+        decoded = decode_image(candidate.data, limits, preprocessing)
+        return candidate, _Picture(preprocess(decoded, preprocessing), signature_of(decoded.image))
     except InvalidImage as error:
         return candidate, error

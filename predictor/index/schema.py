@@ -11,7 +11,9 @@ Two layouts are read and written:
 
 Both have `id`, `vector`, `uri` and `metadata` (a JSON object), so a filter over `metadata[...]` reads either. A
 namespaced collection may also keep chosen metadata keys in typed filter columns (filter_columns.py), which its
-filters then read instead of the JSON.
+filters then read instead of the JSON. Collections made since copy signatures exist keep each picture's signature in
+`signature` (imaging/copy_signature.py), which `image-search duplicates` compares; older ones have no such field, and
+a row indexed without one holds "".
 """
 
 import json
@@ -21,6 +23,7 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from predictor.identity import ModelIdentity
+from predictor.imaging.copy_signature import SIGNATURE_LENGTH
 from predictor.index.filter_columns import STRING_MAX_LENGTH, FilterColumn, columns_of
 from predictor.index.filters import with_filter_columns
 from predictor.index.milvus import MilvusAccess, quoted
@@ -31,6 +34,7 @@ __all__ = [
     "IDENTITY_PROPERTY",
     "ID_MAX_LENGTH",
     "LEGACY",
+    "SIGNATURE_FIELD",
     "Layout",
     "create_collection",
     "identity_from_property",
@@ -44,6 +48,7 @@ URI_MAX_LENGTH = 2048
 # Milvus refuses JSON values above 64 KiB.
 METADATA_MAX_BYTES = 65_536
 IDENTITY_PROPERTY = "image_search.model"
+SIGNATURE_FIELD = "signature"
 _SCALAR_INDEX = {"string": "Trie", "int": "STL_SORT"}
 
 
@@ -54,6 +59,7 @@ class Layout:
     filter_columns: tuple[FilterColumn, ...] = ()
     # milvus-lite reads a comparison with a missing metadata key as unknown, the server as false (filter_columns.py).
     three_valued: bool = False
+    signatures: bool = False
 
     @property
     def primary_field(self) -> str:
@@ -77,8 +83,17 @@ class Layout:
             parts.append(f"({with_filter_columns(expression, self.filter_columns, self.three_valued)})")
         return " and ".join(parts)
 
-    def row(self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict) -> dict[str, Any]:
+    @property
+    def stored_fields(self) -> list[str]:
+        """What rewriting a row must read back to write it whole."""
+        return ["id", "vector", "uri", "metadata"] + ([SIGNATURE_FIELD] if self.signatures else [])
+
+    def row(
+        self, namespace: str, image_id: str, vector: list[float], uri: str, metadata: dict, signature: str = ""
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {"id": image_id, "vector": vector, "uri": uri[:URI_MAX_LENGTH], "metadata": metadata}
+        if self.signatures:
+            row[SIGNATURE_FIELD] = signature
         if self.namespaced:
             row.update(key=self.key(namespace, image_id), namespace=namespace)
         for column in self.filter_columns:
@@ -97,6 +112,7 @@ def layout_of(description: dict) -> Layout:
         namespaced=True,
         partition_key=bool(fields["namespace"].get("is_partition_key")),
         filter_columns=columns_of(fields.values()),
+        signatures=SIGNATURE_FIELD in fields,
     )
 
 
@@ -136,6 +152,7 @@ def create_collection(
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=identity.dimension)
     schema.add_field("uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
     schema.add_field("metadata", DataType.JSON)
+    schema.add_field(SIGNATURE_FIELD, DataType.VARCHAR, max_length=SIGNATURE_LENGTH)
     for column in filter_columns:
         if column.kind == "string":
             # The marker in front of every value takes one byte more.
@@ -160,4 +177,4 @@ def create_collection(
         consistency_level="Strong",
         properties={IDENTITY_PROPERTY: identity_to_property(identity)},
     )
-    return Layout(namespaced=True, partition_key=partition_key, filter_columns=filter_columns)
+    return Layout(namespaced=True, partition_key=partition_key, filter_columns=filter_columns, signatures=True)

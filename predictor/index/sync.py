@@ -8,13 +8,13 @@ is read and hashed, and is embedded again only if its content really changed.
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from predictor.imaging.decoding import ImageLimits
 from predictor.imaging.image_files import content_id
-from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.collection import ImageIndex
 from predictor.index.fetching import prefetched
 from predictor.index.ingestion import IndexReport, SourceImage, in_shard, index_images
 from predictor.index.object_sources import VERSION_FIELD
@@ -212,14 +212,13 @@ def _kept_metadata(
 
 def _move(index: ImageIndex, namespace: str, image_id: str, image: SourceImage) -> None:
     """Point the row of `image_id` at the image's new uri, keeping its vector and its metadata but the name."""
-    stored = index.get(namespace, image_id)
-    vector = index.vectors_of(namespace, [image_id]).get(image_id)
-    if stored is None or vector is None:
+    stored = index.stored_row(namespace, image_id)
+    if stored is None:
         return
     metadata = {**stored.metadata, "filename": image.filename}
     if image.version is not None:
         metadata[VERSION_FIELD] = image.version
-    index.upsert(namespace, [IndexRow(image_id, vector, image.uri, metadata)])
+    index.upsert(namespace, [replace(stored, uri=image.uri, metadata=metadata)])
 
 
 def _merge(report: SyncReport, indexed: IndexReport, replacing: bool) -> None:

@@ -118,3 +118,12 @@ def test_a_legacy_collection_is_the_default_namespace_for_writes_and_searches(le
         space = search([moon], top_k=5, filter='metadata["category"] == "space"')
         assert [hit["uri"].rsplit("/", 1)[-1] for hit in space] == ["rocket.jpg"]
         assert search([moon], namespace="shop") == [], "other namespaces are empty in a legacy collection"
+
+
+def test_duplicates_in_a_collection_without_copy_signatures_are_scored_by_the_embedding(legacy):
+    _, _, workdir = legacy
+    out = workdir / "clusters.jsonl"
+    found = cli(legacy, "duplicates", "--out", str(out))
+    assert found.returncode == 0, found.stderr
+    assert "stores no copy signatures" in found.stderr and "at threshold 0.9 " in found.stderr
+    assert out.read_text() == "", "five different photos: no cluster"
