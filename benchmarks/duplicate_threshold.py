@@ -2,7 +2,10 @@
 
 Originals: the near-duplicate set's real photographs (scikit-image's and GCompris's, `predictor.eval_sets._photos`).
 Each gets four planted copies: resized to 50%, cropped by 10% a side, re-encoded as a JPEG of quality 30, brightened
-by 30%. Every picture is embedded by the bundled model and given its copy signature as the indexer does; a pair is a
+by 30%. A second set gives the same originals four copies cropped off the grid of crops the signatures compare (0 to
+15% off each side, drawn independently, so the aspect ratio changes too), one of them also brightened or darkened by
+up to 30%, one halved in size, one with its contrast changed by up to 30%, all re-encoded at JPEG quality 30 to 90.
+Every picture is embedded by the bundled model and given its copy signature as the indexer does; a pair is a
 true duplicate when both come from the same original. A pair's score is the command's: the signatures' likeness for
 the pairs the embedding proposes (score >= CANDIDATE_SCORE), and, side by side, the embedding's score alone (what a
 collection indexed before signatures gets). For each threshold T, pair precision and pair recall of "score >= T" over
@@ -14,6 +17,7 @@ Usage: python -m benchmarks duplicate-threshold [--limit N]
 
 import argparse
 import io
+import random
 import tempfile
 from pathlib import Path
 
@@ -43,16 +47,44 @@ def planted_copy(data: bytes, edit: str) -> bytes:
     return out.getvalue()
 
 
-def planted_set(directory: Path, limit: int | None = None) -> tuple[list[Path], list[int]]:
+def off_grid_copy(data: bytes, edit: str, rng: random.Random) -> bytes:
+    """A copy cropped by a random 0 to 15% off each side, then edited as `edit` says, then re-encoded."""
+    image = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    width, height = image.size
+    left, top, right, bottom = (rng.uniform(0.0, 0.15) for _ in range(4))
+    image = image.crop(
+        (round(width * left), round(height * top), round(width * (1 - right)), round(height * (1 - bottom)))
+    )
+    if edit == "brightened":
+        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    elif edit == "resized":
+        image = image.resize((max(image.width // 2, 32), max(image.height // 2, 32)), Image.Resampling.BICUBIC)
+    elif edit == "contrast":
+        image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=rng.randint(30, 90))
+    return out.getvalue()
+
+
+OFF_GRID_EDITS = ("cropped", "brightened", "resized", "contrast")
+
+
+def planted_set(directory: Path, limit: int | None = None, off_grid: bool = False) -> tuple[list[Path], list[int]]:
     """Files of the originals and their copies, and the original each one comes from."""
     from tools.eval_sets import _photos
 
+    rng = random.Random(1)
     files, sources = [], []
     for number, (name, data) in enumerate(_photos()):
         if limit is not None and number >= limit:
             break
         stem = name.rsplit(".", 1)[0]
-        for edit, content in [("original", data), *((edit, planted_copy(data, edit)) for edit in EDITS)]:
+        copies = (
+            [(edit, off_grid_copy(data, edit, rng)) for edit in OFF_GRID_EDITS]
+            if off_grid
+            else [(edit, planted_copy(data, edit)) for edit in EDITS]
+        )
+        for edit, content in [("original", data), *copies]:
             path = directory / f"{stem}--{edit}.jpg"
             path.write_bytes(content)
             files.append(path)
@@ -131,18 +163,25 @@ def run(args: argparse.Namespace) -> int:
 
     backbone = Backbone(default_spec(), "cpu", "fp32", compile_mode="off")
     backbone.load()
-    with tempfile.TemporaryDirectory() as scratch:
-        files, sources = planted_set(Path(scratch), args.limit)
-        vectors = backbone_embedder(backbone)(files)
-        signatures = signatures_of(files)
+    for off_grid in (False, True):
+        with tempfile.TemporaryDirectory() as scratch:
+            files, sources = planted_set(Path(scratch), args.limit, off_grid)
+            vectors = backbone_embedder(backbone)(files)
+            signatures = signatures_of(files)
+        print("copies cropped off the grid" if off_grid else "planted copies")
+        _report(files, sources, vectors, signatures, OFF_GRID_EDITS if off_grid else EDITS)
+    return 0
+
+
+def _report(files: list[Path], sources: list[int], vectors: np.ndarray, signatures: list[str], edits) -> None:
     matrices = {"signatures": command_scores(vectors, signatures), "embedding alone": vectors @ vectors.T}
     scores, planted = pair_scores(matrices["signatures"], sources)
     print(f"{len(set(sources))} originals, {len(files)} pictures, {int(planted.sum())} planted pairs of {len(scores)}")
     for name, matrix in matrices.items():
         print(name)
-        for number, edit in enumerate(EDITS, start=1):
+        for number, edit in enumerate(edits, start=1):
             # Each original is followed by its copies in EDITS order.
-            edited = np.array([matrix[i, i + number] for i in range(0, len(files), 1 + len(EDITS))])
+            edited = np.array([matrix[i, i + number] for i in range(0, len(files), 1 + len(edits))])
             print(f"  {edit:<10} original-copy score: min {edited.min():.3f}, median {np.median(edited):.3f}")
         rows = sweep(matrix, sources, np.arange(0.50, 0.99, 0.01))
         for row in rows:
@@ -154,4 +193,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  both >= 0.95 for T in [{min(good):.2f}, {max(good):.2f}]" if good else "  no T gives both >= 0.95")
         scores, planted = pair_scores(matrix, sources)
         print(f"  lowest planted pair: {scores[planted].min():.3f}; highest other pair: {scores[~planted].max():.3f}")
-    return 0

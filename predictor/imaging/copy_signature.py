@@ -24,6 +24,9 @@ __all__ = ["SIGNATURE_LENGTH", "copy_scores", "signature_of"]
 STORED = 48
 COMPARED = 24
 CROPS = (0.9, 0.8, 0.7)
+# Grey levels of standard deviation below which a picture is one flat colour: correlation would score its noise, so
+# two flat pictures are compared by their brightness instead.
+FLAT = 2.0
 # base64 of STORED * STORED bytes.
 SIGNATURE_LENGTH = 4 * ((STORED * STORED + 2) // 3)
 
@@ -93,6 +96,9 @@ def copy_scores(signature: str, others: list[str]) -> list[float | None]:
         other_pixels = _pixels(other)
         if other_pixels is None:
             scores.append(None)
+            continue
+        if pixels.std() < FLAT and other_pixels.std() < FLAT:
+            scores.append(1.0 - abs(float(pixels.mean()) - float(other_pixels.mean())) / 255.0)
             continue
         other_views = _views(other_pixels)
         scores.append(float(max((views @ other_views[0]).max(), (other_views @ views[0]).max())))

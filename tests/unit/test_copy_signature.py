@@ -1,0 +1,73 @@
+"""Copy signatures: the edits people make to a copy keep its signature alike to the original's, a different photo of
+the same scene does not, and a row without a signature is told apart rather than scored."""
+
+import io
+
+import pytest
+from PIL import Image, ImageOps
+
+from benchmarks.duplicate_threshold import EDITS, planted_copy
+from predictor.imaging.copy_signature import SIGNATURE_LENGTH, copy_scores, signature_of
+from predictor.imaging.decoding import ImageLimits, decode_image
+from predictor.imaging.sample_catalogue import PHOTOS, STEREO_PAIR, photo
+from predictor.index.duplicates import SIGNATURE_THRESHOLD
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def signature(data: bytes) -> str:
+    return signature_of(decode_image(data, ImageLimits()).image)
+
+
+@pytest.fixture(scope="module")
+def coffee() -> bytes:
+    return jpeg(Image.fromarray(photo("coffee")))
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edited_copy_scores_above_the_threshold(coffee, edit):
+    [score] = copy_scores(signature(coffee), [signature(planted_copy(coffee, edit))])
+    assert score is not None and score >= SIGNATURE_THRESHOLD
+
+
+def test_a_mirrored_copy_cropped_at_a_corner_still_scores_above_the_threshold(coffee):
+    image = Image.open(io.BytesIO(coffee))
+    width, height = image.size
+    corner = ImageOps.mirror(image.crop((0, 0, int(width * 0.8), int(height * 0.8))))
+    [score] = copy_scores(signature(jpeg(corner)), [signature(coffee)])
+    assert score is not None and score >= SIGNATURE_THRESHOLD
+
+
+def test_other_photos_and_the_other_half_of_a_stereo_pair_score_below_it():
+    left, right = (signature(jpeg(Image.fromarray(photo(name)))) for name in STEREO_PAIR)
+    others = [signature(jpeg(Image.fromarray(photo(name)))) for name in PHOTOS]
+    scores = copy_scores(left, [right, *others])
+    assert all(score is not None and score < SIGNATURE_THRESHOLD for score in scores), scores
+    [itself] = copy_scores(left, [left])
+    assert itself == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_score_is_the_same_both_ways_round(coffee):
+    original, cropped = signature(coffee), signature(planted_copy(coffee, "cropped"))
+    assert copy_scores(original, [cropped]) == pytest.approx(copy_scores(cropped, [original]))
+
+
+def test_a_missing_or_damaged_signature_is_no_score(coffee):
+    stored = signature(coffee)
+    assert len(stored) == SIGNATURE_LENGTH
+    assert copy_scores(stored, ["", "not base64!", stored[:100]]) == [None, None, None]
+    assert copy_scores("", [stored]) == [None]
+
+
+def test_flat_pictures_are_alike_by_their_brightness():
+    white, also_white, black = (
+        signature(jpeg(Image.new("RGB", size, colour)))
+        for size, colour in [((64, 64), (255, 255, 255)), ((100, 40), (253, 253, 253)), ((64, 64), (0, 0, 0))]
+    )
+    [same, different] = copy_scores(white, [also_white, black])
+    assert same is not None and same >= SIGNATURE_THRESHOLD
+    assert different is not None and different < SIGNATURE_THRESHOLD
