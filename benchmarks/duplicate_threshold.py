@@ -101,13 +101,14 @@ def signatures_of(files: list[Path]) -> list[str]:
 
 
 def command_scores(vectors: np.ndarray, signatures: list[str]) -> np.ndarray:
-    """Every pair's score as `image-search duplicates` scores it: the signatures' likeness where the embedding
-    proposes the pair, -1 (never joined) where it does not."""
+    """Every pair's score as `image-search duplicates` scores it: the signatures' likeness, the larger of both ways
+    round (the command visits both rows), where the embedding proposes the pair; -1 (never joined) where it does
+    not."""
     from predictor.imaging.copy_signature import copy_scores
     from predictor.index.duplicates import CANDIDATE_SCORE
 
-    likeness = np.array([copy_scores(signature, signatures) for signature in signatures], dtype=np.float32)
-    return np.where(vectors @ vectors.T >= CANDIDATE_SCORE, likeness, -1.0)
+    one_way = np.array([copy_scores(signature, signatures) for signature in signatures], dtype=np.float32)
+    return np.where(vectors @ vectors.T >= CANDIDATE_SCORE, np.maximum(one_way, one_way.T), -1.0)
 
 
 def pair_scores(scores: np.ndarray, sources: list[int]) -> tuple[np.ndarray, np.ndarray]:

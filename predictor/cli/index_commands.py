@@ -192,10 +192,10 @@ def _duplicates(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from predictor.index.duplicates import default_threshold, find_clusters, mark_clusters
+    from predictor.index.duplicates import find_clusters, mark_clusters
     from predictor.index.filters import validate_filter
 
-    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+    if not 0.0 < args.threshold <= 1.0:
         raise ValueError(f"--threshold must be a similarity in (0, 1], got {args.threshold}")
     namespace = _namespace(args)
     expression = validate_filter(args.filter) if args.filter else None
@@ -205,7 +205,6 @@ def _duplicates(args: argparse.Namespace) -> int:
     index.check_identity()
     index.load()
     total = index.count(namespace)
-    threshold = default_threshold(index) if args.threshold is None else args.threshold
     if not index.layout.signatures:
         print(
             f"{index.collection} stores no copy signatures (it was made before them): pairs are scored by the "
@@ -213,13 +212,13 @@ def _duplicates(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     with tqdm(total=total, unit="img", desc=f"duplicates in {index.base}", file=sys.stderr) as bar:
-        clusters = find_clusters(index, namespace, expression, threshold, progress=bar.update)
+        clusters = find_clusters(index, namespace, expression, args.threshold, progress=bar.update)
     with open(args.out, "w", encoding="utf-8") as out:
         for cluster in clusters:
             out.write(json.dumps(cluster.line(), ensure_ascii=False) + "\n")
     members = sum(len(cluster.ids) for cluster in clusters)
     print(
-        f"{len(clusters)} clusters of {members} images at threshold {threshold} written to {args.out}",
+        f"{len(clusters)} clusters of {members} images at threshold {args.threshold} written to {args.out}",
         file=sys.stderr,
     )
     if args.mark:
@@ -279,7 +278,7 @@ def register(add_command, for_serving: bool) -> None:
     add_model_arguments(reindex)
     reindex.set_defaults(handler=_reindex)
 
-    from predictor.index.duplicates import EMBEDDING_THRESHOLD, SIGNATURE_THRESHOLD
+    from predictor.index.duplicates import DEFAULT_THRESHOLD
 
     duplicates = add_command(
         "duplicates",
@@ -291,10 +290,10 @@ def register(add_command, for_serving: bool) -> None:
     duplicates.add_argument(
         "--threshold",
         type=float,
-        default=None,
-        help=f"Pairs scoring at least this are duplicates: the likeness of their copy signatures (default "
-        f"{SIGNATURE_THRESHOLD}) or, in a collection made before signatures, their embedding score (default "
-        f"{EMBEDDING_THRESHOLD}); both measured on planted copies (docs/search-index.md).",
+        default=DEFAULT_THRESHOLD,
+        help=f"Pairs scoring at least this are duplicates (default {DEFAULT_THRESHOLD}, measured on planted copies; "
+        "docs/search-index.md): the likeness of their copy signatures, or their embedding score in a collection made "
+        "before signatures.",
     )
     duplicates.add_argument("--filter", default=None, help="Only rows matching this metadata filter.")
     duplicates.add_argument(

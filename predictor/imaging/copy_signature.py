@@ -4,10 +4,13 @@ cannot do.
 The embedding places pictures by what they show, so it scores a 10% crop of a photo below a different photo of the
 same scene (the two halves of a stereo pair). The signature keeps the picture's layout instead: a 48 x 48 grey
 thumbnail of the whole picture (as the indexer decoded it, squashed to a square), stored at index time. Two
-signatures are compared by normalised cross-correlation at 24 x 24, the first signature's whole picture against
-crops of the second one (70 to 100% of each side, centred or at an edge or a corner, each also mirrored) and the
-other way round, so that resizing, re-encoding, brightening or contrast (the normalisation removes gain and offset),
-cropping and mirroring keep a copy's score high. Rotation and a crop that changes the aspect ratio lower it.
+signatures are compared by normalised cross-correlation at 24 x 24: crops of one picture (70 to 100% of each side at
+five positions along it, the two sides' shares at most one step of 10% apart) against the whole of the other, as it
+is and mirrored, so that resizing, re-encoding, brightness and contrast (the normalisation removes gain and offset),
+cropping and mirroring keep a copy's score high. Rotation, and crops between the compared ones, lower it. A copy may
+be a crop of its original or the other way round, so a pair's likeness is the larger of the two ways:
+`image-search duplicates` compares each row's crops with its candidates' wholes, and gets the other way when it
+comes to the candidate's row.
 
 `image-search duplicates` asks the embedding for candidates and the signatures for the verdict; the scales, the
 sizes and the default threshold were measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
@@ -24,6 +27,7 @@ __all__ = ["SIGNATURE_LENGTH", "copy_scores", "signature_of"]
 STORED = 48
 COMPARED = 24
 CROPS = (0.9, 0.8, 0.7)
+POSITIONS = 5
 # Grey levels of standard deviation below which a picture is one flat colour: correlation would score its noise, so
 # two flat pictures are compared by their brightness instead.
 FLAT = 2.0
@@ -57,16 +61,22 @@ def _area_map(start: float, width: float) -> np.ndarray:
 
 
 @functools.cache
-def _maps() -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Every 1-D span a view samples (the whole side first), and the (rows, columns) span pairs of the views."""
-    spans = [(0.0, float(STORED))]
-    pairs = [(0, 0)]
-    for crop in CROPS:
+def _maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every 1-D span a view samples (the whole side first), and the row and column span of each view."""
+    spans, shares = [(0.0, float(STORED))], [0]
+    for share, crop in enumerate(CROPS, start=1):
         width = STORED * crop
-        first = len(spans)
-        spans += [(0.0, width), ((STORED - width) / 2, width), (STORED - width, width)]
-        pairs += [(first + row, first + column) for row in range(3) for column in range(3)]
-    return np.stack([_area_map(start, width) for start, width in spans]).astype(np.float32), pairs
+        spans += [(offset, width) for offset in np.linspace(0.0, STORED - width, POSITIONS)]
+        shares += [share] * POSITIONS
+    pairs = [
+        (row, column)
+        for row in range(len(spans))
+        for column in range(len(spans))
+        if abs(shares[row] - shares[column]) <= 1
+    ]
+    maps = np.stack([_area_map(start, width) for start, width in spans]).astype(np.float32)
+    rows, columns = (np.array(side) for side in zip(*pairs, strict=True))
+    return maps, rows, columns
 
 
 def _normalised(views: np.ndarray) -> np.ndarray:
@@ -75,31 +85,37 @@ def _normalised(views: np.ndarray) -> np.ndarray:
     return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
 
 
-def _views(pixels: np.ndarray) -> np.ndarray:
-    """The whole picture first, then every crop, then each of them mirrored; normalised, one per row."""
-    maps, pairs = _maps()
-    rows = maps @ pixels  # each span's rows, over every source column
-    grid = rows[:, None] @ maps.transpose(0, 2, 1)[None]  # [row span, column span]
-    views = np.stack([grid[row, column] for row, column in pairs])
-    return _normalised(np.concatenate([views, views[:, :, ::-1]]))
+def _crops(pixels: np.ndarray) -> np.ndarray:
+    """Every crop the comparison tries (the whole picture first), normalised, one per row."""
+    maps, rows, columns = _maps()
+    grid = (maps @ pixels)[:, None] @ maps.transpose(0, 2, 1)[None]  # [row span, column span]
+    return _normalised(grid[rows, columns])
+
+
+def _wholes(pixels: np.ndarray) -> np.ndarray:
+    """The whole picture and its mirror image, normalised, one per row: a mirrored crop against a whole picture
+    scores as the crop against that picture mirrored."""
+    whole = _maps()[0][0]
+    view = whole @ pixels @ whole.T
+    return _normalised(np.stack([view, view[:, ::-1]]))
 
 
 def copy_scores(signature: str, others: list[str]) -> list[float | None]:
-    """How alike `signature` is to each of `others`, from -1 to 1 (1: the same picture); None where either is not a
-    signature (an empty one: a row indexed before signatures were stored)."""
+    """How well the best crop of `signature`'s picture matches the whole of each of `others`, mirrored or not, from -1
+    to 1 (1: the same picture); None where either is not a signature (an empty one: a row indexed before signatures
+    were stored). One way round only: a pair's likeness is the larger of both."""
     pixels = _pixels(signature)
     if pixels is None:
         return [None] * len(others)
-    views = _views(pixels)
+    crops: np.ndarray | None = None
     scores: list[float | None] = []
     for other in others:
         other_pixels = _pixels(other)
         if other_pixels is None:
             scores.append(None)
-            continue
-        if pixels.std() < FLAT and other_pixels.std() < FLAT:
+        elif pixels.std() < FLAT and other_pixels.std() < FLAT:
             scores.append(1.0 - abs(float(pixels.mean()) - float(other_pixels.mean())) / 255.0)
-            continue
-        other_views = _views(other_pixels)
-        scores.append(float(max((views @ other_views[0]).max(), (other_views @ views[0]).max())))
+        else:
+            crops = _crops(pixels) if crops is None else crops
+            scores.append(float((crops @ _wholes(other_pixels).T).max()))
     return scores

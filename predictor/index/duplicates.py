@@ -3,11 +3,12 @@ or read again.
 
 Every stored row (of one namespace, optionally under a filter) is searched for, in batches, among the same rows. The
 embedding proposes: each row's `NEIGHBOURS` nearest rows scoring at least `CANDIDATE_SCORE` are candidates. The copy
-signatures decide (imaging/copy_signature.py): a candidate pair's score is how alike the two signatures are, or the
-embedding's score where either row has none (rows indexed before signatures were stored). Each pair scoring at least
-the threshold joins its two rows, and a cluster is a connected component of those pairs (so a chain of close copies
-is one cluster even when its ends are further apart); a cluster larger than `NEIGHBOURS` is still found whole through
-its members' own neighbours.
+signatures decide (imaging/copy_signature.py): a candidate's score is how well a crop of the row's picture matches the
+candidate's whole picture, or the embedding's score where either row has none (rows indexed before signatures were
+stored). The other way round, the candidate's crops against the row's whole, is scored when the candidate's own row
+is searched for, so that each row's crops are made once. Each pair scoring at least the threshold joins its two
+rows, and a cluster is a connected component of those pairs (so a chain of close copies is one cluster even when its
+ends are further apart); a cluster larger than `NEIGHBOURS` is still found whole through its members' own neighbours.
 
 The cost is one search per row, batched, at the search effort the filter plans (search_effort.py): near-linear in
 the rows. The default threshold is measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
@@ -24,21 +25,12 @@ from predictor.index.collection import Hit, ImageIndex
 from predictor.index.schema import SIGNATURE_FIELD
 from predictor.index.search_options import SearchOptions
 
-__all__ = [
-    "EMBEDDING_THRESHOLD",
-    "SIGNATURE_THRESHOLD",
-    "Cluster",
-    "default_threshold",
-    "find_clusters",
-    "mark_clusters",
-    "stored_rows",
-]
+__all__ = ["DEFAULT_THRESHOLD", "Cluster", "find_clusters", "mark_clusters", "stored_rows"]
 
-# Measured on planted copies (docs/search-index.md): with signatures, every threshold from 0.80 to 0.96 kept pair
-# precision and recall at 0.95 or more, and 0.88 is the middle of that range; by the embedding alone, no threshold
-# did, and 0.90 keeps precision at 0.98 (recall 0.35).
-SIGNATURE_THRESHOLD = 0.88
-EMBEDDING_THRESHOLD = 0.90
+# Measured on planted copies (docs/search-index.md): with signatures, every threshold from 0.86 to 0.96 kept pair
+# precision and recall at 0.95 or more, and only from 0.90 did copies cropped at random never join another photo's
+# cluster; by the embedding alone no threshold did, and 0.90 keeps precision at 0.98.
+DEFAULT_THRESHOLD = 0.90
 # The embedding scored every planted pair at least 0.52, copy against copy included (docs/search-index.md).
 CANDIDATE_SCORE = 0.5
 NEIGHBOURS = 16
@@ -108,16 +100,11 @@ class _Components:
         self.lowest[first] = low
 
 
-def default_threshold(index: ImageIndex) -> float:
-    """The measured default for what this collection's pairs are scored by."""
-    return SIGNATURE_THRESHOLD if index.layout.signatures else EMBEDDING_THRESHOLD
-
-
 def find_clusters(
     index: ImageIndex,
     namespace: str,
     expression: str | None,
-    threshold: float,
+    threshold: float = DEFAULT_THRESHOLD,
     progress: Callable[[int], object] = lambda rows: None,
 ) -> list[Cluster]:
     """Clusters of two or more rows, largest first; `progress(rows)` after each batch of rows searched."""

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from predictor.errors import ModelUnavailable, ThumbnailNotFound
 from predictor.imaging.decoding import ImageLimits
 from predictor.index.collection import ImageIndex
-from predictor.index.duplicates import EMBEDDING_THRESHOLD
+from predictor.index.duplicates import DEFAULT_THRESHOLD
 from predictor.index.schema import ID_MAX_LENGTH
 from predictor.index.search_options import SearchSettings
 from predictor.protocol.search import request_namespace
@@ -143,7 +143,7 @@ class SearchPage:
                 "namespace": chosen,
                 "namespace_images": index.count(chosen),
                 "namespace_header": self.search.namespace_header,
-                "duplicate_threshold": EMBEDDING_THRESHOLD,
+                "duplicate_threshold": DEFAULT_THRESHOLD,
             }
 
         async with self._deadline():

@@ -49,7 +49,7 @@ def test_planted_copies_are_clustered_and_nothing_else_is(planted):
     out = workdir / "clusters.jsonl"
     found = run_cli("duplicates", *where, "--out", str(out))
     assert found.returncode == 0, found.stderr
-    assert "3 clusters of 10 images at threshold 0.88" in found.stderr
+    assert "3 clusters of 10 images at threshold 0.9" in found.stderr
     groups = sorted(sorted(uri.rsplit("/", 1)[1] for uri in cluster["uris"]) for cluster in clusters(out))
     assert groups == [
         ["chelsea-brightened.jpg", "chelsea-cropped.jpg", "chelsea.jpg"],
@@ -57,7 +57,7 @@ def test_planted_copies_are_clustered_and_nothing_else_is(planted):
         ["moon-copy0.jpg", "moon-copy1.jpg", "moon.jpg"],
     ]
     for cluster in clusters(out):
-        assert len(cluster["ids"]) == len(cluster["uris"]) and 0.88 <= cluster["min_score"] <= 1.0
+        assert len(cluster["ids"]) == len(cluster["uris"]) and 0.9 <= cluster["min_score"] <= 1.0
 
 
 def test_marks_let_a_filter_keep_one_image_per_cluster(planted):

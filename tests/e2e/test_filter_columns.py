@@ -205,6 +205,13 @@ def photos_with_manifest(workdir, catalogue, shops: list) -> tuple[list[str], ob
     return names, photos, manifest
 
 
+def stored_signatures(access, collection: str) -> dict[str, str]:
+    rows = access.call(
+        "query", "query", collection, filter='key != ""', output_fields=["id", "signature"], collection=collection
+    )
+    return {str(row["id"]): str(row["signature"]) for row in rows}
+
+
 @pytest.fixture(scope="module")
 def served(catalogue, tmp_path_factory, module_milvus):
     """The sample photos indexed by the CLI, given a shop column afterwards by `reindex`, and a predictor serving
@@ -221,6 +228,8 @@ def served(catalogue, tmp_path_factory, module_milvus):
         collection = access.alias_target(alias)
         access.set_properties(collection, {"image_search.replaced": "an_older_collection"})
         assert "filter_shop" not in str(access.describe(collection)["fields"])
+        signatures = stored_signatures(access, collection)
+        assert len(signatures) == len(names) and all(signatures.values()), "indexing stores each copy signature"
     rebuilt = run_cli("reindex", *common, "--filter-columns", "shop:string")
     assert rebuilt.returncode == 0 and f"({len(names)} rows) with filter columns shop:string" in rebuilt.stdout, (
         rebuilt.stderr
@@ -231,6 +240,7 @@ def served(catalogue, tmp_path_factory, module_milvus):
         assert access.properties(collection)["image_search.replaced"] == "an_older_collection"
         assert "filter_shop" in str(access.describe(collection)["fields"])
         assert not access.has_collection(collection + "__copy")
+        assert stored_signatures(access, collection) == signatures, "reindex keeps the copy signatures"
     with run_predictor(uri, workdir, "--collection", alias) as server:
         yield (
             server,

@@ -285,6 +285,7 @@ def test_a_local_folder_syncs_like_a_prefix_and_a_moved_file_keeps_its_row(catal
     manifest = tmp_path / "prices.jsonl"
     manifest.write_text('{"path": "0.jpg", "price": 5}\n{"path": "1.jpg", "price": 3}\n')
     assert summary(run_cli("index", str(folder), "--metadata", str(manifest), *milvus)) == (4, 0, 0, 4)
+    signatures = rows(milvus_uri, "local", "signature")
     (folder / "0.jpg").rename(folder / "renamed.jpg")
     (folder / "1.jpg").write_bytes(photos[4])
     (folder / "2.jpg").unlink()
@@ -300,6 +301,7 @@ def test_a_local_folder_syncs_like_a_prefix_and_a_moved_file_keeps_its_row(catal
     renamed, replaced = (hashlib.sha256(photos[n]).hexdigest() for n in (0, 4))
     assert metadata[renamed] == {"filename": "renamed.jpg", "price": 5}, "a manifest's fields move with the image"
     assert metadata[replaced] == {"filename": "1.jpg", "price": 3}, "and stay when its content is replaced"
+    assert rows(milvus_uri, "local", "signature")[renamed] == signatures[renamed] != "", "so does its copy signature"
 
 
 def test_a_store_that_stops_mid_run_is_one_clear_error_and_a_rerun_completes(catalogue, milvus_server_uri, tmp_path):
