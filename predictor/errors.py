@@ -120,6 +120,12 @@ class ClientGaveUp(RequestTimedOut):
     status = Status(504, "DEADLINE_EXCEEDED", "cancelled")
 
 
+class ImageNotFound(ServiceError):
+    """The search page asked for the copies of an id the namespace does not hold."""
+
+    status = Status(404, "NOT_FOUND", "bad_input")
+
+
 class ThumbnailNotFound(ServiceError):
     """The search page asked for a thumbnail this server cannot give: an id the namespace does not hold (whether or not
     another namespace holds it), or one whose file it cannot read or decode."""

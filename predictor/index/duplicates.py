@@ -16,7 +16,7 @@ the rows. The default threshold is measured on planted copies (docs/search-index
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from predictor.index.collection import Hit, ImageIndex
 from predictor.index.schema import SIGNATURE_FIELD
 from predictor.index.search_options import SearchOptions
 
-__all__ = ["DEFAULT_THRESHOLD", "Cluster", "find_clusters", "mark_clusters", "stored_rows"]
+__all__ = ["DEFAULT_THRESHOLD", "Cluster", "copies_of", "find_clusters", "mark_clusters", "stored_rows"]
 
 # Measured on planted copies (docs/search-index.md): with signatures, every threshold from 0.86 to 0.96 kept pair
 # precision and recall at 0.95 or more, and only from 0.90 did copies cropped at random never join another photo's
@@ -34,6 +34,8 @@ DEFAULT_THRESHOLD = 0.90
 # The embedding scored every planted pair at least 0.52, copy against copy included (docs/search-index.md).
 CANDIDATE_SCORE = 0.5
 NEIGHBOURS = 16
+# The neighbours `copies_of` looks among: one image's copies, not every row's.
+COPIES_SEARCHED = 100
 READ_BATCH = 512
 SEARCH_BATCH = 64
 MARK_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -132,6 +134,33 @@ def find_clusters(
         if len(ids) > 1
     ]
     return sorted(clusters, key=lambda cluster: (-len(cluster.ids), cluster.ids[0]))
+
+
+def copies_of(
+    index: ImageIndex,
+    namespace: str,
+    image_id: str,
+    expression: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    timeout_s: float | None = None,
+) -> list[Hit] | None:
+    """The rows of `namespace` (matching `expression`) that are copies of `image_id`'s, as `find_clusters` pairs them
+    (both ways round, since this is one pair at a time), best first, each scored by that likeness; None when the
+    namespace does not hold `image_id`."""
+    stored = index.stored_row(namespace, image_id)
+    if stored is None:
+        return None
+    row = StoredRow(stored.id, stored.uri, stored.vector, stored.signature)
+    options = SearchOptions(top_k=COPIES_SEARCHED, filter=expression, namespace=namespace)
+    [hits] = index.search(row.vector[None], options, timeout_s, with_signatures=True)
+    candidates = [hit for hit in hits if hit.id != image_id and hit.score >= CANDIDATE_SCORE]
+    copies = []
+    for hit, score in zip(candidates, pair_scores(row, candidates), strict=True):
+        [back] = copy_scores(hit.signature or "", [row.signature])
+        score = score if back is None else max(score, back)
+        if score >= threshold:
+            copies.append(replace(hit, score=score, signature=None))
+    return sorted(copies, key=lambda hit: -hit.score)
 
 
 def mark_clusters(index: ImageIndex, namespace: str, clusters: list[Cluster], field: str) -> int:

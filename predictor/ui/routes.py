@@ -1,4 +1,4 @@
-"""The search page's routes on the REST app: the page and its files, a read-only summary, thumbnails by id.
+"""The search page's routes on the REST app: the page and its files, a read-only summary, thumbnails and copies by id.
 
 The page searches through the model's own V2 endpoint (`/v2/models/image-search/infer`), as any client does; the only
 routes added here are the ones a V2 server has no answer for:
@@ -8,6 +8,9 @@ routes added here are the ones a V2 server has no answer for:
   and the namespace hold, which V2 model metadata cannot carry.
 - `GET /ui/thumbnail?id=ID[&namespace=NS]`: a thumbnail of an image in the index (see thumbnails.py); 404 for an id
   the namespace does not hold. The namespace follows the search API's rule, `--namespace-header` included.
+- `GET /ui/duplicates?id=ID[&namespace=NS][&filter=F]`: the copies of an image in the index, as `image-search
+  duplicates` finds them (by their copy signatures, which a V2 search does not read); 404 for an id the namespace does
+  not hold, 400 for a bad filter.
 """
 
 import asyncio
@@ -20,10 +23,11 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from predictor.errors import ModelUnavailable, ThumbnailNotFound
+from predictor.errors import ImageNotFound, ModelUnavailable, ThumbnailNotFound
 from predictor.imaging.decoding import ImageLimits
 from predictor.index.collection import ImageIndex
-from predictor.index.duplicates import DEFAULT_THRESHOLD
+from predictor.index.duplicates import DEFAULT_THRESHOLD, copies_of
+from predictor.index.filters import validate_filter
 from predictor.index.schema import ID_MAX_LENGTH
 from predictor.index.search_options import SearchSettings
 from predictor.protocol.search import request_namespace
@@ -150,6 +154,24 @@ class SearchPage:
             body = await asyncio.to_thread(read)
         return JSONResponse(body, headers={"Cache-Control": "no-store", **self._vary()})
 
+    async def duplicates(
+        self, request: Request, image_id: str, namespace: str | None, expression: str | None
+    ) -> JSONResponse:
+        chosen = self._namespace(request, namespace)
+        index = self._index()
+        scope = validate_filter(expression) if expression else None
+        missing = ImageNotFound(f"namespace {chosen!r} holds no image with this id")
+        if not image_id or len(image_id) > ID_MAX_LENGTH:
+            raise missing
+        async with self._deadline():
+            copies = await asyncio.to_thread(
+                copies_of, index, chosen, image_id, scope, DEFAULT_THRESHOLD, deadlines.remaining_s()
+            )
+        if copies is None:
+            raise missing
+        hits = [{"id": hit.id, "score": hit.score, "uri": hit.uri, "metadata": hit.metadata} for hit in copies]
+        return JSONResponse({"hits": hits}, headers={"Cache-Control": "no-store", **self._vary()})
+
     async def thumbnail(self, request: Request, image_id: str, namespace: str | None) -> Response:
         chosen = self._namespace(request, namespace)
         index = self._index()
@@ -199,12 +221,21 @@ class SearchPage:
         ) -> Response:
             return await self.thumbnail(request, image_id, namespace)
 
+        async def duplicates(
+            request: Request,
+            image_id: str = Query("", alias="id"),
+            namespace: str | None = None,
+            expression: str | None = Query(None, alias="filter"),
+        ) -> JSONResponse:
+            return await self.duplicates(request, image_id, namespace, expression)
+
         for path, endpoint in (
             ("/ui", to_page),
             (PAGE_PATH, page),
             ("/ui/static/{name}", static),
             ("/ui/info", info),
             ("/ui/thumbnail", thumbnail),
+            ("/ui/duplicates", duplicates),
         ):
             app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
 

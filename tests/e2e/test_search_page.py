@@ -25,7 +25,9 @@ from harness import raw_http
 from harness.browser import chromium, chromium_missing
 from harness.predictor_server import run_cli, run_predictor
 from predictor.embedding.model_package import default_spec
+from predictor.imaging.sample_catalogue import STEREO_PAIR
 from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.duplicates import DEFAULT_THRESHOLD
 from predictor.index.milvus import MilvusAccess
 
 VERSION = default_spec().version
@@ -205,6 +207,29 @@ def test_ids_of_another_namespace_or_unknown_ones_are_404(http, catalogue):
     assert_no_thumbnail(thumbnail(http, CRAFTED_ID), "holds no image with this id")
     assert_no_thumbnail(thumbnail(http, chelsea, "no-such-namespace"), "holds no image with this id")
     assert thumbnail(http, chelsea, "not a namespace!").status_code == 400
+
+
+def copies(http, image_id: str, namespace: str | None = None, **params: str) -> httpx.Response:
+    chosen = {"namespace": namespace} if namespace else {}
+    return http.get("/ui/duplicates", params={"id": image_id} | chosen | params)
+
+
+def test_the_duplicates_of_an_image_are_its_copies_by_signature_not_its_look_alikes(http, page, catalogue):
+    server, _, _ = page
+    left, right = (catalogue.photos[name] for name in STEREO_PAIR)
+    by_embedding = rest_search_ids(server, left, min_score=DEFAULT_THRESHOLD)
+    assert sha(right) in by_embedding, "the embedding scores the stereo pair's other half above the threshold"
+    found = copies(http, sha(left))
+    assert found.status_code == 200 and found.headers["cache-control"] == "no-store"
+    assert found.json() == {"hits": []}, "its copy signature tells the other half apart"
+
+
+def test_duplicates_of_an_unknown_id_are_404_and_a_bad_filter_400(http, catalogue):
+    chelsea = sha(catalogue.photos["chelsea"])
+    for missing in (copies(http, "no-such-id"), copies(http, CRAFTED_ID), copies(http, chelsea, "shop")):
+        assert missing.status_code == 404 and "holds no image with this id" in missing.json()["error"]
+    refused = copies(http, chelsea, filter='metadata["category"] ==')
+    assert refused.status_code == 400 and "filter" in refused.json()["error"]
 
 
 def test_the_namespace_header_decides_for_thumbnails_as_it_does_for_searches(http, catalogue):

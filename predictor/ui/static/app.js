@@ -6,7 +6,6 @@
 const state = {
   model: "image-search",
   query: null, // {kind: "image", name, base64, preview} or {kind: "id", id, namespace[, duplicates]}
-  duplicateThreshold: 0.9, // until the page info says the server's
   infoNamespace: null, // the namespace the header's image count is for ("" for the server's choice)
 };
 
@@ -82,7 +81,6 @@ async function loadInfo(namespace) {
   try {
     const info = await request(withNamespace("info", namespace));
     state.model = info.model;
-    state.duplicateThreshold = info.duplicate_threshold;
     $("endpoint").textContent = `/v2/models/${info.model}/infer`;
     $("collection").textContent = info.collection;
     const inNamespace = `${info.namespace_images} in namespace ${info.namespace}`;
@@ -194,7 +192,7 @@ function renderHit(hit, rank, namespace) {
   duplicates.type = "button";
   duplicates.className = "duplicates-of";
   duplicates.textContent = "duplicates";
-  duplicates.title = "Near-duplicates of this image (scoring at least the duplicates threshold)";
+  duplicates.title = "Copies of this image, as image-search duplicates finds them";
   duplicates.addEventListener("click", () => search({ kind: "id", id: hit.id, namespace, duplicates: true }));
 
   const facts = document.createElement("p");
@@ -257,25 +255,14 @@ async function search(query) {
   state.query = query;
   const results = $("results");
   const parameters = options();
-  if (query.duplicates) {
-    // Only the copies: the whole page of hits at or above the threshold `image-search duplicates` uses.
-    Object.assign(parameters, { top_k: 100, min_score: state.duplicateThreshold });
-    delete parameters.diversity;
-    delete parameters.group_by;
-  }
   showQuery(query);
   showError("");
   results.dataset.state = "searching";
   results.setAttribute("aria-busy", "true");
   setStatus("Searching…");
   try {
-    const response = await request(`../v2/models/${encodeURIComponent(state.model)}/infer`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ inputs: [queryInput(query)], parameters }),
-    });
+    const hits = query.duplicates ? await copiesOf(query.id, parameters) : await searchHits(query, parameters);
     if (state.query !== query) return; // a newer search has started
-    const hits = hitsOf(response);
     results.replaceChildren(...hits.map((hit, i) => renderHit(hit, i + 1, parameters.namespace)));
     setStatus(
       hits.length
@@ -297,6 +284,23 @@ async function search(query) {
     }
   }
   if ((parameters.namespace || "") !== state.infoNamespace) loadInfo(parameters.namespace || "");
+}
+
+async function searchHits(query, parameters) {
+  const response = await request(`../v2/models/${encodeURIComponent(state.model)}/infer`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ inputs: [queryInput(query)], parameters }),
+  });
+  return hitsOf(response);
+}
+
+// Only the copies, as `image-search duplicates` finds them: by their copy signatures, which a V2 search cannot read.
+async function copiesOf(id, parameters) {
+  let path = `duplicates?id=${encodeURIComponent(id)}`;
+  if (parameters.filter) path += `&filter=${encodeURIComponent(parameters.filter)}`;
+  const response = await request(withNamespace(path, parameters.namespace));
+  return response.hits;
 }
 
 function readAsBase64(file) {
