@@ -149,11 +149,12 @@ GEOMETRIES = [
 def test_cpu_device_and_indexer_paths_lay_out_an_image_identically(preprocessing, size):
     """The server's CPU path, its device-decode path and the indexer feed the network the same picture: identical
     letterbox bars, content within rounding of the resampler."""
-    from predictor.index.ingestion import _Candidate, _try_pixels
+    from predictor.index.ingestion import _Candidate, _try_decode
 
     encoded = jpeg(Image.fromarray(data.astronaut()).resize(size), quality=95)
     server_cpu = pixels_module.prepare_image(encoded, LIMITS, preprocessing).pixels
-    _, indexer = _try_pixels(_Candidate(None, "id", encoded), LIMITS, preprocessing)
+    _, decoded = _try_decode(_Candidate(None, "id", encoded), LIMITS, preprocessing)
+    indexer = decoded.pixels
     on_device = prepare_on_device([encoded], LIMITS, preprocessing, CPU)[0]
     np.testing.assert_array_equal(server_cpu, indexer)
     assert on_device.shape == server_cpu.shape == (preprocessing.input_size,) * 2 + (3,)

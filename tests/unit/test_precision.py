@@ -107,7 +107,7 @@ def test_a_precision_that_fails_the_probe_falls_back_to_fp32_and_logs_why(fp32, 
         selection = precision.select_runner(
             "bf16", network, CPU, ("fp32", "bf16"), lambda: batches, lambda: [], min_cosine=1.01
         )
-    assert selection.runner.name == "fp32" and selection.fell_back
+    assert (selection.tried, selection.variant, selection.runner.name) == ("bf16", "fp32", "fp32")
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "bf16 embeds the probe images with cosine down to 0.99" in warning and "serving fp32" in warning
 
