@@ -147,7 +147,6 @@ class SearchPage:
                 "namespace": chosen,
                 "namespace_images": index.count(chosen),
                 "namespace_header": self.search.namespace_header,
-                "duplicate_threshold": DEFAULT_THRESHOLD,
             }
 
         async with self._deadline():
