@@ -110,7 +110,7 @@ def text_variants(
 
         def bf16() -> precision.Runner:
             def embed(x: torch.Tensor, with_logits: bool) -> tuple[torch.Tensor, None]:
-                with torch.autocast(device.type, dtype=torch.bfloat16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=precision.AUTOCAST_CACHE):
                     features, _ = tower.embed(x)
                 return features.float(), None
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from predictor.embedding.precision import Runner, Selection, probe_cosines
+from predictor.embedding.precision import AUTOCAST_CACHE, Runner, Selection, probe_cosines
 from predictor.observability.thread_names import name_os_thread
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,12 @@ def compiled_runner(runner: Runner, example: torch.Tensor, batch_sizes: tuple[in
         raise ValueError(f"the {runner.name} runner has no network of its own to compile")
 
     def feature_map(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast(
+            x.device.type,
+            dtype=dtype or torch.bfloat16,
+            enabled=dtype is not None,
+            cache_enabled=AUTOCAST_CACHE,
+        ):
             return network.feature_map(x)
 
     graph = torch.compile(feature_map, dynamic=False)

@@ -113,6 +113,13 @@ def fp32_runner(network: PooledNetwork) -> Runner:
     return Runner("fp32", torch.float32, lambda x, with_logits: network.embed(x, with_logits=with_logits), network)
 
 
+# Autocast's cache of cast weights is one process-wide table behind a mutex. Leaving an autocast block empties it, and
+# freeing a cached weight there takes the GIL, while a compile on another thread that traces the same network under
+# autocast holds the GIL and waits for that mutex: the forward pass and the background compile deadlocked, and a bf16
+# server never answered again. Without the cache each forward pass casts the weights it uses again (no other change).
+AUTOCAST_CACHE = False
+
+
 def _outside_autocast(forward: Callable[[torch.Tensor], torch.Tensor], device_type: str):
     def exact(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type, enabled=False):
@@ -150,7 +157,7 @@ def bf16_runner(
             module.forward = _outside_autocast(module.forward, device.type)
 
     def embed(x: torch.Tensor, with_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=AUTOCAST_CACHE):
             features, logits = network.embed(x, with_logits=with_logits)
         return features.float(), None if logits is None else logits.float()
 
