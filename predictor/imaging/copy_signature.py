@@ -107,13 +107,14 @@ def copy_scores(signature: str, others: list[str]) -> list[float | None]:
     pixels = _pixels(signature)
     if pixels is None:
         return [None] * len(others)
+    flat = pixels.std() < FLAT
     crops: np.ndarray | None = None
     scores: list[float | None] = []
     for other in others:
         other_pixels = _pixels(other)
         if other_pixels is None:
             scores.append(None)
-        elif pixels.std() < FLAT and other_pixels.std() < FLAT:
+        elif flat and other_pixels.std() < FLAT:
             scores.append(1.0 - abs(float(pixels.mean()) - float(other_pixels.mean())) / 255.0)
         else:
             crops = _crops(pixels) if crops is None else crops

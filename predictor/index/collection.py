@@ -62,6 +62,17 @@ class IndexRow:
     signature: str = ""
 
 
+def index_row(row: dict) -> IndexRow:
+    """A row Milvus returned with `Layout.stored_fields`, as it would be written again."""
+    return IndexRow(
+        str(row["id"]),
+        np.asarray(row["vector"], dtype=np.float32),
+        str(row.get("uri", "")),
+        dict(row.get("metadata") or {}),
+        str(row.get(SIGNATURE_FIELD) or ""),
+    )
+
+
 @dataclass(frozen=True)
 class StoredImage:
     id: str
@@ -450,26 +461,26 @@ class ImageIndex:
                 else:
                     metadata[name] = value
             if metadata != stored:
-                rewritten.append(self._stored_row(namespace, row, metadata))
+                stored_row = index_row(row)
+                rewritten.append(
+                    self._row(
+                        namespace,
+                        stored_row.id,
+                        stored_row.vector.tolist(),
+                        stored_row.uri,
+                        metadata,
+                        stored_row.signature,
+                    )
+                )
         for chunk in _chunks(rewritten):
             self.access.call("upsert", "upsert", self.collection, data=list(chunk), collection=self.collection)
         found = {str(row["id"]) for row in rows}
         return len(rewritten), [image_id for image_id in updates if image_id not in found]
 
-    def _stored_row(self, namespace: str, row: dict, metadata: dict) -> dict:
-        """A row read with `stored_fields`, to write back with `metadata`."""
-        signature = str(row.get(SIGNATURE_FIELD) or "")
-        return self._row(namespace, str(row["id"]), list(row["vector"]), str(row["uri"]), metadata, signature)
-
     def stored_row(self, namespace: str, image_id: str) -> IndexRow | None:
         """One image's whole row (vector and signature included), or None when `namespace` does not hold it."""
         rows = self._rows(namespace, [image_id], self.layout.stored_fields)
-        if not rows:
-            return None
-        row = rows[0]
-        vector = np.asarray(row["vector"], dtype=np.float32)
-        signature = str(row.get(SIGNATURE_FIELD) or "")
-        return IndexRow(str(row["id"]), vector, str(row.get("uri", "")), row.get("metadata") or {}, signature)
+        return index_row(rows[0]) if rows else None
 
     def _query_ids(self, namespace: str, expression: str) -> list[dict]:
         if not self.layout.holds(namespace):

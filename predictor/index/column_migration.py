@@ -15,12 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from predictor.errors import InvalidRequest
-from predictor.index.collection import ImageIndex, IndexRow
+from predictor.index.collection import ImageIndex, IndexRow, index_row
 from predictor.index.filter_columns import FilterColumn
-from predictor.index.schema import SIGNATURE_FIELD
 from predictor.index.vector_index import VectorIndex
 
 __all__ = ["Migrated", "add_filter_columns"]
@@ -47,15 +44,7 @@ def _copy(source: ImageIndex, target: ImageIndex, progress: Callable[[int], None
     for page in source.every_row(BATCH):
         by_namespace: dict[str, list[IndexRow]] = {}
         for row in page:
-            by_namespace.setdefault(str(row["namespace"]), []).append(
-                IndexRow(
-                    str(row["id"]),
-                    np.asarray(row["vector"], dtype=np.float32),
-                    str(row["uri"]),
-                    dict(row.get("metadata") or {}),
-                    str(row.get(SIGNATURE_FIELD) or ""),
-                )
-            )
+            by_namespace.setdefault(str(row["namespace"]), []).append(index_row(row))
         for namespace, rows in by_namespace.items():
             copied += target.upsert(namespace, rows)
         progress(copied)
