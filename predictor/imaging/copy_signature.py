@@ -22,7 +22,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-__all__ = ["SIGNATURE_LENGTH", "copy_scores", "signature_of"]
+__all__ = ["SIGNATURE_LENGTH", "copy_scores", "pixels_of", "signature_of"]
 
 STORED = 48
 COMPARED = 24
@@ -41,7 +41,7 @@ def signature_of(image: Image.Image) -> str:
     return base64.b64encode(np.asarray(thumbnail, dtype=np.uint8).tobytes()).decode("ascii")
 
 
-def _pixels(signature: str) -> np.ndarray | None:
+def pixels_of(signature: str) -> np.ndarray | None:
     try:
         raw = base64.b64decode(signature, validate=True)
     except ValueError:
@@ -104,14 +104,14 @@ def copy_scores(signature: str, others: list[str]) -> list[float | None]:
     """How well the best crop of `signature`'s picture matches the whole of each of `others`, mirrored or not, from -1
     to 1 (1: the same picture); None where either is not a signature (an empty one: a row indexed before signatures
     were stored). One way round only: a pair's likeness is the larger of both."""
-    pixels = _pixels(signature)
+    pixels = pixels_of(signature)
     if pixels is None:
         return [None] * len(others)
     flat = pixels.std() < FLAT
     crops: np.ndarray | None = None
     scores: list[float | None] = []
     for other in others:
-        other_pixels = _pixels(other)
+        other_pixels = pixels_of(other)
         if other_pixels is None:
             scores.append(None)
         elif flat and other_pixels.std() < FLAT:

@@ -6,7 +6,9 @@ embedding proposes: each row's `NEIGHBOURS` nearest rows scoring at least `CANDI
 signatures decide (imaging/copy_signature.py): a candidate's score is how well a crop of the row's picture matches the
 candidate's whole picture, or the embedding's score where either row has none (rows indexed before signatures were
 stored). The other way round, the candidate's crops against the row's whole, is scored when the candidate's own row
-is searched for, so that each row's crops are made once. Each pair scoring at least the threshold joins its two
+is searched for, so that each row's crops are made once. A pair that neither way round reaches the threshold gets
+one more chance: the two pictures aligned where they overlap (imaging/copy_overlap.py), for two copies cropped
+differently from one original, where neither holds the other. Each pair scoring at least the threshold joins its two
 rows, and a cluster is a connected component of those pairs (so a chain of close copies is one cluster even when its
 ends are further apart); a cluster larger than `NEIGHBOURS` is still found whole through its members' own neighbours.
 
@@ -14,12 +16,14 @@ The cost is one search per row, batched, at the search effort the filter plans (
 the rows. The default threshold is measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
 """
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from predictor.imaging.copy_overlap import overlap_score
 from predictor.imaging.copy_signature import copy_scores
 from predictor.index.collection import Hit, ImageIndex
 from predictor.index.schema import SIGNATURE_FIELD
@@ -75,9 +79,33 @@ def stored_rows(index: ImageIndex, namespace: str, expression: str | None) -> It
 
 
 def pair_scores(row: StoredRow, candidates: list[Hit]) -> list[float]:
-    """The score of `row` with each candidate: their signatures' likeness, or the embedding's where one is missing."""
+    """The score of `row` with each candidate, one way round: how well a crop of the row's picture matches the
+    candidate's whole, or the embedding's score where either has no signature."""
     likeness = copy_scores(row.signature, [hit.signature or "" for hit in candidates])
     return [hit.score if score is None else score for hit, score in zip(candidates, likeness, strict=True)]
+
+
+class _Overlaps:
+    """Overlap scores (copy_overlap.py) of the pairs that neither picture's crops made duplicates, each computed once
+    although both rows of a pair meet it: kept from the first meeting until the second, if any."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, str], float | None] = {}
+
+    def score(self, row: StoredRow, hit: Hit) -> float | None:
+        key = (row.id, hit.id) if row.id < hit.id else (hit.id, row.id)
+        if key in self._waiting:
+            return self._waiting.pop(key)
+        self._waiting[key] = overlap_score(row.signature, hit.signature or "")
+        return self._waiting[key]
+
+
+def _with_overlap(score: float, overlap: Callable[[], float | None], threshold: float) -> float:
+    """A pair's score, its overlap's where the crops fell short of the threshold and the overlap scores higher."""
+    if score >= threshold:
+        return score
+    aligned = overlap()
+    return score if aligned is None else max(score, aligned)
 
 
 class _Components:
@@ -111,6 +139,7 @@ def find_clusters(
 ) -> list[Cluster]:
     """Clusters of two or more rows, largest first; `progress(rows)` after each batch of rows searched."""
     components = _Components()
+    overlaps = _Overlaps()
     uris: dict[str, str] = {}
     options = SearchOptions(top_k=NEIGHBOURS, filter=expression, namespace=namespace)
     for rows in stored_rows(index, namespace, expression):
@@ -121,6 +150,7 @@ def find_clusters(
                 uris[row.id] = row.uri
                 candidates = [hit for hit in hits if hit.id != row.id and hit.score >= CANDIDATE_SCORE]
                 for hit, score in zip(candidates, pair_scores(row, candidates), strict=True):
+                    score = _with_overlap(score, functools.partial(overlaps.score, row, hit), threshold)
                     if score >= threshold:
                         uris[hit.id] = hit.uri
                         components.join(row.id, hit.id, score)
@@ -158,6 +188,7 @@ def copies_of(
     for hit, score in zip(candidates, pair_scores(row, candidates), strict=True):
         [back] = copy_scores(hit.signature or "", [row.signature])
         score = score if back is None else max(score, back)
+        score = _with_overlap(score, functools.partial(overlap_score, row.signature, hit.signature or ""), threshold)
         if score >= threshold:
             copies.append(replace(hit, score=score, signature=None))
     return sorted(copies, key=lambda hit: -hit.score)

@@ -1,11 +1,13 @@
-"""`image-search duplicates` on both Milvus kinds: planted copies of three photos come out as three clusters and
+"""`image-search duplicates` on both Milvus kinds: planted copies of four photos come out as four clusters and
 nothing else is clustered, not even the two halves of a stereo pair (one scene, photographed twice); `--mark` lets a
 filter keep one image per cluster."""
 
+import io
 import json
 import uuid
 
 import pytest
+from PIL import Image
 
 from benchmarks.duplicate_threshold import planted_copy
 from harness.predictor_server import run_cli
@@ -16,6 +18,20 @@ OTHERS = ["coins", "clock", "camera", "rocket", "brick", "grass", "astronaut", *
 PLANTED = {"coffee": 3, "moon": 2}
 # Edits that leave the embedding scoring a copy well below 0.9 against its original (docs/search-index.md).
 HARDER = {"chelsea": ("cropped", "brightened")}
+# Two copies cut from opposite corners of a photo that is not indexed itself: neither holds the other, so only their
+# aligned overlap makes them duplicates.
+CORNERS = {"retina": ((0, 0, 0.86, 0.86), (0.14, 0.14, 1, 1))}
+
+
+def corner_copy(original: bytes, box: tuple[float, float, float, float]) -> bytes:
+    image = Image.open(io.BytesIO(original)).convert("RGB")
+    width, height = image.size
+    left, top, right, bottom = box
+    out = io.BytesIO()
+    image.crop((round(width * left), round(height * top), round(width * right), round(height * bottom))).save(
+        out, format="JPEG", quality=85
+    )
+    return out.getvalue()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -29,6 +45,9 @@ def planted(request, catalogue, tmp_path_factory):
     for name, edits in HARDER.items():
         for edit in edits:
             (photos / f"{name}-{edit}.jpg").write_bytes(planted_copy(catalogue.photos[name].read_bytes(), edit))
+    for name, boxes in CORNERS.items():
+        for number, box in enumerate(boxes):
+            (photos / f"{name}-corner{number}.jpg").write_bytes(corner_copy(catalogue.photos[name].read_bytes(), box))
     for name, copies in PLANTED.items():
         copy = catalogue.photos[name].read_bytes()
         for number in range(copies):
@@ -49,12 +68,13 @@ def test_planted_copies_are_clustered_and_nothing_else_is(planted):
     out = workdir / "clusters.jsonl"
     found = run_cli("duplicates", *where, "--out", str(out))
     assert found.returncode == 0, found.stderr
-    assert "3 clusters of 10 images at threshold 0.9" in found.stderr
+    assert "4 clusters of 12 images at threshold 0.9" in found.stderr
     groups = sorted(sorted(uri.rsplit("/", 1)[1] for uri in cluster["uris"]) for cluster in clusters(out))
     assert groups == [
         ["chelsea-brightened.jpg", "chelsea-cropped.jpg", "chelsea.jpg"],
         ["coffee-copy0.jpg", "coffee-copy1.jpg", "coffee-copy2.jpg", "coffee.jpg"],
         ["moon-copy0.jpg", "moon-copy1.jpg", "moon.jpg"],
+        ["retina-corner0.jpg", "retina-corner1.jpg"],
     ]
     for cluster in clusters(out):
         assert len(cluster["ids"]) == len(cluster["uris"]) and 0.9 <= cluster["min_score"] <= 1.0
@@ -64,13 +84,13 @@ def test_marks_let_a_filter_keep_one_image_per_cluster(planted):
     where, workdir = planted
     marked = run_cli("duplicates", *where, "--out", str(workdir / "marked.jsonl"), "--mark", "dup")
     assert marked.returncode == 0, marked.stderr
-    assert "marked 10 images" in marked.stderr
+    assert "marked 12 images" in marked.stderr
     again = workdir / "after.jsonl"
     hidden = run_cli("duplicates", *where, "--out", str(again), "--filter", 'not exists metadata["dup_copy"]')
     assert hidden.returncode == 0, hidden.stderr
     assert clusters(again) == [], "one image of each cluster is left, so nothing is a duplicate any more"
     kept = run_cli("duplicates", *where, "--out", str(again), "--filter", 'exists metadata["dup"]')
-    assert len(clusters(again)) == 3, kept.stderr
+    assert len(clusters(again)) == 4, kept.stderr
 
 
 def test_a_threshold_outside_0_to_1_is_one_clear_line(planted):
