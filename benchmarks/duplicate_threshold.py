@@ -112,14 +112,16 @@ def crop_scores(vectors: np.ndarray, signatures: list[str]) -> np.ndarray:
 
 
 def command_scores(vectors: np.ndarray, signatures: list[str]) -> np.ndarray:
-    """Every pair's score as `image-search duplicates` scores it: the crop likeness, or the overlap's where that is
-    higher. The command aligns overlaps only for pairs below its threshold; taking the larger everywhere gives the
-    same verdict at every threshold."""
+    """Every pair's score as `image-search duplicates` scores it: the crop likeness, or the aligned overlap's less
+    OVERLAP_DISCOUNT where that is higher and the crops reach OVERLAP_GATE. The command aligns overlaps only for pairs
+    below its threshold; taking the larger everywhere gives the same verdict at every threshold."""
     from predictor.imaging.copy_overlap import overlap_score
+    from predictor.index.duplicates import OVERLAP_DISCOUNT, OVERLAP_GATE
 
     scores = crop_scores(vectors, signatures)
-    for first, second in zip(*np.nonzero(np.triu(scores > -1.0, k=1)), strict=True):
+    for first, second in zip(*np.nonzero(np.triu(scores >= OVERLAP_GATE, k=1)), strict=True):
         aligned = overlap_score(signatures[first], signatures[second])
+        aligned = None if aligned is None else aligned - OVERLAP_DISCOUNT
         if aligned is not None and aligned > scores[first, second]:
             scores[first, second] = scores[second, first] = aligned
     return scores

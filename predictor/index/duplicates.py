@@ -1,16 +1,17 @@
-"""Near-duplicate clusters across a collection, from its stored vectors and copy signatures: no image is embedded
-or read again.
+"""Near-duplicate clusters across a collection, from its stored vectors and copy signatures: no image is embedded or
+read again.
 
 Every stored row (of one namespace, optionally under a filter) is searched for, in batches, among the same rows. The
 embedding proposes: each row's `NEIGHBOURS` nearest rows scoring at least `CANDIDATE_SCORE` are candidates. The copy
-signatures decide (imaging/copy_signature.py): a candidate's score is how well a crop of the row's picture matches the
-candidate's whole picture, or the embedding's score where either row has none (rows indexed before signatures were
-stored). The other way round, the candidate's crops against the row's whole, is scored when the candidate's own row
-is searched for, so that each row's crops are made once. A pair that neither way round reaches the threshold gets
-one more chance: the two pictures aligned where they overlap (imaging/copy_overlap.py), for two copies cropped
-differently from one original, where neither holds the other. Each pair scoring at least the threshold joins its two
-rows, and a cluster is a connected component of those pairs (so a chain of close copies is one cluster even when its
-ends are further apart); a cluster larger than `NEIGHBOURS` is still found whole through its members' own neighbours.
+signatures decide (imaging/copy_signature.py): a candidate's score is how well a crop of the row's picture matches
+the candidate's whole picture, or the embedding's score where either row has none (rows indexed before signatures
+were stored). The other way round, the candidate's crops against the row's whole, is scored when the candidate's own
+row is searched for, so that each row's crops are made once. A pair that neither way round reaches the threshold, but
+that comes close enough (OVERLAP_GATE), gets one more chance: the two pictures aligned where they overlap
+(imaging/copy_overlap.py), for two copies cropped differently from one original, where neither holds the other. Each
+pair scoring at least the threshold joins its two rows, and a cluster is a connected component of those pairs (so a
+chain of close copies is one cluster even when its ends are further apart); a cluster larger than `NEIGHBOURS` is
+still found whole through its members' own neighbours.
 
 The cost is one search per row, batched, at the search effort the filter plans (search_effort.py): near-linear in
 the rows. The default threshold is measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
@@ -38,6 +39,14 @@ DEFAULT_THRESHOLD = 0.90
 # The embedding scored every planted pair at least 0.52, copy against copy included (docs/search-index.md).
 CANDIDATE_SCORE = 0.5
 NEIGHBOURS = 16
+# Pairs whose best crop correlates below this are not aligned (4 to 8.5 ms a pair): on copies cropped at random, 162 of
+# the 169 pairs that aligning lifted over 0.90 were at 0.6 or more by their crops, and half the pairs of different
+# pictures the embedding proposed were not (docs/search-index.md).
+OVERLAP_GATE = 0.6
+# The alignment picks the best of a continuous family of overlaps, so two different pictures score higher by it than
+# by one fixed comparison: two drawings of hands, one nearly the other's mirror image, reached 0.899. An aligned score
+# counts this much less.
+OVERLAP_DISCOUNT = 0.02
 # The neighbours `copies_of` looks among: one image's copies, not every row's.
 COPIES_SEARCHED = 100
 READ_BATCH = 512
@@ -101,11 +110,12 @@ class _Overlaps:
 
 
 def _with_overlap(score: float, overlap: Callable[[], float | None], threshold: float) -> float:
-    """A pair's score, its overlap's where the crops fell short of the threshold and the overlap scores higher."""
-    if score >= threshold:
+    """A pair's score: its crops', or where those fell short of the threshold (but not below OVERLAP_GATE) its aligned
+    overlap's less OVERLAP_DISCOUNT, whichever is higher."""
+    if score >= threshold or score < OVERLAP_GATE:
         return score
     aligned = overlap()
-    return score if aligned is None else max(score, aligned)
+    return score if aligned is None else max(score, aligned - OVERLAP_DISCOUNT)
 
 
 class _Components:
