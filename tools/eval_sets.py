@@ -27,7 +27,8 @@ from predictor.imaging.decoding import to_rgb
 from tools.rcc import ResourceFile
 
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
-WESNOTH_UNITS = Path("/usr/share/games/wesnoth/1.16/data/core/images/units")
+GAME_ART = Path("/usr/share/games/wesnoth/1.16/data/core/images")
+WESNOTH_UNITS = GAME_ART / "units"
 OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
 SVG_SIDE = 512
 

@@ -9,7 +9,10 @@ is refined by a local search at 24 x 24, and the refined overlap is scored at th
 step is what keeps two photographs of one scene apart (the two halves of a stereo pair, taken a few centimetres
 apart): at 24 x 24 their best overlap correlates as well as two copies do, while at 48 x 48 the parallax between
 near and far things costs them points that two copies of one photograph do not lose. Mirrored copies are compared
-mirrored. Measured on planted copies in docs/search-index.md ("Near-duplicate clusters").
+mirrored. Pictures that stand on one flat colour (sprites, cut-outs, product shots on white) are not aligned: there
+the alignment lines up outlines rather than pictures, and in a sample of 2,000 game sprites and terrain tiles it
+aligned 6 pairs a row for nothing but more unrelated pictures joined. Measured on planted copies in
+docs/search-index.md ("Near-duplicate clusters").
 """
 
 import functools
@@ -17,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from predictor.imaging.copy_signature import FLAT, STORED, pixels_of
+from predictor.imaging.copy_signature import FLAT, STORED, foreground_of, pixels_of
 
 __all__ = ["overlap_score"]
 
@@ -133,9 +136,12 @@ def _aligned(first: np.ndarray, second: np.ndarray) -> float:
 
 def overlap_score(first: str, second: str) -> float | None:
     """How alike two signatures' pictures are where they overlap best, mirrored or not, from -1 to 1, the same both
-    ways round; None where either is not a signature or is one flat colour (copy_scores compares those)."""
+    ways round; None where either is not a signature, is one flat colour or stands on one (copy_scores compares
+    those)."""
     first_pixels, second_pixels = pixels_of(first), pixels_of(second)
     if first_pixels is None or second_pixels is None or min(first_pixels.std(), second_pixels.std()) < FLAT:
+        return None
+    if foreground_of(first_pixels) is not None or foreground_of(second_pixels) is not None:
         return None
     # The grids are not symmetric between the two frames: one order for a pair, whichever way it is asked.
     if second < first:

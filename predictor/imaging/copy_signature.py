@@ -22,7 +22,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-__all__ = ["SIGNATURE_LENGTH", "copy_scores", "pixels_of", "signature_of"]
+__all__ = ["SIGNATURE_LENGTH", "copy_scores", "foreground_of", "pixels_of", "signature_of"]
 
 STORED = 48
 COMPARED = 24
@@ -31,6 +31,11 @@ POSITIONS = 5
 # Grey levels of standard deviation below which a picture is one flat colour: correlation would score its noise, so
 # two flat pictures are compared by their brightness instead.
 FLAT = 2.0
+# A picture stands on a flat background when this share of its outermost RING pixels is within BACKGROUND_TOLERANCE
+# grey levels of their median.
+RING = 2
+BACKGROUND_SHARE = 0.9
+BACKGROUND_TOLERANCE = 6.0
 # base64 of STORED * STORED bytes.
 SIGNATURE_LENGTH = 4 * ((STORED * STORED + 2) // 3)
 
@@ -85,19 +90,80 @@ def _normalised(views: np.ndarray) -> np.ndarray:
     return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
 
 
-def _crops(pixels: np.ndarray) -> np.ndarray:
-    """Every crop the comparison tries (the whole picture first), normalised, one per row."""
+def _views(pixels: np.ndarray) -> np.ndarray:
+    """Every crop the comparison tries (the whole picture first), one per row, as they are."""
     maps, rows, columns = _maps()
     grid = (maps @ pixels)[:, None] @ maps.transpose(0, 2, 1)[None]  # [row span, column span]
-    return _normalised(grid[rows, columns])
+    return grid[rows, columns].reshape(len(rows), -1)
 
 
-def _wholes(pixels: np.ndarray) -> np.ndarray:
-    """The whole picture and its mirror image, normalised, one per row: a mirrored crop against a whole picture
-    scores as the crop against that picture mirrored."""
+def _whole_views(pixels: np.ndarray) -> np.ndarray:
+    """The whole picture and its mirror image, one per row: a mirrored crop against a whole picture scores as the
+    crop against that picture mirrored."""
     whole = _maps()[0][0]
     view = whole @ pixels @ whole.T
-    return _normalised(np.stack([view, view[:, ::-1]]))
+    return np.stack([view.ravel(), view[:, ::-1].ravel()])
+
+
+def foreground_of(pixels: np.ndarray) -> np.ndarray | None:
+    """Where a picture that stands on one flat colour (nearly all of its outermost RING pixels within
+    BACKGROUND_TOLERANCE grey levels of one another: a sprite, a cut-out, a product shot on white) is not that colour,
+    with one pixel of margin, as 0/1 weights; None for a picture that does not stand on one."""
+    ring = np.concatenate(
+        [
+            pixels[:RING].ravel(),
+            pixels[-RING:].ravel(),
+            pixels[RING:-RING, :RING].ravel(),
+            pixels[RING:-RING, -RING:].ravel(),
+        ]
+    )
+    level = np.median(ring)
+    if np.mean(np.abs(ring - level) <= BACKGROUND_TOLERANCE) < BACKGROUND_SHARE:
+        return None
+    content = (np.abs(pixels - level) > BACKGROUND_TOLERANCE).astype(np.float32)
+    grown = content.copy()
+    grown[1:] = np.maximum(grown[1:], content[:-1])
+    grown[:-1] = np.maximum(grown[:-1], content[1:])
+    margin = grown.copy()
+    margin[:, 1:] = np.maximum(margin[:, 1:], grown[:, :-1])
+    margin[:, :-1] = np.maximum(margin[:, :-1], grown[:, 1:])
+    return margin
+
+
+def _weighted_correlation(first: np.ndarray, second: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Correlation of each row of `first` with `second`, every cell counted by its weight."""
+    total = np.maximum(weights.sum(axis=-1), 1e-6)
+    first_mean = (weights * first).sum(axis=-1) / total
+    second_mean = (weights * second).sum(axis=-1) / total
+    covariance = (weights * first * second).sum(axis=-1) - total * first_mean * second_mean
+    first_variance = (weights * first * first).sum(axis=-1) - total * first_mean**2
+    second_variance = (weights * second * second).sum(axis=-1) - total * second_mean**2
+    return covariance / np.sqrt(np.maximum(first_variance * second_variance, 1e-6))
+
+
+class _Crops:
+    """One picture's crops, made once for all the pictures it is compared with."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.views = _views(pixels)
+        self.normalised = _normalised(self.views)
+        foreground = foreground_of(pixels)
+        self.weights = None if foreground is None else _views(foreground)
+
+    def likeness(self, other: np.ndarray) -> float:
+        """The best correlation of a crop with the whole of `other`, mirrored or not. Where either picture stands on
+        a flat background, only the cells where one of them is not background count: there a plain correlation
+        scores how alike the outlines are, which different pictures on one background share."""
+        other_foreground = foreground_of(other)
+        if self.weights is None and other_foreground is None:
+            return float((self.normalised @ _normalised(_whole_views(other)).T).max())
+        own = np.ones_like(self.views) if self.weights is None else self.weights
+        theirs = np.ones((2, own.shape[1]), np.float32) if other_foreground is None else _whole_views(other_foreground)
+        wholes = _whole_views(other)
+        return max(
+            float(_weighted_correlation(self.views, whole[None], np.maximum(own, weight[None])).max())
+            for whole, weight in zip(wholes, theirs, strict=True)
+        )
 
 
 def copy_scores(signature: str, others: list[str]) -> list[float | None]:
@@ -108,7 +174,7 @@ def copy_scores(signature: str, others: list[str]) -> list[float | None]:
     if pixels is None:
         return [None] * len(others)
     flat = pixels.std() < FLAT
-    crops: np.ndarray | None = None
+    crops: _Crops | None = None
     scores: list[float | None] = []
     for other in others:
         other_pixels = pixels_of(other)
@@ -117,6 +183,6 @@ def copy_scores(signature: str, others: list[str]) -> list[float | None]:
         elif flat and other_pixels.std() < FLAT:
             scores.append(1.0 - abs(float(pixels.mean()) - float(other_pixels.mean())) / 255.0)
         else:
-            crops = _crops(pixels) if crops is None else crops
-            scores.append(float((crops @ _wholes(other_pixels).T).max()))
+            crops = _Crops(pixels) if crops is None else crops
+            scores.append(crops.likeness(other_pixels))
     return scores

@@ -68,6 +68,16 @@ def test_the_other_half_of_a_stereo_pair_and_other_photos_stay_below_the_thresho
     assert all(score is not None and score < DEFAULT_THRESHOLD for score in scores), scores
 
 
+def test_pictures_on_a_flat_background_are_left_to_the_crop_comparison(coffee):
+    """On a flat background the alignment would line up outlines rather than pictures."""
+    canvas = Image.new("RGB", (400, 300), (255, 255, 255))
+    canvas.paste(coffee.resize((240, 180)), (80, 60))
+    first, second = (signature(jpeg(cropped(canvas, *crop))) for crop in [(0, 0, 0.1, 0.1), (0.1, 0.1, 0, 0)])
+    assert overlap_score(first, second) is None
+    photo_copies = [signature(jpeg(cropped(coffee, *crop))) for crop in [(0, 0, 0.1, 0.1), (0.1, 0.1, 0, 0)]]
+    assert overlap_score(*photo_copies) is not None
+
+
 def test_a_missing_or_flat_signature_is_left_to_the_crop_comparison(coffee):
     stored = signature(jpeg(coffee))
     flat = signature(jpeg(Image.new("RGB", (64, 64), (200, 200, 200))))

@@ -56,6 +56,23 @@ def test_other_photos_and_the_other_half_of_a_stereo_pair_score_below_it():
     assert itself == pytest.approx(1.0, abs=1e-5)
 
 
+def on_white(name: str) -> bytes:
+    """A photo pasted in the middle of a white canvas, as product shots and cut-outs stand on their background."""
+    canvas = Image.new("RGB", (400, 300), (255, 255, 255))
+    canvas.paste(Image.fromarray(photo(name)).resize((160, 120)), (120, 90))
+    return jpeg(canvas)
+
+
+@pytest.mark.parametrize(
+    "pair", [("coffee", "chelsea"), ("coffee", "astronaut"), ("camera", "coins"), ("moon", "coffee")]
+)
+def test_different_pictures_on_one_white_background_are_not_copies_where_their_edited_copies_are(pair):
+    first, second = (on_white(name) for name in pair)
+    assert likeness(signature(first), signature(second)) < DEFAULT_THRESHOLD
+    for edit in EDITS:
+        assert likeness(signature(first), signature(planted_copy(first, edit))) >= DEFAULT_THRESHOLD, edit
+
+
 def test_a_crop_is_found_among_the_crops_of_its_original_not_the_other_way_round(coffee):
     original, cropped = signature(coffee), signature(planted_copy(coffee, "cropped"))
     [forth], [back] = copy_scores(original, [cropped]), copy_scores(cropped, [original])
