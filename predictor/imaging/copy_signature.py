@@ -36,6 +36,8 @@ FLAT = 2.0
 RING = 2
 BACKGROUND_SHARE = 0.9
 BACKGROUND_TOLERANCE = 6.0
+# Crops (with the orientation of the other picture) weighed where a picture stands on a flat background.
+WEIGHED_CROPS = 8
 # base64 of STORED * STORED bytes.
 SIGNATURE_LENGTH = 4 * ((STORED * STORED + 2) // 3)
 
@@ -155,15 +157,18 @@ class _Crops:
         a flat background, only the cells where one of them is not background count: there a plain correlation
         scores how alike the outlines are, which different pictures on one background share."""
         other_foreground = foreground_of(other)
-        if self.weights is None and other_foreground is None:
-            return float((self.normalised @ _normalised(_whole_views(other)).T).max())
-        own = np.ones_like(self.views) if self.weights is None else self.weights
-        theirs = np.ones((2, own.shape[1]), np.float32) if other_foreground is None else _whole_views(other_foreground)
         wholes = _whole_views(other)
-        return max(
-            float(_weighted_correlation(self.views, whole[None], np.maximum(own, weight[None])).max())
-            for whole, weight in zip(wholes, theirs, strict=True)
-        )
+        plain = self.normalised @ _normalised(wholes).T  # [crop, whole or mirror]
+        if self.weights is None and other_foreground is None:
+            return float(plain.max())
+        # The best crops by the plain correlation are the ones worth weighing: weighing all 186 both ways costs ten
+        # times the plain comparison.
+        best = np.argsort(plain, axis=None)[-WEIGHED_CROPS:]
+        crops, mirrors = np.unravel_index(best, plain.shape)
+        own = np.ones_like(self.views[crops]) if self.weights is None else self.weights[crops]
+        theirs = np.ones_like(wholes) if other_foreground is None else _whole_views(other_foreground)
+        weights = np.maximum(own, theirs[mirrors])
+        return float(_weighted_correlation(self.views[crops], wholes[mirrors], weights).max())
 
 
 def copy_scores(signature: str, others: list[str]) -> list[float | None]:
