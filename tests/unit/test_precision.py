@@ -155,7 +155,9 @@ def test_int8_calibrated_on_the_whole_set_misses_the_probe_bar_on_lite0(fp32):
     _, cosines = _int8_and_fp32(
         fp32, calibration_images=len(calibration_pixels(fp32.spec.preprocessing)), probe_images=34
     )
-    assert 0.9 < cosines.min() < precision.PROBE_MIN_COSINE < cosines.max()
+    # Close to fp32, but not close enough for every probe image: the server falls back. How many clear the bar
+    # depends on the CPU's int8 kernels (on one with avx512_bf16, none did: 0.9946 at most).
+    assert 0.9 < cosines.min() < precision.PROBE_MIN_COSINE
 
 
 def test_cuda_runs_fp16_by_default_and_refuses_int8(monkeypatch):
