@@ -20,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from predictor.imaging.copy_signature import FLAT, STORED, foreground_of, pixels_of
+from predictor.imaging.copy_signature import FLAT, STORED, area_maps, foreground_of, pixels_of
 
 __all__ = ["overlap_score"]
 
@@ -48,16 +48,6 @@ def _spans(axis: Axis) -> tuple[tuple[float, float], tuple[float, float]] | None
     return first, second
 
 
-def _area_maps(spans: np.ndarray, cells: int) -> np.ndarray:
-    """[spans, cells, STORED] weights that average each span (shares of a side) into `cells` equal cells."""
-    starts, lengths = spans[:, :1, None], (spans[:, 1:, None] - spans[:, :1, None])
-    edges = STORED * (starts + lengths * np.arange(cells + 1)[None, :, None] / cells)
-    low, high = edges[:, :-1], edges[:, 1:]
-    pixel = np.arange(STORED)[None, None, :]
-    overlap = np.clip(np.minimum(high, pixel + 1) - np.maximum(low, pixel), 0, None)
-    return (overlap / np.maximum(overlap.sum(axis=2, keepdims=True), 1e-9)).astype(np.float32)
-
-
 def _views(pixels: np.ndarray, row_maps: np.ndarray, column_maps: np.ndarray) -> np.ndarray:
     """Every (row span, column span) view of the picture, normalised: [rows, columns, cells * cells]."""
     rows, cells, _ = row_maps.shape
@@ -79,7 +69,7 @@ def _likeness(first: np.ndarray, second: np.ndarray, rows: list[Axis], columns: 
         return likeness
 
     def maps(spans: list, used: list[int], side: int) -> np.ndarray:
-        return _area_maps(np.array([spans[i][side] for i in used]), cells)
+        return area_maps(np.array([spans[i][side] for i in used]), cells)
 
     views = [
         _views(pixels, maps(row_spans, usable_rows, side), maps(column_spans, usable_columns, side))
@@ -94,7 +84,7 @@ def _grid() -> tuple[list[Axis], np.ndarray, np.ndarray]:
     """The coarse alignments of one axis, and their spans' COARSE-cell maps in each picture's frame."""
     axes = [(float(w), float(d)) for w in SCALES for d in SHIFTS if _spans((float(w), float(d)))]
     spans = [_spans(axis) for axis in axes]
-    first, second = (_area_maps(np.array([pair[side] for pair in spans if pair]), COARSE) for side in (0, 1))
+    first, second = (area_maps(np.array([pair[side] for pair in spans if pair]), COARSE) for side in (0, 1))
     return axes, first, second
 
 

@@ -26,7 +26,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-__all__ = ["SIGNATURE_LENGTH", "copy_scores", "foreground_of", "pixels_of", "signature_of"]
+__all__ = ["SIGNATURE_LENGTH", "area_maps", "copy_scores", "foreground_of", "pixels_of", "signature_of"]
 
 STORED = 48
 COMPARED = 24
@@ -62,13 +62,15 @@ def pixels_of(signature: str) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.uint8).reshape(STORED, STORED).astype(np.float32)
 
 
-def _area_map(start: float, width: float) -> np.ndarray:
-    """COMPARED x STORED weights that average the source span [start, start + width) into COMPARED equal cells."""
-    edges = start + width * np.arange(COMPARED + 1) / COMPARED
-    low, high = edges[:-1, None], edges[1:, None]
-    pixel = np.arange(STORED)[None, :]
+def area_maps(spans: np.ndarray, cells: int) -> np.ndarray:
+    """[spans, cells, STORED] weights that average each span of a side ([start, end) as shares of it, one per row of
+    `spans`) into `cells` equal cells."""
+    starts, lengths = spans[:, :1, None], (spans[:, 1:, None] - spans[:, :1, None])
+    edges = STORED * (starts + lengths * np.arange(cells + 1)[None, :, None] / cells)
+    low, high = edges[:, :-1], edges[:, 1:]
+    pixel = np.arange(STORED)[None, None, :]
     overlap = np.clip(np.minimum(high, pixel + 1) - np.maximum(low, pixel), 0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    return (overlap / np.maximum(overlap.sum(axis=2, keepdims=True), 1e-9)).astype(np.float32)
 
 
 @functools.cache
@@ -85,7 +87,7 @@ def _maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         for column in range(len(spans))
         if abs(shares[row] - shares[column]) <= 1
     ]
-    maps = np.stack([_area_map(start, width) for start, width in spans]).astype(np.float32)
+    maps = area_maps(np.array([(start, start + width) for start, width in spans]) / STORED, COMPARED)
     rows, columns = (np.array(side) for side in zip(*pairs, strict=True))
     return maps, rows, columns
 
