@@ -19,6 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "predictor.cli"]
 
 
+# A free port can be taken between the probe and the server's bind (by a parallel test, or a Milvus server probing
+# upward for its own ports): a server that exits for that is started again on other ports.
+BIND_ATTEMPTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -89,18 +94,25 @@ def run_predictor(
     `milvus_uri=None` passes no `--milvus-uri`, for a server configured by its environment. `cwd` is the source tree
     whose `predictor` serves (another checkout, for benchmarks).
     """
-    http_port, grpc_port = free_port(), free_port()
-    log_path = workdir / f"predictor-{http_port}.log"
-    command = [*CLI, "serve", "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
-    command += ["--milvus-uri", milvus_uri] if milvus_uri is not None else []
-    command += extra_args
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
-        )
-    url = f"http://127.0.0.1:{http_port}"
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        http_port, grpc_port = free_port(), free_port()
+        log_path = workdir / f"predictor-{http_port}.log"
+        command = [*CLI, "serve", "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+        command += ["--milvus-uri", milvus_uri] if milvus_uri is not None else []
+        command += extra_args
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
+            )
+        url = f"http://127.0.0.1:{http_port}"
+        try:
+            wait_until(url, process, log_path, timeout_s, wait_for)
+            break
+        except RuntimeError:
+            stop_process(process)
+            if attempt == BIND_ATTEMPTS or "address already in use" not in log_path.read_text(errors="replace"):
+                raise
     try:
-        wait_until(url, process, log_path, timeout_s, wait_for)
         yield RunningServer(url, f"127.0.0.1:{grpc_port}", http_port, grpc_port, log_path, process)
     finally:
         stop_process(process)
