@@ -139,14 +139,15 @@ def foreground_of(pixels: np.ndarray) -> np.ndarray | None:
 
 
 def _weighted_correlation(first: np.ndarray, second: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Correlation of each row of `first` with `second`, every cell counted by its weight."""
-    total = np.maximum(weights.sum(axis=-1), 1e-6)
-    first_mean = (weights * first).sum(axis=-1) / total
-    second_mean = (weights * second).sum(axis=-1) / total
-    covariance = (weights * first * second).sum(axis=-1) - total * first_mean * second_mean
-    first_variance = (weights * first * first).sum(axis=-1) - total * first_mean**2
-    second_variance = (weights * second * second).sum(axis=-1) - total * second_mean**2
-    return covariance / np.sqrt(np.maximum(first_variance * second_variance, 1e-6))
+    """Correlation of each row of `first` with `second`, every cell counted by its weight, from -1 to 1. Centred
+    before multiplying: sums of products of raw grey levels lose the difference between two nearly equal terms in
+    float32, and a crop that is one flat colour where it is weighed then scored in the thousands."""
+    total = np.maximum(weights.sum(axis=-1, keepdims=True), 1e-6)
+    first = first - (weights * first).sum(axis=-1, keepdims=True) / total
+    second = second - (weights * second).sum(axis=-1, keepdims=True) / total
+    covariance = (weights * first * second).sum(axis=-1)
+    variances = (weights * first * first).sum(axis=-1) * (weights * second * second).sum(axis=-1)
+    return np.clip(covariance / np.sqrt(np.maximum(variances, 1e-6)), -1.0, 1.0)
 
 
 class _Crops:

@@ -1,13 +1,15 @@
 """Copy signatures: the edits people make to a copy keep its signature alike to the original's, a different photo of
 the same scene does not, and a row without a signature is told apart rather than scored."""
 
+import base64
 import io
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from benchmarks.duplicate_threshold import EDITS, planted_copy
-from predictor.imaging.copy_signature import SIGNATURE_LENGTH, copy_scores, signature_of
+from predictor.imaging.copy_signature import SIGNATURE_LENGTH, STORED, copy_scores, signature_of
 from predictor.imaging.decoding import ImageLimits, decode_image
 from predictor.imaging.sample_catalogue import PHOTOS, STEREO_PAIR, photo
 from predictor.index.duplicates import DEFAULT_THRESHOLD
@@ -95,3 +97,21 @@ def test_flat_pictures_are_alike_by_their_brightness():
     [same, different] = copy_scores(white, [also_white, black])
     assert same is not None and same >= DEFAULT_THRESHOLD
     assert different is not None and different < DEFAULT_THRESHOLD
+
+
+def test_every_score_is_a_correlation_even_where_a_crop_is_one_flat_colour():
+    # A page with one small mark, against a texture: the page's crops that miss the mark are one flat colour where
+    # they are weighed, and such crops once scored in the thousands.
+    rng = np.random.default_rng(0)
+    scores = []
+    for _ in range(300):
+        page = np.full((STORED, STORED), 250.0)
+        top, left = rng.integers(0, STORED - 8, 2)
+        height, width = rng.integers(2, 8, 2)
+        page[top : top + height, left : left + width] = rng.uniform(0, 200)
+        texture = rng.uniform(0, 255) + rng.normal(0, rng.uniform(5, 60), (STORED, STORED))
+        first, second = (
+            base64.b64encode(np.clip(a, 0, 255).astype(np.uint8).tobytes()).decode() for a in (page, texture)
+        )
+        scores += copy_scores(first, [second]) + copy_scores(second, [first])
+    assert all(score is not None and -1.0 <= score < DEFAULT_THRESHOLD for score in scores)
