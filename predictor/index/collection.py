@@ -195,7 +195,26 @@ class ImageIndex:
         index._layout = index._read_layout()
         if index.count() == 0:
             raise IndexNotReady(f"collection {index.collection} for model {identity} is empty; index images first")
+        index._first_search()
         return index
+
+    def _first_search(self) -> None:
+        """One search before any query: pymilvus imports scipy on a process's first search (about 0.25 s), which the
+        first query would otherwise wait for."""
+        probe = np.zeros(self.identity.dimension, dtype=np.float32)
+        probe[0] = 1.0
+        self.access.call(
+            "search",
+            "search",
+            self.collection,
+            data=[probe.tolist()],
+            limit=1,
+            anns_field="vector",
+            search_params=self.vector_index.search_request(1),
+            output_fields=[],
+            collection=self.collection,
+            **self._consistency(),
+        )
 
     @property
     def uri(self) -> str:
