@@ -20,7 +20,9 @@ Usage: python -m benchmarks duplicate-threshold [--limit N]
 """
 
 import argparse
+import functools
 import io
+import math
 import random
 import tempfile
 from pathlib import Path
@@ -119,14 +121,12 @@ def command_scores(vectors: np.ndarray, signatures: list[str]) -> np.ndarray:
     OVERLAP_DISCOUNT where that is higher and the crops reach OVERLAP_GATE. The command aligns overlaps only for pairs
     below its threshold; taking the larger everywhere gives the same verdict at every threshold."""
     from predictor.imaging.copy_overlap import overlap_score
-    from predictor.index.duplicates import OVERLAP_DISCOUNT, OVERLAP_GATE
+    from predictor.index.duplicates import OVERLAP_GATE, with_overlap
 
     scores = crop_scores(vectors, signatures)
     for first, second in zip(*np.nonzero(np.triu(scores >= OVERLAP_GATE, k=1)), strict=True):
-        aligned = overlap_score(signatures[first], signatures[second])
-        aligned = None if aligned is None else aligned - OVERLAP_DISCOUNT
-        if aligned is not None and aligned > scores[first, second]:
-            scores[first, second] = scores[second, first] = aligned
+        aligned = functools.partial(overlap_score, signatures[first], signatures[second])
+        scores[first, second] = scores[second, first] = with_overlap(float(scores[first, second]), aligned, math.inf)
     return scores
 
 
@@ -200,7 +200,7 @@ def neighbour_pairs(vectors: np.ndarray, signatures: list[str], threshold: float
     nearest by the embedding scoring at least CANDIDATE_SCORE, the crops both ways round, then the aligned overlap."""
     from predictor.imaging.copy_overlap import overlap_score
     from predictor.imaging.copy_signature import copy_scores
-    from predictor.index.duplicates import CANDIDATE_SCORE, NEIGHBOURS, OVERLAP_DISCOUNT, OVERLAP_GATE
+    from predictor.index.duplicates import CANDIDATE_SCORE, NEIGHBOURS, with_overlap
 
     similar = vectors @ vectors.T
     np.fill_diagonal(similar, -2.0)
@@ -213,9 +213,7 @@ def neighbour_pairs(vectors: np.ndarray, signatures: list[str], threshold: float
             crops[pair] = max(crops.get(pair, -1.0), score if score is not None else float(similar[row, other]))
     joined = {}
     for (first, second), score in crops.items():
-        if OVERLAP_GATE <= score < threshold:
-            aligned = overlap_score(signatures[first], signatures[second])
-            score = score if aligned is None else max(score, aligned - OVERLAP_DISCOUNT)
+        score = with_overlap(score, functools.partial(overlap_score, signatures[first], signatures[second]), threshold)
         if score >= threshold:
             joined[(first, second)] = score
     return joined
