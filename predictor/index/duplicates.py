@@ -17,12 +17,14 @@ The cost is one search per row, batched, at the search effort the filter plans (
 the rows. The default threshold is measured on planted copies (docs/search-index.md, "Near-duplicate clusters").
 """
 
+import concurrent.futures
 import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from predictor.imaging.copy_overlap import overlap_score
 from predictor.imaging.copy_signature import copy_scores
@@ -148,6 +150,26 @@ class _Components:
         self.lowest[first] = low
 
 
+def _searched_ahead(
+    index: ImageIndex, options: SearchOptions, batches: Iterator[list[StoredRow]]
+) -> Iterator[tuple[list[StoredRow], list[list[Hit]]]]:
+    """Each batch with its hits, the next batch's search running while the caller scores this one's signatures: the
+    command's time is then the longer of the two, not their sum, where Milvus runs on other machines."""
+
+    def search(batch: list[StoredRow]) -> list[list[Hit]]:
+        return index.search(np.stack([row.vector for row in batch]), options, with_signatures=True)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="duplicates-search") as searcher:
+        pending: tuple[list[StoredRow], concurrent.futures.Future[list[list[Hit]]]] | None = None
+        for batch in batches:
+            searching = (batch, searcher.submit(search, batch))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = searching
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
 def find_clusters(
     index: ImageIndex,
     namespace: str,
@@ -160,10 +182,16 @@ def find_clusters(
     overlaps = _Overlaps()
     uris: dict[str, str] = {}
     options = SearchOptions(top_k=NEIGHBOURS, filter=expression, namespace=namespace)
-    for rows in stored_rows(index, namespace, expression):
-        for start in range(0, len(rows), SEARCH_BATCH):
-            batch = rows[start : start + SEARCH_BATCH]
-            found = index.search(np.stack([row.vector for row in batch]), options, with_signatures=True)
+    batches = (
+        rows[start : start + SEARCH_BATCH]
+        for rows in stored_rows(index, namespace, expression)
+        for start in range(0, len(rows), SEARCH_BATCH)
+    )
+    # The signature comparisons are thousands of small matrix products a second: OpenBLAS's threads cost more to wake
+    # and spin than they save there (2.8 times the CPU time with two threads on 2 cores), and they take the cores
+    # Milvus searches on.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for batch, found in _searched_ahead(index, options, batches):
             for row, hits in zip(batch, found, strict=True):
                 uris[row.id] = row.uri
                 candidates = [hit for hit in hits if hit.id != row.id and hit.score >= CANDIDATE_SCORE]
