@@ -14,7 +14,8 @@ over all pairs are printed, for the pairs themselves and for the pairs that shar
 what the command writes), and the range of T where both pair figures are at least 0.95. Where the Debian package
 wesnoth-1.16-data is installed, a third set plants the same four copies of 50 of its unit sprites and portraits among
 2,000 of its other pictures, nearly all on transparent backgrounds, and prints what the command joins there at the
-default threshold.
+default threshold. And the originals in grey and with their hues turned: how many such pairs the command finds
+(the signatures are grey, so colour alone does not keep two pictures apart).
 
 Usage: python -m benchmarks duplicate-threshold [--limit N]
 """
@@ -73,10 +74,26 @@ def off_grid_copy(data: bytes, edit: str, rng: random.Random) -> bytes:
 
 
 OFF_GRID_EDITS = ("cropped", "brightened", "resized", "contrast")
+RECOLOURED_EDITS = ("greyscale", "hue turned")
 
 
-def planted_set(directory: Path, limit: int | None = None, off_grid: bool = False) -> tuple[list[Path], list[int]]:
-    """Files of the originals and their copies, and the original each one comes from."""
+def recoloured_copy(data: bytes, edit: str) -> bytes:
+    """The picture in grey, or with every hue turned by a third of the circle (red to green, green to blue, blue to
+    red): the same photograph in other colours, as a product's colour variants are."""
+    image = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    if edit == "greyscale":
+        image = image.convert("L").convert("RGB")
+    else:
+        hue, saturation, value = image.convert("HSV").split()
+        image = Image.merge("HSV", (hue.point(lambda level: (level + 85) % 256), saturation, value)).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def planted_set(directory: Path, limit: int | None = None, kind: str = "planted") -> tuple[list[Path], list[int]]:
+    """Files of the originals and their copies (`kind`: planted, off-grid or recoloured), and the original each one
+    comes from."""
     from tools.eval_sets import _photos
 
     rng = random.Random(1)
@@ -85,11 +102,12 @@ def planted_set(directory: Path, limit: int | None = None, off_grid: bool = Fals
         if limit is not None and number >= limit:
             break
         stem = name.rsplit(".", 1)[0]
-        copies = (
-            [(edit, off_grid_copy(data, edit, rng)) for edit in OFF_GRID_EDITS]
-            if off_grid
-            else [(edit, planted_copy(data, edit)) for edit in EDITS]
-        )
+        if kind == "off-grid":
+            copies = [(edit, off_grid_copy(data, edit, rng)) for edit in OFF_GRID_EDITS]
+        elif kind == "recoloured":
+            copies = [(edit, recoloured_copy(data, edit)) for edit in RECOLOURED_EDITS]
+        else:
+            copies = [(edit, planted_copy(data, edit)) for edit in EDITS]
         for edit, content in [("original", data), *copies]:
             path = directory / f"{stem}--{edit}.jpg"
             path.write_bytes(content)
@@ -253,13 +271,19 @@ def run(args: argparse.Namespace) -> int:
 
     backbone = Backbone(default_spec(), "cpu", "fp32", compile_mode="off")
     backbone.load()
-    for off_grid in (False, True):
+    for kind, edits in (("planted", EDITS), ("off-grid", OFF_GRID_EDITS)):
         with tempfile.TemporaryDirectory() as scratch:
-            files, sources = planted_set(Path(scratch), args.limit, off_grid)
+            files, sources = planted_set(Path(scratch), args.limit, kind)
             vectors = backbone_embedder(backbone)(files)
             signatures = signatures_of(files)
-        print("copies cropped off the grid" if off_grid else "planted copies")
-        _report(files, sources, vectors, signatures, OFF_GRID_EDITS if off_grid else EDITS)
+        print("copies cropped off the grid" if kind == "off-grid" else "planted copies")
+        _report(files, sources, vectors, signatures, edits)
+    with tempfile.TemporaryDirectory() as scratch:
+        files, sources = planted_set(Path(scratch), args.limit, "recoloured")
+        vectors = backbone_embedder(backbone)(files)
+        signatures = signatures_of(files)
+    print("the same photographs in other colours (colour is not compared: these are found as copies)")
+    _recoloured_report(vectors, signatures)
     from tools.eval_sets import GAME_ART
 
     if not GAME_ART.is_dir():
@@ -272,6 +296,20 @@ def run(args: argparse.Namespace) -> int:
     print("sprites among a game's artwork")
     _sprite_report(sources, vectors, signatures)
     return 0
+
+
+def _recoloured_report(vectors: np.ndarray, signatures: list[str]) -> None:
+    from predictor.index.duplicates import DEFAULT_THRESHOLD
+
+    scores, embedded = command_scores(vectors, signatures), vectors @ vectors.T
+    step = 1 + len(RECOLOURED_EDITS)
+    for number, edit in enumerate(RECOLOURED_EDITS, start=1):
+        pairs = [(i, i + number) for i in range(0, len(signatures), step)]
+        found = sum(scores[pair] >= DEFAULT_THRESHOLD for pair in pairs)
+        print(
+            f"  {edit:<10} original-copy pairs at T {DEFAULT_THRESHOLD:.2f}: {found} of {len(pairs)}; embedding score "
+            f"median {np.median([embedded[pair] for pair in pairs]):.3f}"
+        )
 
 
 def _report(files: list[Path], sources: list[int], vectors: np.ndarray, signatures: list[str], edits) -> None:

@@ -222,7 +222,7 @@ def _duplicates(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.mark:
-        changed = mark_clusters(index, namespace, clusters, args.mark)
+        changed = mark_clusters(index, namespace, clusters, args.mark, expression)
         index.settle()
         print(f"marked {changed} images: metadata[{args.mark!r}] holds each member's cluster id", file=sys.stderr)
     index.close()

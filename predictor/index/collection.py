@@ -611,9 +611,14 @@ class ImageIndex:
         rows = self._query_ids(namespace, expression)
         return [str(row["id"]) for row in rows if row["uri"] == prefix or str(row["uri"]).startswith(folder)]
 
-    def ids_marked(self, namespace: str, field: str) -> list[str]:
-        """Ids in `namespace` of every row whose metadata has `field` (a plain name, checked by the caller)."""
-        return [str(row["id"]) for row in self._query_ids(namespace, f'exists metadata["{field}"]')]
+    def ids_marked(self, namespace: str, field: str, expression: str | None = None) -> list[str]:
+        """Ids in `namespace` of every row whose metadata has `field` (a plain name, checked by the caller) and, where
+        given, that matches `expression`."""
+        marked = f'exists metadata["{field}"]'
+        return [
+            str(row["id"])
+            for row in self._query_ids(namespace, f"({expression}) and {marked}" if expression else marked)
+        ]
 
     def sample_vectors(self, limit: int = 2048) -> np.ndarray:
         """Up to `limit` stored vectors from any namespace, for the drift score's reference centroid."""

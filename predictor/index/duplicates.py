@@ -240,15 +240,18 @@ def copies_of(
     return sorted(copies, key=lambda hit: -hit.score)
 
 
-def mark_clusters(index: ImageIndex, namespace: str, clusters: list[Cluster], field: str) -> int:
+def mark_clusters(
+    index: ImageIndex, namespace: str, clusters: list[Cluster], field: str, expression: str | None = None
+) -> int:
     """Write each member's cluster id (its cluster's first id) into `metadata[field]`, and `metadata[field_copy]`
     true into every member but that first one, so `not exists metadata["<field>_copy"]` keeps one per cluster; marks
-    of an earlier run on rows that are in no cluster now are removed. Returns the rows changed."""
+    of an earlier run on rows that are in no cluster now are removed, among the rows `expression` (the filter the
+    clusters were found under) keeps only: the rows outside it were not compared. Returns the rows changed."""
     if not MARK_FIELD.fullmatch(field):
         raise ValueError(f"--mark {field!r}: use 1 to 64 letters, digits or '_', not starting with a digit")
     copy_field = f"{field}_copy"
     updates: dict[str, dict] = {}
-    for stale in index.ids_marked(namespace, field):
+    for stale in index.ids_marked(namespace, field, expression):
         updates[stale] = {field: None, copy_field: None}
     for cluster in clusters:
         first = cluster.ids[0]

@@ -93,6 +93,41 @@ def test_marks_let_a_filter_keep_one_image_per_cluster(planted):
     assert len(clusters(again)) == 4, kept.stderr
 
 
+def test_a_filtered_run_marks_and_unmarks_only_the_rows_its_filter_keeps(planted):
+    """Two shops deduplicated one after the other, as a catalogue kept per shop is: the second run leaves the first
+    shop's marks alone, although they are on rows in none of its clusters."""
+    where, workdir = planted
+    shops = workdir / "shops.jsonl"
+    shops.write_text(
+        "".join(
+            json.dumps({"path": path.name, "shop": "a" if path.name.startswith(("coffee", "chelsea")) else "b"}) + "\n"
+            for path in sorted((workdir / "photos").glob("*.jpg"))
+        )
+    )
+    assigned = run_cli("metadata", "set", *where, "--metadata", str(shops), "--root", str(workdir / "photos"))
+    assert assigned.returncode == 0, assigned.stderr
+    for shop, marked in (("a", 7), ("b", 5)):
+        run = run_cli(
+            "duplicates",
+            *where,
+            "--out",
+            str(workdir / f"shop-{shop}.jsonl"),
+            "--filter",
+            f'metadata["shop"] == "{shop}"',
+            "--mark",
+            "shop_dup",
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"marked {marked} images" in run.stderr
+    both = workdir / "both-shops.jsonl"
+    kept = run_cli("duplicates", *where, "--out", str(both), "--filter", 'exists metadata["shop_dup"]')
+    assert kept.returncode == 0, kept.stderr
+    groups = sorted(
+        sorted(uri.rsplit("/", 1)[1].split("-")[0].split(".")[0] for uri in c["uris"]) for c in clusters(both)
+    )
+    assert [group[0] for group in groups] == ["chelsea", "coffee", "moon", "retina"], "both shops' marks are kept"
+
+
 def test_a_threshold_outside_0_to_1_is_one_clear_line(planted):
     where, workdir = planted
     refused = run_cli("duplicates", *where, "--out", str(workdir / "x.jsonl"), "--threshold", "1.5")
