@@ -187,16 +187,31 @@ def _add_filter_columns(index) -> int:  # noqa: ANN001 - an ImageIndex, imported
     return 0
 
 
+def check_writable(path: str, option: str) -> None:
+    """Refuse a file the command could not write, before the work that leads to it; the file itself is not touched."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; name a file")
+    if not target.parent.is_dir():
+        raise ValueError(f"{option} {path}: there is no folder {target.parent}")
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise ValueError(f"{option} {path}: not allowed to write there")
+
+
 def _duplicates(args: argparse.Namespace) -> int:
     import json
 
     from tqdm import tqdm
 
-    from predictor.index.duplicates import find_clusters, mark_clusters
+    from predictor.index.duplicates import check_mark_field, find_clusters, mark_clusters
     from predictor.index.filters import validate_filter
 
     if not 0.0 < args.threshold <= 1.0:
         raise ValueError(f"--threshold must be a similarity in (0, 1], got {args.threshold}")
+    # Both are used after the search, which takes 40 minutes at 200,000 rows: a typo should not cost that.
+    check_writable(args.out, "--out")
+    if args.mark:
+        check_mark_field(args.mark)
     namespace = _namespace(args)
     expression = validate_filter(args.filter) if args.filter else None
     index = open_index(args)

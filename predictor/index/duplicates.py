@@ -37,6 +37,7 @@ __all__ = [
     "Cluster",
     "copies_of",
     "find_clusters",
+    "check_mark_field",
     "mark_clusters",
     "stored_rows",
     "with_overlap",
@@ -240,6 +241,11 @@ def copies_of(
     return sorted(copies, key=lambda hit: -hit.score)
 
 
+def check_mark_field(field: str) -> None:
+    if not MARK_FIELD.fullmatch(field):
+        raise ValueError(f"--mark {field!r}: use 1 to 64 letters, digits or '_', not starting with a digit")
+
+
 def mark_clusters(
     index: ImageIndex, namespace: str, clusters: list[Cluster], field: str, expression: str | None = None
 ) -> int:
@@ -247,8 +253,7 @@ def mark_clusters(
     true into every member but that first one, so `not exists metadata["<field>_copy"]` keeps one per cluster; marks
     of an earlier run on rows that are in no cluster now are removed, among the rows `expression` (the filter the
     clusters were found under) keeps only: the rows outside it were not compared. Returns the rows changed."""
-    if not MARK_FIELD.fullmatch(field):
-        raise ValueError(f"--mark {field!r}: use 1 to 64 letters, digits or '_', not starting with a digit")
+    check_mark_field(field)
     copy_field = f"{field}_copy"
     updates: dict[str, dict] = {}
     for stale in index.ids_marked(namespace, field, expression):

@@ -133,3 +133,15 @@ def test_a_threshold_outside_0_to_1_is_one_clear_line(planted):
     refused = run_cli("duplicates", *where, "--out", str(workdir / "x.jsonl"), "--threshold", "1.5")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "--threshold must be a similarity in (0, 1]" in refused.stderr
+
+
+def test_an_output_or_mark_it_could_not_use_is_refused_before_the_search(planted):
+    where, workdir = planted
+    for out, message in ((workdir / "missing" / "x.jsonl", "there is no folder"), (workdir, "is a folder")):
+        refused = run_cli("duplicates", *where, "--out", str(out))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert message in refused.stderr and "duplicates in" not in refused.stderr, "refused before any search"
+    out = workdir / "never.jsonl"
+    bad_mark = run_cli("duplicates", *where, "--out", str(out), "--mark", "1st")
+    assert bad_mark.returncode != 0 and "--mark '1st'" in bad_mark.stderr
+    assert "duplicates in" not in bad_mark.stderr and not out.exists()
