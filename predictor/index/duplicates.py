@@ -35,9 +35,9 @@ from predictor.index.search_options import SearchOptions
 __all__ = [
     "DEFAULT_THRESHOLD",
     "Cluster",
+    "check_mark_field",
     "copies_of",
     "find_clusters",
-    "check_mark_field",
     "mark_clusters",
     "stored_rows",
     "with_overlap",
