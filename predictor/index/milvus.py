@@ -6,6 +6,7 @@ collection) and the lifecycle commands (lifecycle.py, aliases) are built on this
 """
 
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -52,6 +53,30 @@ def like_prefix(prefix: str) -> str:
     return (prefix if special is None else prefix[: special.start()]) + "%"
 
 
+class _LiteOpenFailure(logging.Filter):
+    """milvus-lite logs why it could not open a file, with a traceback, and pymilvus then raises only "Open local milvus
+    failed": this keeps the cause for the one line the user gets, and drops the log record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cause: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.cause = record.exc_info[1]
+        return False
+
+
+def _cannot_open(uri: str, cause: BaseException | None, error: MilvusException) -> str:
+    # By name: milvus_lite's exception classes are not part of pymilvus's API.
+    if type(cause).__name__ == "DataDirLockedError":
+        return (
+            f"cannot open {uri}: another process has it open (milvus-lite lets one process at a time use a file); "
+            "stop it, or serve the collection from a Milvus server and give every process its http:// URI"
+        )
+    return f"cannot connect to Milvus at {uri}: {cause or error}"
+
+
 def _rpc_failure(error: grpc.RpcError, call: str, timeout_s: float | None) -> IndexUnavailable | RequestTimedOut:
     if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return RequestTimedOut(f"Milvus {call} did not answer within {timeout_s or 0:.3g} s")
@@ -78,10 +103,15 @@ class MilvusAccess:
             if self._client is None:
                 if is_local_file(self.uri):
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                failure = _LiteOpenFailure()
+                lite_log = logging.getLogger("milvus_lite.server_manager")
+                lite_log.addFilter(failure)
                 try:
                     self._client = MilvusClient(uri=self.uri, token=self._token or "")
                 except MilvusException as error:
-                    raise IndexUnavailable(f"cannot connect to Milvus at {self.uri}: {error}") from None
+                    raise IndexUnavailable(_cannot_open(self.uri, failure.cause, error)) from None
+                finally:
+                    lite_log.removeFilter(failure)
             return self._client
 
     def close(self) -> None:

@@ -100,3 +100,18 @@ def test_query_the_server_refuses(server, tmp_path, catalogue):
     photo = str(catalogue.photos["coffee"])
     bad_filter = run_cli("query", photo, "--url", server.http_url, "--filter", "vector != 0")
     assert_one_line_error(bad_filter, "refused the query", "'vector' is not a metadata field")
+
+
+@pytest.mark.parametrize("command", [["collections"], ["duplicates", "--out"]])
+def test_a_milvus_lite_file_another_process_has_open(tmp_path, command):
+    """milvus-lite lets one process at a time use a file: a command run beside a server on the same file says so."""
+    from pymilvus import MilvusClient
+
+    held = tmp_path / "milvus.db"
+    holder = MilvusClient(uri=str(held))
+    try:
+        out = [str(tmp_path / "clusters.jsonl")] if command[-1] == "--out" else []
+        result = run_cli(*command, *out, "--milvus-uri", str(held))
+    finally:
+        holder.close()
+    assert_one_line_error(result, str(held), "another process has it open")
