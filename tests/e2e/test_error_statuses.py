@@ -47,6 +47,7 @@ CASES = {
     "bad parameter": (("image", "photo"), {"top_k": 0}, ("400", "INVALID_ARGUMENT"), "'top_k' must be an integer"),
     "bad filter": (("image", "photo"), {"filter": "vector != 0"}, ("400", "INVALID_ARGUMENT"), "'vector' is not a"),
     "unknown id": (("id", "nope"), {}, ("400", "INVALID_ARGUMENT"), "id 'nope' is not in namespace 'default'"),
+    "id with a control character": (("id", "a\x00b"), {}, ("400", "INVALID_ARGUMENT"), "is not in namespace 'default'"),
 }
 
 
