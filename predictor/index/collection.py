@@ -20,7 +20,6 @@ from predictor.index.schema import (
     SIGNATURE_FIELD,
     Layout,
     create_collection,
-    has_control_character,
     identity_from_property,
     layout_of,
 )
@@ -401,13 +400,10 @@ class ImageIndex:
     def _rows(
         self, namespace: str, ids: Sequence[str], fields: list[str], timeout_s: float | None = None, **consistency: str
     ) -> list[dict]:
-        # An id with a control character is never stored (manifests refuse one), and milvus-lite cannot be asked for
-        # it: it is simply not found.
-        ids = [image_id for image_id in dict.fromkeys(ids) if not has_control_character(image_id)]
         if not ids or not self.layout.holds(namespace):
             return []
         found = []
-        for chunk in _chunks(ids):
+        for chunk in _chunks(list(dict.fromkeys(ids))):
             found += self.access.call(
                 "get",
                 "query",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from predictor.index.schema import ID_MAX_LENGTH, METADATA_MAX_BYTES, has_control_character
+from predictor.index.schema import ID_MAX_LENGTH, METADATA_MAX_BYTES
 
 __all__ = ["InvalidManifest", "Manifest", "ManifestRow", "read_manifest"]
 
@@ -116,8 +116,6 @@ def _row(path: Path, number: int, record: dict) -> ManifestRow:
         raise InvalidManifest(f"{where}: the row names no image; give it a 'path' or an 'id'")
     if len(naming.get("id", "")) > ID_MAX_LENGTH:
         raise InvalidManifest(f"{where}: the id is longer than {ID_MAX_LENGTH} characters")
-    if has_control_character(naming.get("id", "")):
-        raise InvalidManifest(f"{where}: the id holds a control character")
     for key in record:
         if not isinstance(key, str) or not key:
             raise InvalidManifest(f"{where}: field names must be non-empty strings")

@@ -32,9 +32,18 @@ def is_local_file(uri: str) -> bool:
     return "://" not in uri
 
 
+# A `\\u00XX` escape that json.dumps wrote for a control character, and not a backslash of the text followed by "u00XX"
+# (json.dumps doubles those: an even run of backslashes before the `u`).
+_CONTROL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u00([01][0-9a-f])")
+
+
 def quoted(text: str) -> str:
-    """A string literal for a Milvus filter expression; milvus-lite 3.2 refuses `\\u` escapes, so text stays text."""
-    return json.dumps(text, ensure_ascii=False)
+    """A string literal for a Milvus filter expression. milvus-lite 3.2 refuses `\\u` escapes, so text stays text,
+    control characters included: json.dumps writes those other than \\b \\f \\n \\r \\t as `\\u00XX`, and both
+    Milvus kinds take them as they are (a raw newline is what the Milvus server refuses)."""
+    return _CONTROL_ESCAPE.sub(
+        lambda found: found.group(1) + chr(int(found.group(2), 16)), json.dumps(text, ensure_ascii=False)
+    )
 
 
 # Characters that some Milvus reads specially in a `like` pattern.

@@ -37,7 +37,6 @@ __all__ = [
     "SIGNATURE_FIELD",
     "Layout",
     "create_collection",
-    "has_control_character",
     "identity_from_property",
     "layout_of",
 ]
@@ -49,14 +48,6 @@ URI_MAX_LENGTH = 2048
 # Milvus refuses JSON values above 64 KiB.
 METADATA_MAX_BYTES = 65_536
 IDENTITY_PROPERTY = "image_search.model"
-
-
-def has_control_character(text: str) -> bool:
-    """Whether `text` holds a character below U+0020. No id may: a filter names it with a `\\u` escape, which
-    milvus-lite refuses."""
-    return any(character < " " for character in text)
-
-
 SIGNATURE_FIELD = "signature"
 _SCALAR_INDEX = {"string": "Trie", "int": "STL_SORT"}
 

@@ -1,6 +1,6 @@
-"""Ids are data, never part of a Milvus expression, on both Milvus kinds: ids holding quotes, backslashes or any other
-text are read, found and deleted as themselves, and an id written to look like a filter reaches no other row, least of
-all one of another namespace."""
+"""Ids are data, never part of a Milvus expression, on both Milvus kinds: ids holding quotes, backslashes, control
+characters or any other text are read, found and deleted as themselves, and an id written to look like a filter
+reaches no other row, least of all one of another namespace."""
 
 import uuid
 
@@ -12,7 +12,17 @@ from predictor.index.collection import ImageIndex, IndexRow
 from predictor.index.milvus import MilvusAccess
 from tests.e2e.conftest import BACKENDS
 
-ODD_IDS = ["it's", 'say "cheese"', "both ' and \" quotes", "back\\slash\\", "naïve 日本 ✓", "a/b/../c"]
+ODD_IDS = [
+    "it's",
+    'say "cheese"',
+    "both ' and \" quotes",
+    "back\\slash\\",
+    "naïve 日本 ✓",
+    "a/b/../c",
+    "control \x00\x01\x1f characters",
+    "new\nline and\ttab",
+    "not an escape: \\u0001",
+]
 # Each closes pymilvus's quoting of a key and adds a condition that every row of namespace "shop" meets.
 CRAFTED = [
     "x'] or namespace == 'shop' or key in ['",
