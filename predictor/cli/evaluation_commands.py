@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from predictor.cli.mlflow_options import add_tracking_arguments, check_tracking_arguments, track_evaluation
+from predictor.cli.output_files import check_writable
 
 
 def _eval_set(args: argparse.Namespace, directory: str, scratch: Path):
@@ -102,6 +103,8 @@ def _single(args: argparse.Namespace, scratch: Path) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     check_tracking_arguments(args)
+    # The report is written after the whole evaluation, which takes hours on a real set.
+    check_writable(args.report, "--report", makes_folders=True)
     from predictor.evaluation.text_to_image import check_template
 
     check_template(args.text_template)

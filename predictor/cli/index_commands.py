@@ -187,22 +187,12 @@ def _add_filter_columns(index) -> int:  # noqa: ANN001 - an ImageIndex, imported
     return 0
 
 
-def check_writable(path: str, option: str) -> None:
-    """Refuse a file the command could not write, before the work that leads to it; the file itself is not touched."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"{option} {path}: is a folder; name a file")
-    if not target.parent.is_dir():
-        raise ValueError(f"{option} {path}: there is no folder {target.parent}")
-    if not os.access(target if target.exists() else target.parent, os.W_OK):
-        raise ValueError(f"{option} {path}: not allowed to write there")
-
-
 def _duplicates(args: argparse.Namespace) -> int:
     import json
 
     from tqdm import tqdm
 
+    from predictor.cli.output_files import check_writable
     from predictor.index.duplicates import check_mark_field, find_clusters, mark_clusters
     from predictor.index.filters import validate_filter
 

@@ -68,6 +68,22 @@ def test_index_of_a_path_that_does_not_exist(tmp_path):
     assert_one_line_error(result, "does not exist", "missing")
 
 
+def test_an_eval_report_it_could_not_write_is_refused_before_the_evaluation(tmp_path):
+    labelled = tmp_path / "labelled"
+    run_cli("sample-catalogue", "--labelled", "--out", str(labelled)).check_returncode()
+    (tmp_path / "a-file").write_text("kept")
+    under_a_file = tmp_path / "a-file" / "report.json"
+    for report, expected in ((tmp_path, "is a folder"), (under_a_file, "is a file, not a folder")):
+        result = run_cli("eval", "--labelled", str(labelled), "--report", str(report))
+        assert_one_line_error(result, "--report", expected)
+        assert "precision" not in result.stdout, "refused before any image is embedded"
+    assert (tmp_path / "a-file").read_text() == "kept"
+    # Missing folders are not an error: the report's folders are made.
+    made = tmp_path / "new" / "report.json"
+    assert run_cli("eval", "--labelled", str(labelled), "--report", str(made)).returncode == 0
+    assert "precision_at_5" in made.read_text()
+
+
 def test_model_dir_that_is_not_a_model_package(tmp_path, catalogue):
     result = run_cli(
         "index", str(catalogue.photos["coffee"]), "--model-dir", str(tmp_path), "--milvus-uri", str(tmp_path / "m.db")
