@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 def _fit_projection(args: argparse.Namespace) -> int:
+    from predictor.cli.output_files import check_writable_folder
     from predictor.embedding.model_package import default_base_spec, resolve_spec
     from predictor.embedding.projection_fitting import fit_package
     from predictor.index.ingestion import discover
@@ -13,6 +14,8 @@ def _fit_projection(args: argparse.Namespace) -> int:
     if args.dimension is None and args.whiten:
         raise ValueError("--whiten needs --dimension: whitening is part of the PCA")
     out = Path(args.out)
+    # Checked before the catalogue's sample is embedded, which is most of the command's time.
+    check_writable_folder(args.out, "--out")
     if (out / "model.json").exists():
         raise ValueError(f"{out} already holds a model package; choose an empty --out")
     spec = fit_package(

@@ -84,6 +84,16 @@ def test_an_eval_report_it_could_not_write_is_refused_before_the_evaluation(tmp_
     assert "precision_at_5" in made.read_text()
 
 
+def test_a_projection_folder_it_could_not_write_is_refused_before_the_catalogue_is_embedded(tmp_path, catalogue):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    for out, expected in ((a_file, "is a file; name a folder"), (a_file / "package", "is a file, not a folder")):
+        result = run_cli("fit-projection", "--catalogue", str(catalogue.directory), "--out", str(out))
+        assert_one_line_error(result, "--out", expected)
+        assert "loaded" not in result.stdout + result.stderr, "refused before the model is loaded"
+    assert a_file.read_text() == "kept"
+
+
 def test_model_dir_that_is_not_a_model_package(tmp_path, catalogue):
     result = run_cli(
         "index", str(catalogue.photos["coffee"]), "--model-dir", str(tmp_path), "--milvus-uri", str(tmp_path / "m.db")
