@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.thread_cpu import stat_cpu_seconds
+
 TOP_K = 10
 # Queries per cell. On the server, a search there is slowed by 15 to 25 ms about once a second (docs/search-index.md),
 # whatever it filters: with 200 queries p99 is the second slowest and moves by 5 ms between runs, with 500 it is the
@@ -177,9 +179,12 @@ def sealed_and_indexed(index, rows: int) -> None:
     index.load()
 
 
-def measure(uri: str, size: int, dimension: int, count: int, strategies: list[str] | None = None) -> dict:
+def measure(
+    uri: str, size: int, dimension: int, count: int, strategies: list[str] | None = None, server_pid: int | None = None
+) -> dict:
     """Recall@10 and per-query latency of every case x strategy (those of the table unless named) on one collection,
-    `count` queries each (JSON-ready)."""
+    `count` queries each (JSON-ready). With the pid of a Milvus on this machine, also the CPU time it spent per
+    search: /proc counts it in clock ticks, so a single search reads 0 or a tick, and the mean over a cell is right."""
     from predictor.index.collection import ImageIndex
     from predictor.index.milvus import MilvusAccess
     from predictor.index.search_options import DEFAULT_CONSISTENCY, SearchOptions
@@ -202,10 +207,12 @@ def measure(uri: str, size: int, dimension: int, count: int, strategies: list[st
     for opened in readers.values():
         for query in asked[:WARM_UP]:
             opened.search(query[np.newaxis], SearchOptions(top_k=TOP_K, namespace=NAMESPACE))
+    server_cpu = _cpu_reader(server_pid)
     results = {}
     for case in CASES:
         recalls: dict[str, list[float]] = {strategy: [] for strategy in chosen}
         latencies: dict[str, list[float]] = {strategy: [] for strategy in chosen}
+        cpu_s = dict.fromkeys(chosen, 0.0)
         # The exact answers first: numpy's threads, still spinning after a product, would slow the next search.
         exact = [
             _exact(case, query, int(query_leaf), vectors, leaf, r, in_namespace)
@@ -217,13 +224,16 @@ def measure(uri: str, size: int, dimension: int, count: int, strategies: list[st
                 options = SearchOptions(
                     top_k=TOP_K, filter=case_filter(case, int(query_leaf)), namespace=NAMESPACE, effort=effort
                 )
+                cpu_before = server_cpu()
                 started = time.perf_counter()
                 if strategy == "unfiltered":
                     _unfiltered_search(readers[strategy], query)
                     latencies[strategy].append((time.perf_counter() - started) * 1000)
+                    cpu_s[strategy] += server_cpu() - cpu_before
                     continue
                 hits = readers[strategy].search(query[np.newaxis], options)[0][:TOP_K]
                 latencies[strategy].append((time.perf_counter() - started) * 1000)
+                cpu_s[strategy] += server_cpu() - cpu_before
                 if matching:
                     recalls[strategy].append(len({int(hit.id) for hit in hits} & best) / min(TOP_K, matching))
         for strategy in chosen:
@@ -231,11 +241,20 @@ def measure(uri: str, size: int, dimension: int, count: int, strategies: list[st
                 "recall": float(np.mean(recalls[strategy])) if recalls[strategy] else None,
                 "p50_ms": float(np.percentile(latencies[strategy], 50)),
                 "p99_ms": float(np.percentile(latencies[strategy], 99)),
+                "server_cpu_ms": cpu_s[strategy] / len(latencies[strategy]) * 1000 if server_pid else None,
                 "matching": int(_matches(case, int(asked_leaf[0]), leaf, r, in_namespace).sum()),
             }
     for opened in readers.values():
         opened.close()
     return results
+
+
+def _cpu_reader(pid: int | None):  # noqa: ANN202 - a reader of seconds
+    """CPU seconds so far of process `pid`, its threads included; always 0 without a pid."""
+    if pid is None:
+        return lambda: 0.0
+    stat = Path(f"/proc/{pid}/stat")
+    return lambda: stat_cpu_seconds(stat.read_text())
 
 
 def _unfiltered_search(index, query: np.ndarray) -> None:
@@ -274,16 +293,21 @@ def _step(*args: str) -> str:
     return result.stdout
 
 
-def run_engine(uri: str, sizes: list[int], dimension: int, count: int, log=print) -> dict[int, dict]:
+def run_engine(
+    uri: str, sizes: list[int], dimension: int, count: int, log=print, server_pid: int | None = None
+) -> dict[int, dict]:
     """Build and measure each size on the Milvus at `uri` with `count` queries a cell, every step in a process of
     its own (as a server opens a collection that an indexing job built)."""
     measured = {}
+    reads_cpu = ["--server-pid", str(server_pid)] if server_pid else []
     for size in sizes:
         started = time.perf_counter()
         _step("build", "--uri", uri, "--size", str(size), "--dimension", str(dimension))
         log(f"  {size} rows built in {time.perf_counter() - started:.0f} s")
         output = _step(
-            "measure", "--uri", uri, "--size", str(size), "--dimension", str(dimension), "--queries", str(count)
+            "measure",
+            *("--uri", uri, "--size", str(size), "--dimension", str(dimension), "--queries", str(count)),
+            *reads_cpu,
         )
         measured[size] = json.loads(output.strip().splitlines()[-1])
     return measured
@@ -293,8 +317,9 @@ def table(results: dict[str, dict[int, dict]]) -> str:
     """Markdown: one row per engine x size x case, recall@10 and latency of each strategy."""
     lines = [
         "| Milvus | rows | filter (share) | recall@10 at nprobe 32 | recall@10 planned | p50 / p99 ms planned, JSON "
-        "| recall@10 planned, columns | p50 / p99 ms planned, columns | p50 / p99 ms unfiltered |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| recall@10 planned, columns | p50 / p99 ms planned, columns | p50 / p99 ms unfiltered "
+        "| server CPU ms per search: columns / unfiltered |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for engine, sizes in results.items():
         for size, cases in sizes.items():
@@ -306,14 +331,19 @@ def table(results: dict[str, dict[int, dict]]) -> str:
                     f"| {engine} | {size:,} | {case} | {fixed['recall']:.3f} | {planned['recall']:.3f} | "
                     f"{planned['p50_ms']:.1f} / {planned['p99_ms']:.1f} | {columns['recall']:.3f} | "
                     f"{columns['p50_ms']:.1f} / {columns['p99_ms']:.1f} | "
-                    f"{unfiltered['p50_ms']:.1f} / {unfiltered['p99_ms']:.1f} |"
+                    f"{unfiltered['p50_ms']:.1f} / {unfiltered['p99_ms']:.1f} | {_cpu_cell(columns, unfiltered)} |"
                 )
     return "\n".join(lines)
 
 
+def _cpu_cell(*cells: dict) -> str:
+    spent = [cell.get("server_cpu_ms") for cell in cells]
+    return "" if None in spent else " / ".join(f"{ms:.1f}" for ms in spent)
+
+
 def measure_filtered(workdir: Path, engines: list[str], sizes: list[int], dimension: int = DIMENSION, log=print):
     """The whole part: {engine: {size: {case|strategy: figures}}} and its table."""
-    from harness.milvus_server import run_milvus_server
+    from harness.milvus_server import milvus_server_pids, run_milvus_server
 
     results: dict[str, dict[int, dict]] = {}
     if "lite" in engines:
@@ -323,7 +353,8 @@ def measure_filtered(workdir: Path, engines: list[str], sizes: list[int], dimens
     if "server" in engines:
         log("filtered search, Milvus server")
         with run_milvus_server(workdir / "filtered-server", timeout=300) as uri:
-            results["Milvus 2.3.5 server"] = run_engine(uri, sizes, dimension, QUERIES["server"], log)
+            binary = next(pid for pid in milvus_server_pids(uri) if Path(f"/proc/{pid}/comm").read_text() == "milvus\n")
+            results["Milvus 2.3.5 server"] = run_engine(uri, sizes, dimension, QUERIES["server"], log, binary)
     return results, table(results)
 
 
@@ -341,6 +372,9 @@ def main() -> None:
         default=",".join(IN_THE_TABLE),
         help=f"measure: the ways to search, taking turns, of {', '.join(STRATEGIES)}.",
     )
+    parser.add_argument(
+        "--server-pid", type=int, help="measure: pid of the Milvus process, on this machine, to read its CPU time."
+    )
     parser.add_argument("--json", help="all: also write the figures here.")
     args = parser.parse_args()
     if args.step == "build":
@@ -349,7 +383,8 @@ def main() -> None:
         strategies = [strategy.strip() for strategy in args.strategies.split(",")]
         if unknown := set(strategies) - set(STRATEGIES):
             parser.error(f"--strategies: unknown {', '.join(sorted(unknown))}; known: {', '.join(STRATEGIES)}")
-        print(json.dumps(measure(args.uri, args.size, args.dimension, args.queries, strategies)))
+        measured = measure(args.uri, args.size, args.dimension, args.queries, strategies, args.server_pid)
+        print(json.dumps(measured))
     else:
         sizes = [int(size) for size in args.sizes.split(",")]
         engines = [engine.strip() for engine in args.engines.split(",")]
