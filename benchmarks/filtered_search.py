@@ -173,6 +173,12 @@ def sealed_and_indexed(index, rows: int) -> None:
         if description.get("indexed_rows", 0) >= rows and not description.get("pending_index_rows", 0):
             break
         time.sleep(0.5)
+    from predictor.index.milvus import is_local_file
+
+    if is_local_file(index.access.uri):
+        # milvus-lite searches what it has indexed once the measuring process opens the file, and loading it again
+        # here can read an index file its own thread is still writing ("read error in ....idx").
+        return
     # Loaded again, the query node searches the built index (a Milvus 2.3 server searches rows it has not loaded
     # indexed yet with its interim index, at its own nprobe).
     index.access.call("release", "release_collection", index.collection)
