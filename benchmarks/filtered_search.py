@@ -173,7 +173,7 @@ def sealed_and_indexed(index, rows: int) -> None:
         if description.get("indexed_rows", 0) >= rows and not description.get("pending_index_rows", 0):
             break
         time.sleep(0.5)
-    from predictor.index.milvus import is_local_file
+    from predictor.index.settings import is_local_file
 
     if is_local_file(index.access.uri):
         # milvus-lite searches what it has indexed once the measuring process opens the file, and loading it again

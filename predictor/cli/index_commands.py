@@ -14,14 +14,15 @@ def _namespace(args: argparse.Namespace) -> str:
     return check_namespace(args.namespace)
 
 
-def open_index(args: argparse.Namespace, spec=None):  # noqa: ANN001, ANN201 - lazy imports keep the CLI fast
-    """The collection of the model in --model-dir (or `spec`) at --milvus-uri / --collection."""
+def open_index(args: argparse.Namespace, spec=None, *, creates: bool = False):  # noqa: ANN001, ANN201 - lazy imports
+    """The collection of the model in --model-dir (or `spec`) at --milvus-uri / --collection; a command that
+    `creates` it may name a milvus-lite file that is not there yet."""
     from predictor.cli.options import milvus_settings
     from predictor.embedding.model_package import resolve_spec
     from predictor.index.collection import ImageIndex
     from predictor.index.milvus import MilvusAccess
 
-    milvus = milvus_settings(args)
+    milvus = milvus_settings(args, creates=creates)
     identity = (spec or resolve_spec(args.model_dir)).identity
     return ImageIndex.for_model(
         MilvusAccess.of(milvus),
@@ -49,7 +50,7 @@ def _index(args: argparse.Namespace) -> int:
     for uri in listing.not_images:
         print(f"skipped {uri}: not an image (by its name)", file=sys.stderr)
     spec = resolve_spec(args.model_dir)
-    index = open_index(args, spec)
+    index = open_index(args, spec, creates=True)
     # Milvus before the network: an unreachable or foreign collection is reported before seconds of model loading.
     index.ensure_collection()
     index.check_writable(namespace)

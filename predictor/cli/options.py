@@ -2,6 +2,7 @@
 
 import argparse
 import os
+from pathlib import Path
 
 from predictor import environment
 from predictor.embedding.compile_modes import COMPILE_CHOICES
@@ -13,6 +14,7 @@ from predictor.index.settings import (
     DEFAULT_MILVUS_TIMEOUT_S,
     DEFAULT_MILVUS_URI,
     MilvusSettings,
+    is_local_file,
 )
 from predictor.index.vector_index import DEFAULT_INDEX_TYPE, INDEX_KINDS, VectorIndex, parse_params
 from predictor.serving.request_size import default_max_request_bytes
@@ -182,7 +184,15 @@ def vector_index(args: argparse.Namespace) -> VectorIndex:
     )
 
 
-def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
+def milvus_settings(args: argparse.Namespace, *, creates: bool = False) -> MilvusSettings:
+    """The Milvus settings of the flags. A command that does not `creates` a collection refuses a milvus-lite path
+    with nothing there: milvus-lite would make an empty file, and the command would report an empty catalogue where
+    the path was mistyped."""
+    if not creates and is_local_file(args.milvus_uri) and not Path(args.milvus_uri).exists():
+        raise ValueError(
+            f"--milvus-uri {args.milvus_uri}: there is no milvus-lite file there; "
+            f"index images into it first: image-search index SOURCE --milvus-uri {args.milvus_uri}"
+        )
     return MilvusSettings(
         uri=args.milvus_uri,
         collection=args.collection,
@@ -197,7 +207,8 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
     if args.forward_process not in ("on", "off"):
         raise ValueError(f"--forward-process must be on or off, got {args.forward_process!r}")
     return ServeSettings(
-        milvus=milvus_settings(args),
+        # A server may start before anything is indexed: it says it is not ready until a collection appears.
+        milvus=milvus_settings(args, creates=True),
         model_dir=args.model_dir,
         device=args.device,
         precision=args.precision,

@@ -22,7 +22,7 @@ def _sync(args: argparse.Namespace) -> int:
     for uri in listing.not_images:
         print(f"skipped {uri}: not an image (by its name)", file=sys.stderr)
     spec = resolve_spec(args.model_dir)
-    index = open_index(args, spec)
+    index = open_index(args, spec, creates=True)
     if args.dry_run:
         if index.exists():
             index.load()

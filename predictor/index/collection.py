@@ -14,7 +14,7 @@ import numpy as np
 from predictor.errors import InvalidRequest
 from predictor.identity import ModelIdentity
 from predictor.index.filter_columns import FilterColumn, describe
-from predictor.index.milvus import MilvusAccess, is_local_file, like_prefix, quoted
+from predictor.index.milvus import MilvusAccess, like_prefix, quoted
 from predictor.index.schema import (
     IDENTITY_PROPERTY,
     SIGNATURE_FIELD,
@@ -25,6 +25,7 @@ from predictor.index.schema import (
 )
 from predictor.index.search_effort import RowCounts, planned_effort
 from predictor.index.search_options import SearchOptions
+from predictor.index.settings import is_local_file
 from predictor.index.vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ import grpc
 from pymilvus import MilvusClient, MilvusException
 
 from predictor.errors import IndexUnavailable, InvalidRequest, RequestTimedOut
-from predictor.index.settings import MilvusSettings
+from predictor.index.settings import MilvusSettings, is_local_file
 
-__all__ = ["MilvusAccess", "is_local_file", "like_prefix", "quoted"]
+__all__ = ["MilvusAccess", "like_prefix", "quoted"]
 
 COLLECTION_NOT_LOADED = 101
 # What Milvus says when it cannot evaluate a filter expression (milvus-lite 3.2 and Milvus 2.3 word it differently).
@@ -26,10 +26,6 @@ _EXPRESSION_REFUSED = re.compile(r"cannot parse expression|failed to create quer
 # Milvus 2.3.x before 2.3.10 computes an upserted row's partition from the wrong field (milvus-io/milvus#30607, fixed by
 # #30772), so upserted rows vanish from searches filtered by their partition key.
 _PARTITION_KEY_UPSERT_FIXED = (2, 3, 10)
-
-
-def is_local_file(uri: str) -> bool:
-    return "://" not in uri
 
 
 # A `\\u00XX` escape that json.dumps wrote for a control character, and not a backslash of the text followed by "u00XX"

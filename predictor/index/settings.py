@@ -14,6 +14,11 @@ DEFAULT_COLLECTION = "images"
 DEFAULT_MILVUS_TIMEOUT_S = 600.0
 
 
+def is_local_file(uri: str) -> bool:
+    """Whether `uri` names a milvus-lite file rather than a server."""
+    return "://" not in uri
+
+
 @dataclass(frozen=True)
 class MilvusSettings:
     uri: str

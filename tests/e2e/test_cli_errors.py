@@ -107,8 +107,26 @@ def test_milvus_that_does_not_answer(tmp_path, catalogue):
         assert_one_line_error(run_cli(*command, "--milvus-uri", uri), "Milvus", uri)
 
 
+def test_a_command_that_only_reads_refuses_a_milvus_lite_path_with_nothing_there(tmp_path):
+    typo = tmp_path / "milvsu.db"
+    for command in (
+        ["collections"],
+        ["promote", "--to", "2"],
+        ["rollback"],
+        ["reindex"],
+        ["duplicates", "--out", str(tmp_path / "clusters.jsonl")],
+        ["delete", "--id", "x"],
+    ):
+        result = run_cli(*command, "--milvus-uri", str(typo))
+        assert_one_line_error(result, f"--milvus-uri {typo}: there is no milvus-lite file there", "image-search index")
+    assert not typo.exists(), "no empty catalogue is left where the path was mistyped"
+
+
 def test_unknown_collection(tmp_path):
     uri = str(tmp_path / "m.db")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("index", str(empty), "--milvus-uri", uri).returncode == 0
     assert_one_line_error(
         run_cli("delete", "--id", "x", "--collection", "nope", "--milvus-uri", uri), "nope__", "does not exist"
     )

@@ -19,17 +19,23 @@ PHOTOS = ["chelsea", "coffee", "rocket", "astronaut", "moon", "camera"]
 @pytest.mark.parametrize("variable", ["MILVUS_URI", "IMAGE_SEARCH_MILVUS_URI"])
 def test_a_milvus_lite_path_in_either_variable_is_used_and_does_not_crash_pymilvus(tmp_path, variable):
     database = tmp_path / "from-env.db"
+    made = run_cli("index", str(tmp_path), env={variable: str(database)})
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
+    assert database.exists()
     result = run_cli("collections", env={variable: str(database)})
     assert result.returncode == 0, result.stderr
-    assert f"at {database}" in result.stdout
+    assert "* images__" in result.stdout, "the collection made through the variable is listed through it"
     assert "Traceback" not in result.stderr
 
 
 def test_the_project_variable_wins_over_the_pymilvus_one(tmp_path):
     ours, theirs = tmp_path / "ours.db", tmp_path / "theirs.db"
-    result = run_cli("collections", env={"IMAGE_SEARCH_MILVUS_URI": str(ours), "MILVUS_URI": str(theirs)})
+    variables = {"IMAGE_SEARCH_MILVUS_URI": str(ours), "MILVUS_URI": str(theirs)}
+    assert run_cli("index", str(tmp_path), env=variables).returncode == 0
+    assert ours.exists() and not theirs.exists()
+    result = run_cli("collections", env=variables)
     assert result.returncode == 0, result.stderr
-    assert f"at {ours}" in result.stdout
+    assert "* images__" in result.stdout
 
 
 @pytest.fixture(scope="module")
