@@ -185,9 +185,9 @@ def vector_index(args: argparse.Namespace) -> VectorIndex:
 
 
 def milvus_settings(args: argparse.Namespace, *, creates: bool = False) -> MilvusSettings:
-    """The Milvus settings of the flags. A command that does not `creates` a collection refuses a milvus-lite path
-    with nothing there: milvus-lite would make an empty file, and the command would report an empty catalogue where
-    the path was mistyped."""
+    """The Milvus settings of the flags. Unless the command `creates` the collection, a milvus-lite path with nothing
+    there is refused: milvus-lite would make an empty file, and the command would report an empty catalogue where the
+    path was mistyped."""
     if not creates and is_local_file(args.milvus_uri) and not Path(args.milvus_uri).exists():
         raise ValueError(
             f"--milvus-uri {args.milvus_uri}: there is no milvus-lite file there; "
