@@ -17,12 +17,14 @@ def _namespace(args: argparse.Namespace) -> str:
 def open_index(args: argparse.Namespace, spec=None, *, creates: bool = False):  # noqa: ANN001, ANN201 - lazy imports
     """The collection of the model in --model-dir (or `spec`) at --milvus-uri / --collection; a command that
     `creates` it may name a milvus-lite file that is not there yet."""
-    from predictor.cli.options import milvus_settings
+    from predictor.cli.options import check_lite_file_exists, milvus_settings
     from predictor.embedding.model_package import resolve_spec
     from predictor.index.collection import ImageIndex
     from predictor.index.milvus import MilvusAccess
 
-    milvus = milvus_settings(args, creates=creates)
+    milvus = milvus_settings(args)
+    if not creates:
+        check_lite_file_exists(milvus.uri)
     identity = (spec or resolve_spec(args.model_dir)).identity
     return ImageIndex.for_model(
         MilvusAccess.of(milvus),

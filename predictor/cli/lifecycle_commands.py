@@ -4,10 +4,11 @@ import argparse
 
 
 def _access(args: argparse.Namespace):  # noqa: ANN202 - lazy imports keep the CLI fast
-    from predictor.cli.options import milvus_settings
+    from predictor.cli.options import check_lite_file_exists, milvus_settings
     from predictor.index.milvus import MilvusAccess
 
     milvus = milvus_settings(args)
+    check_lite_file_exists(milvus.uri)
     return MilvusAccess.of(milvus), milvus
 
 

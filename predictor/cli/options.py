@@ -184,15 +184,17 @@ def vector_index(args: argparse.Namespace) -> VectorIndex:
     )
 
 
-def milvus_settings(args: argparse.Namespace, *, creates: bool = False) -> MilvusSettings:
-    """The Milvus settings of the flags. Unless the command `creates` the collection, a milvus-lite path with nothing
-    there is refused: milvus-lite would make an empty file, and the command would report an empty catalogue where the
-    path was mistyped."""
-    if not creates and is_local_file(args.milvus_uri) and not Path(args.milvus_uri).exists():
+def check_lite_file_exists(uri: str) -> None:
+    """Refuse a milvus-lite path with nothing there, for a command that does not make the collection: milvus-lite
+    would make an empty file, and the command would report an empty catalogue where the path was mistyped."""
+    if is_local_file(uri) and not Path(uri).exists():
         raise ValueError(
-            f"--milvus-uri {args.milvus_uri}: there is no milvus-lite file there; "
-            f"index images into it first: image-search index SOURCE --milvus-uri {args.milvus_uri}"
+            f"--milvus-uri {uri}: there is no milvus-lite file there; "
+            f"index images into it first: image-search index SOURCE --milvus-uri {uri}"
         )
+
+
+def milvus_settings(args: argparse.Namespace) -> MilvusSettings:
     return MilvusSettings(
         uri=args.milvus_uri,
         collection=args.collection,
@@ -207,8 +209,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
     if args.forward_process not in ("on", "off"):
         raise ValueError(f"--forward-process must be on or off, got {args.forward_process!r}")
     return ServeSettings(
-        # A server may start before anything is indexed: it says it is not ready until a collection appears.
-        milvus=milvus_settings(args, creates=True),
+        milvus=milvus_settings(args),
         model_dir=args.model_dir,
         device=args.device,
         precision=args.precision,
